@@ -1,0 +1,327 @@
+//! Sealed session tokens: the owner of a session, carried by the client.
+//!
+//! A token is `t1.` followed by unpadded base64url of
+//! `nonce (24 bytes) || XChaCha20-Poly1305(plaintext) || tag (16 bytes)`, with
+//! the version string `tether-token-v1` as associated data. The plaintext is
+//! `kind (1 byte) || backend id length (1 byte) || backend id || upstream id`.
+//! See `docs/design.md` for why each part is there.
+//!
+//! The alphabet (`t`, `1`, `.`, `A-Z a-z 0-9 - _`) is visible ASCII, so the
+//! token is a valid `Mcp-Session-Id`, and URL-safe, so it can stand in a legacy
+//! endpoint's query string without escaping.
+//!
+//! This module must never log a key or a whole token.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+
+/// What every token of this format starts with.
+pub const PREFIX: &str = "t1.";
+const AAD: &[u8] = b"tether-token-v1";
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+/// Longest upstream session id Tether will seal. Real servers use 32 to 36
+/// characters; the bound keeps tokens well inside header size limits.
+pub const MAX_UPSTREAM_ID: usize = 512;
+/// Longest backend identity (a `host:port` authority).
+pub const MAX_BACKEND_ID: usize = 255;
+
+/// The 32-byte secret shared by every Tether replica that serves the same sessions.
+#[derive(Clone)]
+pub struct SessionKey([u8; 32]);
+
+impl SessionKey {
+    /// A fresh key from the operating system's random source.
+    pub fn generate() -> Self {
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        SessionKey(key)
+    }
+
+    /// Parses the base64 (standard or URL-safe, padded or not) form of a key.
+    pub fn from_base64(text: &str) -> Result<Self, KeyError> {
+        let text = text.trim();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .or_else(|_| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')))
+            .map_err(|_| KeyError::NotBase64)?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|b: Vec<u8>| KeyError::WrongLength(b.len()))?;
+        Ok(SessionKey(key))
+    }
+
+    /// The standard base64 form, as `tether keygen` prints it.
+    pub fn to_base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.0)
+    }
+}
+
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionKey(..)")
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    #[error("not valid base64")]
+    NotBase64,
+    #[error("must decode to 32 bytes, got {0}")]
+    WrongLength(usize),
+}
+
+/// Which transport a token was issued for; a token is only accepted where that
+/// transport carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// Streamable HTTP: the `Mcp-Session-Id` header.
+    Streamable = 1,
+    /// Legacy HTTP+SSE: the session query parameter of the endpoint URL.
+    Legacy = 2,
+}
+
+/// What a token says once opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub kind: TokenKind,
+    pub backend: String,
+    pub upstream_id: String,
+}
+
+/// Why a token did not open. Callers answer all of these the same way (404);
+/// the distinction is for logs and tests.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("not a tether token")]
+    Format,
+    #[error("token does not authenticate under this key")]
+    Forged,
+    #[error("token plaintext is malformed")]
+    Malformed,
+}
+
+/// Seals and opens tokens with one key.
+pub struct Sealer {
+    cipher: XChaCha20Poly1305,
+}
+
+impl Sealer {
+    pub fn new(key: &SessionKey) -> Self {
+        Sealer {
+            cipher: XChaCha20Poly1305::new((&key.0).into()),
+        }
+    }
+
+    /// Seals `(kind, backend, upstream_id)` under a fresh random nonce.
+    ///
+    /// Returns `None` when an input is longer than the format allows; the
+    /// caller then passes the server's id through unsealed.
+    pub fn seal(&self, kind: TokenKind, backend: &str, upstream_id: &str) -> Option<String> {
+        if backend.len() > MAX_BACKEND_ID || upstream_id.len() > MAX_UPSTREAM_ID {
+            return None;
+        }
+        let mut plain = Vec::with_capacity(2 + backend.len() + upstream_id.len());
+        plain.push(kind as u8);
+        plain.push(backend.len() as u8);
+        plain.extend_from_slice(backend.as_bytes());
+        plain.extend_from_slice(upstream_id.as_bytes());
+
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let sealed = self
+            .cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &plain,
+                    aad: AAD,
+                },
+            )
+            .ok()?;
+
+        let mut raw = Vec::with_capacity(NONCE_LEN + sealed.len());
+        raw.extend_from_slice(&nonce);
+        raw.extend_from_slice(&sealed);
+        let mut token = String::with_capacity(PREFIX.len() + (raw.len() * 4).div_ceil(3));
+        token.push_str(PREFIX);
+        URL_SAFE_NO_PAD.encode_string(&raw, &mut token);
+        Some(token)
+    }
+
+    /// Opens a token; any failure means "no such session" to the caller.
+    pub fn open(&self, token: &str) -> Result<Sealed, TokenError> {
+        let body = token.strip_prefix(PREFIX).ok_or(TokenError::Format)?;
+        // Bound the work an attacker can ask for before any decoding.
+        let max_raw = NONCE_LEN + TAG_LEN + 2 + MAX_BACKEND_ID + MAX_UPSTREAM_ID;
+        if body.len() > max_raw.div_ceil(3) * 4 {
+            return Err(TokenError::Format);
+        }
+        let raw = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| TokenError::Format)?;
+        if raw.len() < NONCE_LEN + TAG_LEN + 2 {
+            return Err(TokenError::Format);
+        }
+        let (nonce, sealed) = raw.split_at(NONCE_LEN);
+        let plain = self
+            .cipher
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: AAD,
+                },
+            )
+            .map_err(|_| TokenError::Forged)?;
+        parse_plain(&plain)
+    }
+}
+
+fn parse_plain(plain: &[u8]) -> Result<Sealed, TokenError> {
+    let (&kind, rest) = plain.split_first().ok_or(TokenError::Malformed)?;
+    let kind = match kind {
+        1 => TokenKind::Streamable,
+        2 => TokenKind::Legacy,
+        _ => return Err(TokenError::Malformed),
+    };
+    let (&len, rest) = rest.split_first().ok_or(TokenError::Malformed)?;
+    let len = usize::from(len);
+    if rest.len() < len {
+        return Err(TokenError::Malformed);
+    }
+    let (backend, upstream) = rest.split_at(len);
+    let backend = std::str::from_utf8(backend).map_err(|_| TokenError::Malformed)?;
+    let upstream = std::str::from_utf8(upstream).map_err(|_| TokenError::Malformed)?;
+    Ok(Sealed {
+        kind,
+        backend: backend.to_owned(),
+        upstream_id: upstream.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sealer() -> Sealer {
+        Sealer::new(&SessionKey::generate())
+    }
+
+    #[test]
+    fn round_trip_keeps_every_field() {
+        let s = sealer();
+        let t = s
+            .seal(TokenKind::Legacy, "127.0.0.1:9001", "3f2a-uuid")
+            .unwrap();
+        assert!(t.starts_with(PREFIX));
+        assert_eq!(
+            s.open(&t).unwrap(),
+            Sealed {
+                kind: TokenKind::Legacy,
+                backend: "127.0.0.1:9001".into(),
+                upstream_id: "3f2a-uuid".into()
+            }
+        );
+    }
+
+    #[test]
+    fn tokens_are_visible_ascii_and_url_safe() {
+        let s = sealer();
+        let t = s
+            .seal(TokenKind::Streamable, "backend:1", "id with \u{e9}")
+            .unwrap();
+        assert!(t
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+    }
+
+    #[test]
+    fn same_input_seals_differently_each_time() {
+        let s = sealer();
+        let a = s.seal(TokenKind::Streamable, "b:1", "x").unwrap();
+        let b = s.seal(TokenKind::Streamable, "b:1", "x").unwrap();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn another_key_cannot_open() {
+        let t = sealer().seal(TokenKind::Streamable, "b:1", "x").unwrap();
+        assert_eq!(sealer().open(&t), Err(TokenError::Forged));
+    }
+
+    #[test]
+    fn shared_key_opens_across_sealers() {
+        let key = SessionKey::generate();
+        let t = Sealer::new(&key)
+            .seal(TokenKind::Streamable, "b:1", "x")
+            .unwrap();
+        assert_eq!(Sealer::new(&key).open(&t).unwrap().upstream_id, "x");
+    }
+
+    #[test]
+    fn tampering_anywhere_is_rejected() {
+        let s = sealer();
+        let t = s.seal(TokenKind::Streamable, "b:1", "session").unwrap();
+        for i in PREFIX.len()..t.len() {
+            let mut bytes = t.clone().into_bytes();
+            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+            let forged = String::from_utf8(bytes).unwrap();
+            assert!(s.open(&forged).is_err(), "byte {i} flipped still opened");
+        }
+    }
+
+    #[test]
+    fn truncated_and_foreign_values_are_rejected() {
+        let s = sealer();
+        let t = s.seal(TokenKind::Streamable, "b:1", "session").unwrap();
+        assert!(s.open(&t[..t.len() - 1]).is_err());
+        assert_eq!(s.open(&t[..10]), Err(TokenError::Format));
+        assert_eq!(
+            s.open("1f3b9c0e8a7d4b2c9e1f0a3b5c7d9e1f"),
+            Err(TokenError::Format)
+        );
+        assert_eq!(s.open("t1.!!!"), Err(TokenError::Format));
+        assert_eq!(s.open(""), Err(TokenError::Format));
+        let huge = format!("{PREFIX}{}", "A".repeat(10_000));
+        assert_eq!(s.open(&huge), Err(TokenError::Format));
+    }
+
+    #[test]
+    fn oversized_inputs_are_not_sealed() {
+        let s = sealer();
+        assert!(s
+            .seal(TokenKind::Streamable, "b", &"x".repeat(MAX_UPSTREAM_ID + 1))
+            .is_none());
+        let longest = s
+            .seal(
+                TokenKind::Streamable,
+                &"b".repeat(MAX_BACKEND_ID),
+                &"x".repeat(MAX_UPSTREAM_ID),
+            )
+            .unwrap();
+        assert!(s.open(&longest).is_ok());
+    }
+
+    #[test]
+    fn keys_parse_from_base64_forms() {
+        let k = SessionKey::generate();
+        let text = k.to_base64();
+        assert_eq!(SessionKey::from_base64(&text).unwrap().0, k.0);
+        assert_eq!(
+            SessionKey::from_base64(&format!("  {text}\n")).unwrap().0,
+            k.0
+        );
+        assert_eq!(
+            SessionKey::from_base64("c2hvcnQ=").unwrap_err(),
+            KeyError::WrongLength(5)
+        );
+        assert_eq!(
+            SessionKey::from_base64("not base64!").unwrap_err(),
+            KeyError::NotBase64
+        );
+    }
+}

@@ -1,0 +1,133 @@
+//! Stage 2: classify. What does this request carry that routing needs?
+//!
+//! Reads only the request head: the `Mcp-Session-Id` header (Streamable HTTP)
+//! or a `sessionId` / `session_id` query parameter (legacy HTTP+SSE POSTs).
+//! It never reads the body and never decides where a request goes; that is
+//! `affinity`'s job.
+
+use std::ops::Range;
+
+use http::header::HeaderName;
+use http::request::Parts;
+
+/// The Streamable HTTP session header (header names are case-insensitive).
+pub static MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+
+/// Query parameter names the SDKs use for the legacy transport's session id:
+/// TypeScript `sessionId`, Python `session_id`.
+pub const LEGACY_PARAMS: [&str; 2] = ["sessionId", "session_id"];
+
+/// Where a request carries its session reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Carrier {
+    /// The `Mcp-Session-Id` header.
+    Header,
+    /// A legacy query parameter; `value` is the byte range of its value in the query string.
+    Query { value: Range<usize> },
+}
+
+/// A session reference as the client sent it (normally a Tether token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRef {
+    pub token: String,
+    pub carrier: Carrier,
+}
+
+/// Finds the session reference of a request, if it has one.
+///
+/// A header that is not valid visible ASCII is still returned (as lossy text):
+/// it cannot be a token, so it will fail to open and earn a 404, which is what
+/// a server would answer for an unknown session.
+pub fn session_ref(parts: &Parts) -> Option<SessionRef> {
+    if let Some(value) = parts.headers.get(&MCP_SESSION_ID) {
+        let token = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        return Some(SessionRef {
+            token,
+            carrier: Carrier::Header,
+        });
+    }
+    let query = parts.uri.query()?;
+    let value = legacy_param(query)?;
+    let raw = &query[value.clone()];
+    let token = percent_encoding::percent_decode_str(raw)
+        .decode_utf8_lossy()
+        .into_owned();
+    Some(SessionRef {
+        token,
+        carrier: Carrier::Query { value },
+    })
+}
+
+/// Byte range of the first legacy session parameter's value in `query`.
+pub fn legacy_param(query: &str) -> Option<Range<usize>> {
+    let mut start = 0;
+    for pair in query.split('&') {
+        let end = start + pair.len();
+        if let Some((name, _)) = pair.split_once('=') {
+            if LEGACY_PARAMS.contains(&name) {
+                return Some(start + name.len() + 1..end);
+            }
+        }
+        start = end + 1;
+    }
+    None
+}
+
+/// Whether an SSE response to this request may be a legacy transport's stream,
+/// whose first event names the session. Only a GET that carries no session can
+/// open one; a Streamable GET always carries its session header.
+pub fn may_open_legacy_stream(parts: &Parts, session: Option<&SessionRef>) -> bool {
+    parts.method == http::Method::GET && session.is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, session: Option<&str>) -> Parts {
+        let mut b = http::Request::builder().uri(uri);
+        if let Some(s) = session {
+            b = b.header("Mcp-Session-Id", s);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn header_wins_and_is_case_insensitive() {
+        let p = parts("/mcp?sessionId=q", Some("t1.abc"));
+        let r = session_ref(&p).unwrap();
+        assert_eq!(r.token, "t1.abc");
+        assert_eq!(r.carrier, Carrier::Header);
+    }
+
+    #[test]
+    fn legacy_params_are_found_with_their_range() {
+        for (uri, want) in [
+            ("/messages?sessionId=t1.x", "t1.x"),
+            ("/messages/?session_id=t1.y&z=1", "t1.y"),
+            ("/m?a=1&b&sessionId=t1.z", "t1.z"),
+            ("/m?sessionId=", ""),
+        ] {
+            let p = parts(uri, None);
+            let r = session_ref(&p).unwrap();
+            assert_eq!(r.token, want, "{uri}");
+            let Carrier::Query { value } = r.carrier else {
+                panic!("not a query carrier")
+            };
+            assert_eq!(&p.uri.query().unwrap()[value], want);
+        }
+    }
+
+    #[test]
+    fn other_params_are_not_sessions() {
+        for uri in ["/mcp", "/m?sessionid=x", "/m?xsessionId=1", "/m?session_id"] {
+            assert_eq!(session_ref(&parts(uri, None)), None, "{uri}");
+        }
+    }
+
+    #[test]
+    fn percent_encoded_values_are_decoded() {
+        let r = session_ref(&parts("/m?sessionId=t1%2Eabc", None)).unwrap();
+        assert_eq!(r.token, "t1.abc");
+    }
+}

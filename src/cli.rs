@@ -1,0 +1,71 @@
+//! The command line. `main.rs` parses it and calls the library; the flags map
+//! onto `config::Overrides` here so the mapping is tested with the config.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Overrides;
+
+/// Tether: a session-sticky load balancer for MCP servers.
+#[derive(Debug, Parser)]
+#[command(name = "tether", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a fresh base64 session key (for --session-key-file or TETHER_SESSION_KEY).
+    Keygen,
+    /// Start three demo MCP replicas behind Tether and show sessions sticking.
+    Demo(DemoArgs),
+}
+
+/// Running the proxy (the default command).
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// TOML configuration file; flags override it.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Proxy listen address [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Backend replica URL (http://host:port); repeat for each. Replaces the file's list.
+    #[arg(long = "backend", value_name = "URL")]
+    pub backends: Vec<String>,
+    /// Admin listen address for /healthz and /metrics [default: none].
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+    /// File holding the base64 32-byte session key (overrides TETHER_SESSION_KEY).
+    #[arg(long, value_name = "FILE")]
+    pub session_key_file: Option<PathBuf>,
+}
+
+impl RunArgs {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: self.listen,
+            admin: self.admin,
+            backends: self.backends.clone(),
+            session_key_file: self.session_key_file.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where Tether listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where the admin listener (/metrics) listens.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub admin: SocketAddr,
+    /// Exit after the guided tour instead of serving until Ctrl-C.
+    #[arg(long)]
+    pub once: bool,
+}

@@ -1,0 +1,124 @@
+use super::*;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn with_backends(list: &[&str]) -> Overrides {
+    Overrides {
+        backends: list.iter().map(|s| s.to_string()).collect(),
+        ..Overrides::default()
+    }
+}
+
+#[test]
+fn runs_with_no_file_and_only_backends() {
+    let c = Config::from_parts(FileConfig::default(), with_backends(&["http://127.0.0.1:9001"]), &no_env)
+        .unwrap();
+    assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(c.admin, None);
+    assert_eq!(c.backends[0].authority.as_str(), "127.0.0.1:9001");
+    assert_eq!(c.key_origin, KeyOrigin::Generated);
+    assert_eq!(c.balance, Balance::LeastOutstanding);
+    assert!(c.preserve_host);
+    assert_eq!(c.limits.max_request_body, 4 << 20);
+    assert_eq!(c.timeouts.stream_idle, Some(Duration::from_secs(600)));
+}
+
+#[test]
+fn flags_override_the_file() {
+    let file = parse_file(
+        r#"
+listen = "127.0.0.1:7000"
+admin = "127.0.0.1:7001"
+backends = ["http://10.0.0.1:80", "http://10.0.0.2:80"]
+balance = "round-robin"
+preserve_host = false
+
+[limits]
+max_request_body = 1024
+
+[timeouts]
+stream_idle = "0s"
+response = "90s"
+"#,
+        "t.toml",
+    )
+    .unwrap();
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:7100".parse().unwrap()),
+        backends: vec!["http://127.0.0.1:9001".into()],
+        ..Overrides::default()
+    };
+    let c = Config::from_parts(file, overrides, &no_env).unwrap();
+    assert_eq!(c.listen, "127.0.0.1:7100".parse().unwrap());
+    assert_eq!(c.admin, Some("127.0.0.1:7001".parse().unwrap()));
+    assert_eq!(c.backends.len(), 1);
+    assert_eq!(c.balance, Balance::RoundRobin);
+    assert!(!c.preserve_host);
+    assert_eq!(c.limits.max_request_body, 1024);
+    assert_eq!(c.timeouts.stream_idle, None);
+    assert_eq!(c.timeouts.response, Duration::from_secs(90));
+}
+
+#[test]
+fn file_errors_name_the_line_and_key() {
+    let err = parse_file("listen = \"127.0.0.1:1\"\nlisten_typo = 1\n", "t.toml").unwrap_err();
+    assert_eq!(err.key, "t.toml:2: listen_typo");
+    assert!(err.problem.contains("unknown field"), "{err}");
+    let err = parse_file("[timeouts]\nconnect = \"soon\"\n", "t.toml").unwrap_err();
+    assert_eq!(err.key, "t.toml:2: connect");
+    assert!(!err.to_string().contains('\n'));
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let cases: [(&[&str], &str); 5] = [
+        (&[], "backends"),
+        (&["127.0.0.1:9001"], "backends[0]"),
+        (&["http://127.0.0.1:1", "https://x:443"], "backends[1]"),
+        (&["http://127.0.0.1:1/mcp"], "backends[0]"),
+        (&["http://u@h:1"], "backends[0]"),
+    ];
+    for (backends, key) in cases {
+        let err = Config::from_parts(FileConfig::default(), with_backends(backends), &no_env).unwrap_err();
+        assert_eq!(err.key, key, "{backends:?}: {err}");
+    }
+    let file = parse_file("[limits]\nmax_header_bytes = 100\n", "t").unwrap();
+    let err = Config::from_parts(file, with_backends(&["http://h:1"]), &no_env).unwrap_err();
+    assert_eq!(err.key, "limits.max_header_bytes");
+    let file = parse_file("[timeouts]\nconnect = \"0s\"\n", "t").unwrap();
+    let err = Config::from_parts(file, with_backends(&["http://h:1"]), &no_env).unwrap_err();
+    assert_eq!(err.key, "timeouts.connect");
+}
+
+#[test]
+fn key_comes_from_file_then_env_then_is_generated() {
+    let key = SessionKey::generate().to_base64();
+    let env_key = key.clone();
+    let env = move |name: &str| (name == KEY_ENV).then(|| env_key.clone());
+    let c = Config::from_parts(FileConfig::default(), with_backends(&["http://h:1"]), &env).unwrap();
+    assert_eq!(c.key_origin, KeyOrigin::Env);
+    assert_eq!(c.key.to_base64(), key);
+
+    let dir = std::env::temp_dir().join(format!("tether-key-{}", std::process::id()));
+    std::fs::write(&dir, format!("{}\n", SessionKey::generate().to_base64())).unwrap();
+    let overrides = Overrides {
+        session_key_file: Some(dir.clone()),
+        ..with_backends(&["http://h:1"])
+    };
+    let c = Config::from_parts(FileConfig::default(), overrides, &env).unwrap();
+    assert_eq!(c.key_origin, KeyOrigin::File);
+    assert_ne!(c.key.to_base64(), key);
+    std::fs::remove_file(&dir).unwrap();
+
+    let bad = |_: &str| Some("short".to_string());
+    let err = Config::from_parts(FileConfig::default(), with_backends(&["http://h:1"]), &bad).unwrap_err();
+    assert_eq!(err.key, KEY_ENV);
+    let missing = Overrides {
+        session_key_file: Some("/nonexistent/tether.key".into()),
+        ..with_backends(&["http://h:1"])
+    };
+    let err = Config::from_parts(FileConfig::default(), missing, &no_env).unwrap_err();
+    assert_eq!(err.key, "session_key_file");
+}

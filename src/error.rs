@@ -1,0 +1,166 @@
+//! The one error a request can end in, and how it becomes a response.
+//!
+//! Every variant knows its HTTP status, its JSON-RPC error code and message
+//! (MCP clients read the body), the metric label it is counted under, and
+//! whether it is the client's doing (logged quietly) or a fault.
+
+use bytes::Bytes;
+use http::StatusCode;
+
+/// Where a failed upstream call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// The backend actively refused the connection: nothing was sent.
+    Refused,
+    /// Any other failure to connect (unreachable, connect timeout): nothing was sent.
+    Connect,
+    /// No response head within the response timeout.
+    Timeout,
+    /// The connection failed after the request was (perhaps) sent.
+    Io,
+}
+
+impl UpstreamFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamFailure::Refused => "refused",
+            UpstreamFailure::Connect => "connect",
+            UpstreamFailure::Timeout => "timeout",
+            UpstreamFailure::Io => "io",
+        }
+    }
+
+    /// Nothing reached the backend, so another one may be tried.
+    pub fn nothing_sent(self) -> bool {
+        matches!(self, UpstreamFailure::Refused | UpstreamFailure::Connect)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The token did not open, or its owner is gone: the spec's signal to re-initialize.
+    #[error("session not found")]
+    SessionNotFound,
+    #[error("request body larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("request body not received within the body timeout")]
+    BodyTimeout,
+    #[error("request body could not be read: {0}")]
+    BodyRead(String),
+    #[error("no backend available")]
+    NoBackend,
+    #[error("upstream {backend} failed ({}): {detail}", failure.as_str())]
+    Upstream {
+        backend: String,
+        failure: UpstreamFailure,
+        detail: String,
+    },
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::SessionNotFound => StatusCode::NOT_FOUND,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream { failure, .. } => match failure {
+                UpstreamFailure::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                _ => StatusCode::BAD_GATEWAY,
+            },
+        }
+    }
+
+    /// JSON-RPC error code and message for the body.
+    fn jsonrpc(&self) -> (i64, &'static str) {
+        match self {
+            // The code and message the TypeScript SDK uses for an unknown session.
+            ProxyError::SessionNotFound => (-32001, "Session not found"),
+            ProxyError::BodyTooLarge { .. } => (-32600, "Request body too large"),
+            ProxyError::BodyTimeout => (-32600, "Request body timeout"),
+            ProxyError::BodyRead(_) => (-32600, "Invalid request body"),
+            ProxyError::NoBackend => (-32603, "No backend available"),
+            ProxyError::Upstream { failure, .. } => match failure {
+                UpstreamFailure::Timeout => (-32603, "Upstream timeout"),
+                _ => (-32603, "Upstream unavailable"),
+            },
+        }
+    }
+
+    /// The `reason` label in `tether_rejected_requests_total`, for errors
+    /// raised before routing.
+    pub fn reject_reason(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::BodyTooLarge { .. } => Some("body_too_large"),
+            ProxyError::BodyTimeout => Some("body_timeout"),
+            ProxyError::BodyRead(_) => Some("body_read"),
+            ProxyError::NoBackend => Some("no_backend"),
+            _ => None,
+        }
+    }
+
+    /// The JSON-RPC error body, echoing the request's id when there was one.
+    pub fn body(&self, id: &serde_json::Value) -> Bytes {
+        let (code, message) = self.jsonrpc();
+        let body = serde_json::json!({
+            "jsonrpc": "2.0",
+            "error": {"code": code, "message": message},
+            "id": id,
+        });
+        Bytes::from(body.to_string())
+    }
+}
+
+/// The `id` of a single JSON-RPC message, or null (batches, notifications,
+/// anything unparsable). Only called on error paths.
+pub fn jsonrpc_id(body: &[u8]) -> serde_json::Value {
+    #[derive(serde::Deserialize)]
+    struct Message {
+        #[serde(default)]
+        id: serde_json::Value,
+    }
+    match serde_json::from_slice::<Message>(body) {
+        Ok(Message { id: id @ (serde_json::Value::Number(_) | serde_json::Value::String(_)) }) => id,
+        _ => serde_json::Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn session_not_found_matches_the_sdk_body() {
+        let body = ProxyError::SessionNotFound.body(&json!(7));
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            json!({"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found"},"id":7})
+        );
+        assert_eq!(ProxyError::SessionNotFound.status(), 404);
+    }
+
+    #[test]
+    fn ids_are_echoed_only_when_valid() {
+        assert_eq!(jsonrpc_id(br#"{"jsonrpc":"2.0","id":"a","method":"x"}"#), json!("a"));
+        assert_eq!(jsonrpc_id(br#"{"id":3}"#), json!(3));
+        for body in [&b"[{\"id\":1}]"[..], b"{\"method\":\"n\"}", b"not json", b"", b"{\"id\":{}}"] {
+            assert_eq!(jsonrpc_id(body), serde_json::Value::Null);
+        }
+    }
+
+    #[test]
+    fn statuses_follow_the_failure() {
+        let up = |failure| ProxyError::Upstream {
+            backend: "b".into(),
+            failure,
+            detail: String::new(),
+        };
+        assert_eq!(up(UpstreamFailure::Timeout).status(), 504);
+        assert_eq!(up(UpstreamFailure::Io).status(), 502);
+        assert_eq!(ProxyError::BodyTooLarge { limit: 1 }.status(), 413);
+        assert_eq!(ProxyError::NoBackend.status(), 503);
+    }
+}

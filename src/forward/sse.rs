@@ -1,0 +1,256 @@
+//! The legacy transport's first SSE event: find it, and rewrite its endpoint URL.
+//!
+//! Written by hand on purpose: the bytes we emit must be the server's bytes
+//! with one value replaced (line ends, comments, `id:` fields and everything
+//! after the event untouched), and it runs on every legacy stream, so a general
+//! SSE parser that re-serialises events would be both wrong and slower.
+//!
+//! The scanner follows the WHATWG `text/event-stream` rules: lines end in
+//! CRLF, LF or CR; a line starting with `:` is a comment; a leading UTF-8 BOM
+//! is skipped; a blank line dispatches an event only if a `data` field was
+//! seen. It is incremental, so bytes are looked at once however the stream is
+//! chunked. It works on bytes and only turns a complete `data` line into text,
+//! so a UTF-8 character split across chunks is never an issue.
+
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// The first event of a stream, as byte ranges into the scanned buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirstEvent {
+    /// One past the last byte of the event (its blank line's terminator included).
+    pub end: usize,
+    /// The value of the last `event` field, if any.
+    pub event: Option<Range<usize>>,
+    /// The value of each `data` field, in order.
+    pub data: Vec<Range<usize>>,
+}
+
+/// Incremental scanner for the first dispatched event of an SSE stream.
+#[derive(Debug, Default)]
+pub struct FirstEventScanner {
+    /// Start of the first byte not yet consumed as part of a line.
+    pos: usize,
+    /// The previous line ended in a CR that was the last byte seen: a LF that
+    /// follows belongs to that terminator and is skipped.
+    skip_lf: bool,
+    event: Option<Range<usize>>,
+    data: Vec<Range<usize>>,
+}
+
+impl FirstEventScanner {
+    /// Looks at `buf` (everything received so far; it only ever grows) and
+    /// returns the first event once its blank line has arrived.
+    pub fn feed(&mut self, buf: &[u8]) -> Option<FirstEvent> {
+        if self.pos == 0 && !self.skip_lf {
+            if buf.len() < BOM.len() && BOM.starts_with(buf) {
+                return None; // could still be a BOM
+            }
+            if buf.starts_with(BOM) {
+                self.pos = BOM.len();
+            }
+        }
+        loop {
+            if self.skip_lf {
+                match buf.get(self.pos) {
+                    None => return None,
+                    Some(b'\n') => self.pos += 1,
+                    Some(_) => {}
+                }
+                self.skip_lf = false;
+            }
+            let rest = &buf[self.pos..];
+            let Some(eol) = rest.iter().position(|&b| b == b'\n' || b == b'\r') else {
+                return None;
+            };
+            let line = self.pos..self.pos + eol;
+            let mut next = line.end + 1;
+            if rest[eol] == b'\r' {
+                match buf.get(next) {
+                    Some(b'\n') => next += 1,
+                    Some(_) => {}
+                    None => self.skip_lf = true,
+                }
+            }
+            self.pos = next;
+            if line.is_empty() {
+                if !self.data.is_empty() {
+                    return Some(FirstEvent {
+                        end: next,
+                        event: self.event.take(),
+                        data: std::mem::take(&mut self.data),
+                    });
+                }
+                self.event = None; // a blank line without data dispatches nothing
+                continue;
+            }
+            self.field(buf, line);
+        }
+    }
+
+    fn field(&mut self, buf: &[u8], line: Range<usize>) {
+        let text = &buf[line.clone()];
+        if text[0] == b':' {
+            return; // comment
+        }
+        let (name, value) = match text.iter().position(|&b| b == b':') {
+            Some(colon) => {
+                let mut start = line.start + colon + 1;
+                if buf.get(start) == Some(&b' ') && start < line.end {
+                    start += 1;
+                }
+                (&text[..colon], start..line.end)
+            }
+            None => (text, line.end..line.end),
+        };
+        match name {
+            b"event" => self.event = Some(value),
+            b"data" => self.data.push(value),
+            _ => {} // id, retry and unknown fields change nothing here
+        }
+    }
+}
+
+/// Rewrites a legacy `endpoint` URL: the session parameter's value becomes
+/// `seal(value)`, and an absolute URL naming the backend becomes relative
+/// (clients reject an endpoint on another origin than the SSE URL's).
+///
+/// Returns `None` when the URL has no session parameter or sealing refused.
+pub fn rewrite_endpoint(
+    url: &str,
+    backend_authority: &str,
+    seal: impl FnOnce(&str) -> Option<String>,
+) -> Option<String> {
+    let url = strip_own_origin(url, backend_authority);
+    let query_start = url.find('?')? + 1;
+    let query_end = url[query_start..]
+        .find('#')
+        .map_or(url.len(), |i| query_start + i);
+    let value = crate::classify::legacy_param(&url[query_start..query_end])?;
+    let value = query_start + value.start..query_start + value.end;
+    let token = seal(&url[value.clone()])?;
+    let mut out = String::with_capacity(url.len() + token.len());
+    out.push_str(&url[..value.start]);
+    out.push_str(&token);
+    out.push_str(&url[value.end..]);
+    Some(out)
+}
+
+/// `http://backend:port/path?q` -> `/path?q` when the authority is the backend's.
+fn strip_own_origin<'a>(url: &'a str, backend_authority: &str) -> &'a str {
+    let after_scheme = ["http://", "https://", "//"].iter().find_map(|scheme| {
+        let head = url.get(..scheme.len())?;
+        head.eq_ignore_ascii_case(scheme)
+            .then(|| &url[scheme.len()..])
+    });
+    let Some(rest) = after_scheme else {
+        return url;
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if !rest[..end].eq_ignore_ascii_case(backend_authority) {
+        return url;
+    }
+    match &rest[end..] {
+        "" => "/",
+        path if path.starts_with('/') => path,
+        // `http://host?x` has an empty path; keep the query on `/`.
+        _ => url,
+    }
+}
+
+/// How the look at a legacy stream's first event ended (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// An `endpoint` event whose session id is now sealed.
+    Rewritten,
+    /// The first event was something else (a Streamable GET stream, say).
+    NotEndpoint,
+    /// An `endpoint` event without a session parameter, or not one URL.
+    NoSessionParam,
+    /// No complete event within the buffering limit.
+    TooLarge,
+    /// The stream ended before its first event was complete.
+    Ended,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Rewritten => "rewritten",
+            Outcome::NotEndpoint => "not_endpoint",
+            Outcome::NoSessionParam => "no_session_param",
+            Outcome::TooLarge => "too_large",
+            Outcome::Ended => "ended",
+        }
+    }
+}
+
+/// Seals an upstream session id into a token (`None`: leave it as it is).
+pub type SealFn = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Buffers the start of a stream until its first event is known, then gives
+/// back those bytes, rewritten if the event is a legacy `endpoint`.
+pub struct EndpointRewriter {
+    scanner: FirstEventScanner,
+    buf: BytesMut,
+    limit: usize,
+    backend_authority: String,
+    seal: SealFn,
+}
+
+impl EndpointRewriter {
+    /// `limit`: the most bytes held back while looking for the first event.
+    pub fn new(limit: usize, backend_authority: String, seal: SealFn) -> Self {
+        EndpointRewriter {
+            scanner: FirstEventScanner::default(),
+            buf: BytesMut::new(),
+            limit,
+            backend_authority,
+            seal,
+        }
+    }
+
+    /// Takes the next chunk. Returns the bytes to send on once the first
+    /// event is decided; every later chunk then passes untouched.
+    pub fn push(&mut self, chunk: &[u8]) -> Option<(Bytes, Outcome)> {
+        self.buf.extend_from_slice(chunk);
+        let Some(event) = self.scanner.feed(&self.buf) else {
+            if self.buf.len() > self.limit {
+                return Some((self.buf.split().freeze(), Outcome::TooLarge));
+            }
+            return None;
+        };
+        let is_endpoint = event
+            .event
+            .as_ref()
+            .is_some_and(|r| &self.buf[r.clone()] == b"endpoint");
+        if !is_endpoint {
+            return Some((self.buf.split().freeze(), Outcome::NotEndpoint));
+        }
+        let [data] = event.data.as_slice() else {
+            return Some((self.buf.split().freeze(), Outcome::NoSessionParam));
+        };
+        let rewritten = std::str::from_utf8(&self.buf[data.clone()])
+            .ok()
+            .and_then(|url| rewrite_endpoint(url, &self.backend_authority, &self.seal));
+        let Some(url) = rewritten else {
+            return Some((self.buf.split().freeze(), Outcome::NoSessionParam));
+        };
+        let mut out = BytesMut::with_capacity(self.buf.len() + url.len());
+        out.extend_from_slice(&self.buf[..data.start]);
+        out.extend_from_slice(url.as_bytes());
+        out.extend_from_slice(&self.buf[data.end..]);
+        Some((out.freeze(), Outcome::Rewritten))
+    }
+
+    /// The stream ended (or failed) first: whatever was held goes on as it is.
+    pub fn finish(&mut self) -> Bytes {
+        self.buf.split().freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests;

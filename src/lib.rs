@@ -1,0 +1,36 @@
+//! Tether: a load balancer for MCP servers that keeps every session on the
+//! replica that owns it, with no shared store.
+//!
+//! # Layout: a request's path
+//!
+//! 1. [`server`]: listeners; HTTP/1.1 with head size and time limits.
+//! 2. [`classify`]: what routing needs from the request head (a session
+//!    reference in `Mcp-Session-Id` or a legacy `sessionId`/`session_id` query).
+//! 3. [`affinity`]: sealed tokens; which backend owns a session; the id swap
+//!    on the way in (restore) and on the way out (seal).
+//! 4. [`pool`]: the backends and the choice for a request without a session.
+//! 5. [`forward`]: the upstream call, header rules, the streamed response
+//!    body and the legacy `endpoint` event rewrite.
+//! 6. [`admin`]: `/healthz` and `/metrics`.
+//!
+//! [`proxy`] strings the stages together for one request; [`error`] is the
+//! one error a request can end in (an HTTP status and a JSON-RPC body).
+//! [`config`] is file -> flags -> validated [`config::Config`]; [`demo`] runs
+//! demo replicas behind Tether. Design notes: `docs/design.md`.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod affinity;
+pub mod classify;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod forward;
+pub mod metrics;
+pub mod pool;
+pub mod proxy;
+pub mod server;
+
+pub use config::Config;
+pub use server::{start, Running};

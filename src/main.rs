@@ -1,0 +1,93 @@
+//! The `tether` binary: parse the command line, build the config, run the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use mcp_tether::cli::{Cli, Command};
+use mcp_tether::config::{Config, KeyOrigin};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Some(Command::Keygen) => {
+            println!("{}", mcp_tether::affinity::SessionKey::generate().to_base64());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Demo(_args)) => ExitCode::FAILURE,
+        None => {
+            let env = |name: &str| std::env::var(name).ok();
+            let config = match Config::load(cli.run.config.as_deref(), cli.run.overrides(), &env) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("tether: config error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            block_on(serve(config))
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    if config.key_origin == KeyOrigin::Generated {
+        tracing::warn!(
+            "no session key configured: using a random one; sessions will not survive a restart \
+             or span Tether replicas (set --session-key-file or TETHER_SESSION_KEY; see `tether keygen`)"
+        );
+    }
+    let backends = config.backends.len();
+    let running = mcp_tether::start(config).await?;
+    println!("tether: proxy listening on {}", running.proxy_addr);
+    if let Some(admin) = running.admin_addr {
+        println!("tether: admin listening on {admin}");
+    }
+    tracing::info!(addr = %running.proxy_addr, backends, "tether started");
+    running.run_until(shutdown_signal()).await;
+    tracing::info!("tether stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tether: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tether: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TETHER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

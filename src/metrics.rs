@@ -1,0 +1,139 @@
+//! Every metric Tether exports, in one place. Documented in `docs/metrics.md`;
+//! add a line there when you add one here.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Requests Tether answered itself, without a backend.
+pub const NO_BACKEND: &str = "none";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendStatus {
+    pub backend: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabel {
+    pub backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendTransport {
+    pub backend: String,
+    pub transport: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendKind {
+    pub backend: String,
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Kind {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Result {
+    pub result: &'static str,
+}
+
+/// The proxy's metrics. Cheap to update from any task.
+#[derive(Default)]
+pub struct Metrics {
+    pub requests: Family<BackendStatus, Counter>,
+    pub sessions_created: Family<BackendTransport, Counter>,
+    pub sessions_deleted: Family<BackendLabel, Counter>,
+    pub sessions_orphaned: Family<BackendLabel, Counter>,
+    pub invalid_tokens: Family<Reason, Counter>,
+    pub active_streams: Family<BackendLabel, Gauge>,
+    pub upstream_errors: Family<BackendKind, Counter>,
+    pub rejected_requests: Family<Reason, Counter>,
+    pub connection_errors: Family<Kind, Counter>,
+    pub sse_first_events: Family<Result, Counter>,
+    pub stream_idle_timeouts: Family<BackendLabel, Counter>,
+    pub connections: Gauge,
+}
+
+impl Metrics {
+    /// Registers every metric under the `tether_` prefix.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("tether");
+        r.register(
+            "requests",
+            "Requests answered, by backend (\"none\" when Tether answered itself) and HTTP status",
+            self.requests.clone(),
+        );
+        r.register(
+            "sessions_created",
+            "Sessions started, by owning backend and transport (streamable or legacy)",
+            self.sessions_created.clone(),
+        );
+        r.register(
+            "sessions_deleted",
+            "Streamable HTTP sessions ended by a client DELETE the backend accepted",
+            self.sessions_deleted.clone(),
+        );
+        r.register(
+            "sessions_orphaned",
+            "Requests for a session whose owning backend is gone (answered 404)",
+            self.sessions_orphaned.clone(),
+        );
+        r.register(
+            "invalid_tokens",
+            "Session references that did not open (answered 404 without a backend)",
+            self.invalid_tokens.clone(),
+        );
+        r.register(
+            "active_streams",
+            "Event streams (SSE) open through Tether, by backend",
+            self.active_streams.clone(),
+        );
+        r.register(
+            "upstream_errors",
+            "Failed upstream calls, by backend and kind (refused, connect, timeout, io)",
+            self.upstream_errors.clone(),
+        );
+        r.register(
+            "rejected_requests",
+            "Requests refused before routing, by reason",
+            self.rejected_requests.clone(),
+        );
+        r.register(
+            "connection_errors",
+            "Client connections ended by an error, by kind",
+            self.connection_errors.clone(),
+        );
+        r.register(
+            "sse_first_events",
+            "Outcome of scanning the first event of session-less GET event streams",
+            self.sse_first_events.clone(),
+        );
+        r.register(
+            "stream_idle_timeouts",
+            "Upstream bodies ended because nothing arrived within the idle timeout",
+            self.stream_idle_timeouts.clone(),
+        );
+        r.register(
+            "client_connections",
+            "Client connections currently open",
+            self.connections.clone(),
+        );
+    }
+
+    pub fn backend(backend: &str) -> BackendLabel {
+        BackendLabel {
+            backend: backend.to_owned(),
+        }
+    }
+}
