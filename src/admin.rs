@@ -30,12 +30,18 @@ impl Admin {
         let reply = |status: StatusCode, content_type: &'static str, body: String| {
             let mut resp = Response::new(Full::new(Bytes::from(body)));
             *resp.status_mut() = status;
-            resp.headers_mut()
-                .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(content_type),
+            );
             resp
         };
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
+            return reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "GET only\n".into(),
+            );
         }
         match req.uri().path() {
             "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
@@ -49,7 +55,11 @@ impl Admin {
                     ),
                     Err(e) => {
                         tracing::error!(error = %e, "metrics encoding failed");
-                        reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "encoding failed\n".into())
+                        reply(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "text/plain",
+                            "encoding failed\n".into(),
+                        )
                     }
                 }
             }

@@ -121,7 +121,9 @@ pub fn jsonrpc_id(body: &[u8]) -> serde_json::Value {
         id: serde_json::Value,
     }
     match serde_json::from_slice::<Message>(body) {
-        Ok(Message { id: id @ (serde_json::Value::Number(_) | serde_json::Value::String(_)) }) => id,
+        Ok(Message {
+            id: id @ (serde_json::Value::Number(_) | serde_json::Value::String(_)),
+        }) => id,
         _ => serde_json::Value::Null,
     }
 }
@@ -144,9 +146,18 @@ mod tests {
 
     #[test]
     fn ids_are_echoed_only_when_valid() {
-        assert_eq!(jsonrpc_id(br#"{"jsonrpc":"2.0","id":"a","method":"x"}"#), json!("a"));
+        assert_eq!(
+            jsonrpc_id(br#"{"jsonrpc":"2.0","id":"a","method":"x"}"#),
+            json!("a")
+        );
         assert_eq!(jsonrpc_id(br#"{"id":3}"#), json!(3));
-        for body in [&b"[{\"id\":1}]"[..], b"{\"method\":\"n\"}", b"not json", b"", b"{\"id\":{}}"] {
+        for body in [
+            &b"[{\"id\":1}]"[..],
+            b"{\"method\":\"n\"}",
+            b"not json",
+            b"",
+            b"{\"id\":{}}",
+        ] {
             assert_eq!(jsonrpc_id(body), serde_json::Value::Null);
         }
     }

@@ -25,6 +25,7 @@ pub mod affinity;
 pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod forward;
 pub mod metrics;

@@ -11,10 +11,13 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Some(Command::Keygen) => {
-            println!("{}", mcp_tether::affinity::SessionKey::generate().to_base64());
+            println!(
+                "{}",
+                mcp_tether::affinity::SessionKey::generate().to_base64()
+            );
             ExitCode::SUCCESS
         }
-        Some(Command::Demo(_args)) => ExitCode::FAILURE,
+        Some(Command::Demo(args)) => block_on(mcp_tether::demo::run(args)),
         None => {
             let env = |name: &str| std::env::var(name).ok();
             let config = match Config::load(cli.run.config.as_deref(), cli.run.overrides(), &env) {
@@ -67,7 +70,10 @@ async fn shutdown_signal() {
 }
 
 fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tether: cannot start the runtime: {e}");
@@ -89,5 +95,6 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

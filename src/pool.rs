@@ -109,11 +109,11 @@ impl Pool {
             return None;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        let candidates = (0..n)
+        let mut candidates = (0..n)
             .map(|i| &self.backends[(start + i) % n])
             .filter(|b| !exclude.iter().any(|e| Arc::ptr_eq(e, b)));
         match self.balance {
-            Balance::RoundRobin => candidates.cloned().next(),
+            Balance::RoundRobin => candidates.next().cloned(),
             // min_by_key keeps the first minimum, so ties rotate with `start`.
             Balance::LeastOutstanding => candidates.min_by_key(|b| b.outstanding()).cloned(),
         }
@@ -167,7 +167,7 @@ mod tests {
     fn excluded_backends_are_skipped_and_exhaustion_is_none() {
         let p = pool(2, Balance::RoundRobin);
         let a = p.pick(&[]).unwrap();
-        let b = p.pick(&[a.clone()]).unwrap();
+        let b = p.pick(std::slice::from_ref(&a)).unwrap();
         assert_ne!(a.id, b.id);
         assert!(p.pick(&[a, b]).is_none());
         assert!(pool(0, Balance::RoundRobin).pick(&[]).is_none());

@@ -79,7 +79,11 @@ impl Proxy {
         self.pool.load()
     }
 
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
         let (mut parts, body) = req.into_parts();
         let session = classify::session_ref(&parts);
         let body = match self.read_body(&parts, body).await {
@@ -131,11 +135,11 @@ impl Proxy {
         session: SessionRef,
         pool: &Pool,
     ) -> Response<ProxyBody> {
-        let owned = match self
-            .affinity
-            .resolve(&session, pool)
-            .and_then(|owned| self.affinity.restore(&mut parts, &session, &owned).map(|()| owned))
-        {
+        let owned = match self.affinity.resolve(&session, pool).and_then(|owned| {
+            self.affinity
+                .restore(&mut parts, &session, &owned)
+                .map(|()| owned)
+        }) {
             Ok(owned) => owned,
             Err(why) => return self.unroutable(why, &body),
         };
@@ -164,7 +168,12 @@ impl Proxy {
 
     /// A request without a session: the pool's pick, then the next one if
     /// the pick refused the connection (nothing was sent, so it is safe).
-    async fn forward_new(self: &Arc<Self>, parts: Parts, body: Bytes, pool: &Pool) -> Response<ProxyBody> {
+    async fn forward_new(
+        self: &Arc<Self>,
+        parts: Parts,
+        body: Bytes,
+        pool: &Pool,
+    ) -> Response<ProxyBody> {
         let legacy_get = classify::may_open_legacy_stream(&parts, None);
         let mut tried: Vec<Arc<Backend>> = Vec::new();
         let mut last_error = None;
@@ -173,7 +182,14 @@ impl Proxy {
             let req = clone_request(&parts, &body);
             match self.upstream.send(&backend, req).await {
                 Ok(resp) => {
-                    return self.respond(resp, &backend, outstanding, None, &parts.method, legacy_get)
+                    return self.respond(
+                        resp,
+                        &backend,
+                        outstanding,
+                        None,
+                        &parts.method,
+                        legacy_get,
+                    )
                 }
                 Err(e) => {
                     self.count_upstream_error(&backend, e.failure);
@@ -185,7 +201,11 @@ impl Proxy {
                         detail: e.detail,
                     });
                     if !retry {
-                        return self.reject(last_error.unwrap_or(ProxyError::NoBackend), &body, Some(&backend));
+                        return self.reject(
+                            last_error.unwrap_or(ProxyError::NoBackend),
+                            &body,
+                            Some(&backend),
+                        );
                     }
                     tried.push(backend);
                 }
@@ -207,7 +227,10 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
-        if self.affinity.seal_response(&mut parts.headers, backend, owned) {
+        if self
+            .affinity
+            .seal_response(&mut parts.headers, backend, owned)
+        {
             self.metrics
                 .sessions_created
                 .get_or_create(&metrics::BackendTransport {
@@ -222,7 +245,8 @@ impl Proxy {
                 .get_or_create(&Metrics::backend(&backend.id))
                 .inc();
         }
-        let mut out = ProxyBody::upstream(body, outstanding).idle_timeout(self.settings.stream_idle);
+        let mut out =
+            ProxyBody::upstream(body, outstanding).idle_timeout(self.settings.stream_idle);
         if headers::is_event_stream(&parts.headers) {
             out = out.event_stream(self.metrics.clone(), &backend.id);
             if legacy_get && parts.status.is_success() {
@@ -283,7 +307,12 @@ impl Proxy {
     }
 
     /// Tether's own answer: a JSON-RPC error with the request's id.
-    fn reject(&self, err: ProxyError, body: &Bytes, backend: Option<&Backend>) -> Response<ProxyBody> {
+    fn reject(
+        &self,
+        err: ProxyError,
+        body: &Bytes,
+        backend: Option<&Backend>,
+    ) -> Response<ProxyBody> {
         if let Some(reason) = err.reject_reason() {
             tracing::info!(reason, error = %err, "request rejected");
             self.metrics
@@ -297,7 +326,10 @@ impl Proxy {
             jsonrpc_id(body)
         };
         let status = err.status();
-        self.count_request(backend.map_or(metrics::NO_BACKEND, |b| b.id.as_str()), status.as_u16());
+        self.count_request(
+            backend.map_or(metrics::NO_BACKEND, |b| b.id.as_str()),
+            status.as_u16(),
+        );
         let mut resp = Response::new(ProxyBody::full(err.body(&id)));
         *resp.status_mut() = status;
         resp.headers_mut()

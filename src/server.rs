@@ -8,6 +8,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,7 +76,13 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         header_read_timeout: config.timeouts.header_read,
         max_header_bytes: config.limits.max_header_bytes,
     };
-    tasks.spawn(accept_loop(listener, proxy.clone(), metrics.clone(), settings, rx));
+    tasks.spawn(accept_loop(
+        listener,
+        proxy.clone(),
+        metrics.clone(),
+        settings,
+        rx,
+    ));
     Ok(Running {
         proxy_addr,
         admin_addr,
@@ -132,18 +139,27 @@ async fn serve_conn(
         tracing::debug!(error = %e, "set_nodelay failed");
     }
     let _open = ConnGuard::new(&metrics);
+    let served = Arc::new(AtomicUsize::new(0));
+    let counter = served.clone();
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
-        let span = tracing::debug_span!("request", method = %req.method(), path = %req.uri().path());
+        counter.fetch_add(1, Ordering::Relaxed);
+        let span =
+            tracing::debug_span!("request", method = %req.method(), path = %req.uri().path());
         async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }.instrument(span)
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
-        .max_buf_size(settings.max_header_bytes)
+        .max_header_size(settings.max_header_bytes)
         .serve_connection(TokioIo::new(stream), service);
     if let Err(e) = conn.await {
-        let kind = if e.is_timeout() {
+        let kind = if e.is_timeout() && served.load(Ordering::Relaxed) > 0 {
+            // hyper's head timer also runs while a kept-alive connection
+            // waits for its next request: that is an idle close, not an attack.
+            tracing::debug!("idle keep-alive connection closed");
+            return;
+        } else if e.is_timeout() {
             "header_timeout"
         } else if e.is_parse_too_large() {
             "header_too_large"

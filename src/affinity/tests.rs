@@ -56,7 +56,10 @@ fn legacy_query_session_is_restored_in_place() {
     let session = session_ref(&parts).unwrap();
     let owned = a.resolve(&session, &p).unwrap();
     a.restore(&mut parts, &session, &owned).unwrap();
-    assert_eq!(parts.uri.to_string(), "/messages/?x=1&session_id=abc-123&y=2");
+    assert_eq!(
+        parts.uri.to_string(),
+        "/messages/?x=1&session_id=abc-123&y=2"
+    );
 }
 
 #[test]
@@ -67,7 +70,8 @@ fn unroutable_references_say_why() {
         .sealer()
         .seal(TokenKind::Streamable, "127.0.0.1:9001", "s")
         .unwrap();
-    let legacy_session = session_ref(&request(&format!("/m?sessionId={streamable}"), None)).unwrap();
+    let legacy_session =
+        session_ref(&request(&format!("/m?sessionId={streamable}"), None)).unwrap();
     assert_eq!(
         a.resolve(&legacy_session, &p).unwrap_err(),
         Unroutable::WrongTransport
@@ -90,7 +94,10 @@ fn unroutable_references_say_why() {
         .unwrap_err();
     assert_eq!(err.invalid_reason(), Some("forged"));
     let raw = session_ref(&request("/mcp", Some("0123456789abcdef"))).unwrap();
-    assert_eq!(a.resolve(&raw, &p).unwrap_err().invalid_reason(), Some("format"));
+    assert_eq!(
+        a.resolve(&raw, &p).unwrap_err().invalid_reason(),
+        Some("format")
+    );
 }
 
 #[test]

@@ -13,8 +13,12 @@ fn with_backends(list: &[&str]) -> Overrides {
 
 #[test]
 fn runs_with_no_file_and_only_backends() {
-    let c = Config::from_parts(FileConfig::default(), with_backends(&["http://127.0.0.1:9001"]), &no_env)
-        .unwrap();
+    let c = Config::from_parts(
+        FileConfig::default(),
+        with_backends(&["http://127.0.0.1:9001"]),
+        &no_env,
+    )
+    .unwrap();
     assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
     assert_eq!(c.admin, None);
     assert_eq!(c.backends[0].authority.as_str(), "127.0.0.1:9001");
@@ -73,7 +77,8 @@ fn file_errors_name_the_line_and_key() {
 
 #[test]
 fn bad_values_name_their_key() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
+        (&["http://127.0.0.1:"], "backends[0]"),
         (&[], "backends"),
         (&["127.0.0.1:9001"], "backends[0]"),
         (&["http://127.0.0.1:1", "https://x:443"], "backends[1]"),
@@ -81,7 +86,8 @@ fn bad_values_name_their_key() {
         (&["http://u@h:1"], "backends[0]"),
     ];
     for (backends, key) in cases {
-        let err = Config::from_parts(FileConfig::default(), with_backends(backends), &no_env).unwrap_err();
+        let err = Config::from_parts(FileConfig::default(), with_backends(backends), &no_env)
+            .unwrap_err();
         assert_eq!(err.key, key, "{backends:?}: {err}");
     }
     let file = parse_file("[limits]\nmax_header_bytes = 100\n", "t").unwrap();
@@ -97,7 +103,8 @@ fn key_comes_from_file_then_env_then_is_generated() {
     let key = SessionKey::generate().to_base64();
     let env_key = key.clone();
     let env = move |name: &str| (name == KEY_ENV).then(|| env_key.clone());
-    let c = Config::from_parts(FileConfig::default(), with_backends(&["http://h:1"]), &env).unwrap();
+    let c =
+        Config::from_parts(FileConfig::default(), with_backends(&["http://h:1"]), &env).unwrap();
     assert_eq!(c.key_origin, KeyOrigin::Env);
     assert_eq!(c.key.to_base64(), key);
 
@@ -113,7 +120,8 @@ fn key_comes_from_file_then_env_then_is_generated() {
     std::fs::remove_file(&dir).unwrap();
 
     let bad = |_: &str| Some("short".to_string());
-    let err = Config::from_parts(FileConfig::default(), with_backends(&["http://h:1"]), &bad).unwrap_err();
+    let err = Config::from_parts(FileConfig::default(), with_backends(&["http://h:1"]), &bad)
+        .unwrap_err();
     assert_eq!(err.key, KEY_ENV);
     let missing = Overrides {
         session_key_file: Some("/nonexistent/tether.key".into()),

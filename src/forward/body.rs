@@ -112,7 +112,10 @@ struct Upstream {
 }
 
 impl Upstream {
-    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         loop {
             match Pin::new(&mut self.body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
@@ -225,13 +228,19 @@ impl StreamGuard {
     }
 
     fn idle_timeout(&self) {
-        self.metrics.stream_idle_timeouts.get_or_create(&self.backend).inc();
+        self.metrics
+            .stream_idle_timeouts
+            .get_or_create(&self.backend)
+            .inc();
     }
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.metrics.active_streams.get_or_create(&self.backend).dec();
+        self.metrics
+            .active_streams
+            .get_or_create(&self.backend)
+            .dec();
         tracing::debug!(backend = %self.backend.backend, "event stream closed");
     }
 }

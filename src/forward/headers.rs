@@ -98,7 +98,14 @@ mod tests {
         ]);
         to_upstream(&mut h, "10.0.0.7".parse().unwrap(), true);
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        for gone in ["connection", "keep-alive", "x-secret-hop", "transfer-encoding", "te", "upgrade"] {
+        for gone in [
+            "connection",
+            "keep-alive",
+            "x-secret-hop",
+            "transfer-encoding",
+            "te",
+            "upgrade",
+        ] {
             assert!(!names.contains(&gone), "{gone} kept");
         }
         assert_eq!(h["authorization"], "Bearer abc");
@@ -108,7 +115,10 @@ mod tests {
 
     #[test]
     fn forwarded_fields_append_and_replace() {
-        let mut h = map(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https")]);
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+        ]);
         to_upstream(&mut h, "127.0.0.1".parse().unwrap(), true);
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -128,9 +138,18 @@ mod tests {
 
     #[test]
     fn event_stream_detection() {
-        assert!(is_event_stream(&map(&[("content-type", "text/event-stream")])));
-        assert!(is_event_stream(&map(&[("content-type", "Text/Event-Stream; charset=utf-8")])));
-        assert!(!is_event_stream(&map(&[("content-type", "application/json")])));
+        assert!(is_event_stream(&map(&[(
+            "content-type",
+            "text/event-stream"
+        )])));
+        assert!(is_event_stream(&map(&[(
+            "content-type",
+            "Text/Event-Stream; charset=utf-8"
+        )])));
+        assert!(!is_event_stream(&map(&[(
+            "content-type",
+            "application/json"
+        )])));
         assert!(!is_event_stream(&HeaderMap::new()));
     }
 }

@@ -63,9 +63,7 @@ impl FirstEventScanner {
                 self.skip_lf = false;
             }
             let rest = &buf[self.pos..];
-            let Some(eol) = rest.iter().position(|&b| b == b'\n' || b == b'\r') else {
-                return None;
-            };
+            let eol = rest.iter().position(|&b| b == b'\n' || b == b'\r')?;
             let line = self.pos..self.pos + eol;
             let mut next = line.end + 1;
             if rest[eol] == b'\r' {

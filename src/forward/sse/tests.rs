@@ -60,8 +60,10 @@ fn assert_every_split(input: &str, want: &str, outcome: Outcome) {
 #[test]
 fn endpoint_rewritten_under_every_split_and_line_ending() {
     for eol in ["\n", "\r\n", "\r"] {
-        let input = format!("event: endpoint{eol}data: /messages?sessionId=abc{eol}{eol}: ping{eol}");
-        let want = format!("event: endpoint{eol}data: /messages?sessionId=T<abc>{eol}{eol}: ping{eol}");
+        let input =
+            format!("event: endpoint{eol}data: /messages?sessionId=abc{eol}{eol}: ping{eol}");
+        let want =
+            format!("event: endpoint{eol}data: /messages?sessionId=T<abc>{eol}{eol}: ping{eol}");
         assert_every_split(&input, &want, Outcome::Rewritten);
     }
 }
@@ -84,15 +86,13 @@ fn mixed_line_endings_and_blank_lines_without_data() {
 #[test]
 fn cr_at_a_chunk_edge_is_not_a_blank_line() {
     // "data: ...\r" then "\n": one CRLF, so the event is not complete yet.
-    let (out, outcome) = run(&[
-        b"event: endpoint\r\ndata: /m?sessionId=a\r",
-        b"\n",
-        b"\r\n",
-    ]);
+    let (out, outcome) = run(&[b"event: endpoint\r\ndata: /m?sessionId=a\r", b"\n", b"\r\n"]);
     assert_eq!(outcome, Some(Outcome::Rewritten));
     assert_eq!(out, b"event: endpoint\r\ndata: /m?sessionId=T<a>\r\n\r\n");
     let mut r = rewriter();
-    assert!(r.push(b"event: endpoint\r\ndata: /m?sessionId=a\r").is_none());
+    assert!(r
+        .push(b"event: endpoint\r\ndata: /m?sessionId=a\r")
+        .is_none());
     assert!(r.push(b"\n").is_none());
 }
 
@@ -131,13 +131,25 @@ fn stream_ending_early_gives_back_what_was_held() {
 #[test]
 fn absolute_urls_naming_the_backend_become_relative() {
     let cases = [
-        ("http://127.0.0.1:9001/messages?sessionId=a", "/messages?sessionId=T<a>"),
-        ("HTTP://127.0.0.1:9001/m/?session_id=a#f", "/m/?session_id=T<a>#f"),
+        (
+            "http://127.0.0.1:9001/messages?sessionId=a",
+            "/messages?sessionId=T<a>",
+        ),
+        (
+            "HTTP://127.0.0.1:9001/m/?session_id=a#f",
+            "/m/?session_id=T<a>#f",
+        ),
         ("//127.0.0.1:9001/m?sessionId=a", "/m?sessionId=T<a>"),
         // Another origin is not ours to change; only the id is sealed.
-        ("http://public.example/m?sessionId=a", "http://public.example/m?sessionId=T<a>"),
+        (
+            "http://public.example/m?sessionId=a",
+            "http://public.example/m?sessionId=T<a>",
+        ),
         ("m?sessionId=a", "m?sessionId=T<a>"),
-        ("/m?sessionId=a#sessionId=b", "/m?sessionId=T<a>#sessionId=b"),
+        (
+            "/m?sessionId=a#sessionId=b",
+            "/m?sessionId=T<a>#sessionId=b",
+        ),
     ];
     for (input, want) in cases {
         assert_eq!(

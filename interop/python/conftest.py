@@ -1,0 +1,218 @@
+"""Fixtures for the Python-SDK interop tests: real SDK replicas, Tether, and a round-robin control.
+
+Every process is started in its own session (process group) and killed as a group at teardown,
+whatever the test outcome. stdout and stderr of every process are drained by threads into memory
+so no pipe ever fills up; the tail of each log is printed when a test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+PYTHON = sys.executable
+DEFAULT_TETHER_BIN = str(Path(__file__).resolve().parents[2] / "target" / "debug" / "tether")
+REPLICA_NAMES = ("r1", "r2", "r3")
+STARTUP_TIMEOUT = 20.0
+
+TETHER_LISTEN_RE = re.compile(r"tether: proxy listening on 127\.0\.0\.1:(\d+)")
+PORT_RE = re.compile(r"^PORT (\d+)$")
+
+
+class ManagedProcess:
+    """A child process in its own process group, with stdout/stderr drained by threads."""
+
+    def __init__(self, label: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.label = label
+        self.argv = argv
+        self.lines: deque[str] = deque(maxlen=2000)
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            env=env,
+            cwd=str(HERE),
+        )
+        self._threads = [
+            threading.Thread(target=self._drain, args=(self.proc.stdout, "out"), daemon=True),
+            threading.Thread(target=self._drain, args=(self.proc.stderr, "err"), daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _drain(self, pipe, tag: str) -> None:
+        for raw in iter(pipe.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            with self._cond:
+                self.lines.append(f"[{tag}] {line}")
+                self._cond.notify_all()
+        pipe.close()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for_stdout(self, pattern: re.Pattern[str], timeout: float = STARTUP_TIMEOUT) -> re.Match[str]:
+        """Wait until a stdout line matches `pattern` (searched) and return the match."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in list(self.lines):
+                    if line.startswith("[out] "):
+                        m = pattern.search(line[len("[out] ") :])
+                        if m:
+                            return m
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.label} exited with {self.proc.returncode} before ready:\n{self.tail()}")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"{self.label} not ready after {timeout}s:\n{self.tail()}")
+                self._cond.wait(min(remaining, 0.2))
+
+    def tail(self, n: int = 60) -> str:
+        with self._cond:
+            return "\n".join(list(self.lines)[-n:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                pass
+        # Whatever happened, take the whole group down (children included).
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        for t in self._threads:
+            t.join(timeout=2)
+
+
+class ProcessRegistry:
+    def __init__(self) -> None:
+        self.procs: list[ManagedProcess] = []
+
+    def start(self, label: str, argv: list[str], env: dict[str, str] | None = None) -> ManagedProcess:
+        p = ManagedProcess(label, argv, env)
+        self.procs.append(p)
+        return p
+
+    def dump(self) -> str:
+        return "\n".join(f"----- {p.label}: {' '.join(p.argv)}\n{p.tail()}" for p in self.procs)
+
+    def stop_all(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+        self.procs.clear()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def _start_replicas(registry: ProcessRegistry, transport: str) -> list[int]:
+    procs = [
+        registry.start(
+            f"replica {name} ({transport})",
+            [PYTHON, str(HERE / "replica.py"), "--name", name, "--transport", transport],
+        )
+        for name in REPLICA_NAMES
+    ]
+    return [int(p.wait_for_stdout(PORT_RE).group(1)) for p in procs]
+
+
+@pytest.fixture(scope="session")
+def _replica_registry():
+    registry = ProcessRegistry()
+    yield registry
+    registry.stop_all()
+
+
+@pytest.fixture(scope="session")
+def streamable_replicas(_replica_registry) -> list[int]:
+    """Ports of 3 SDK replicas (Streamable HTTP, stateful, at /mcp), named r1..r3."""
+    return _start_replicas(_replica_registry, "streamable")
+
+
+@pytest.fixture(scope="session")
+def sse_replicas(_replica_registry) -> list[int]:
+    """Ports of 3 SDK replicas (legacy HTTP+SSE at /sse and /messages/), named r1..r3."""
+    return _start_replicas(_replica_registry, "sse")
+
+
+@pytest.fixture
+def procs(request, _replica_registry):
+    """Per-test process registry; prints every log tail (replicas too) if the test failed."""
+    registry = ProcessRegistry()
+    yield registry
+    failed = any(getattr(request.node, f"rep_{w}", None) is not None and getattr(request.node, f"rep_{w}").failed
+                 for w in ("setup", "call"))
+    if failed:
+        print("\n===== process logs (test failed) =====")
+        print(registry.dump())
+        print(_replica_registry.dump())
+    registry.stop_all()
+
+
+def tether_bin() -> str:
+    explicit = os.environ.get("TETHER_BIN")
+    path = explicit or DEFAULT_TETHER_BIN
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        # Never skip: a suite that passes without Tether proves nothing.
+        pytest.fail(f"Tether binary not found at {path} (cargo build --bin tether, or set TETHER_BIN)")
+    return path
+
+
+@pytest.fixture
+def start_tether(procs):
+    """start_tether(ports) -> listening port of a Tether in front of the given backends."""
+
+    def start(ports: list[int]) -> int:
+        argv = [tether_bin(), "--listen", "127.0.0.1:0"]
+        for p in ports:
+            argv += ["--backend", f"http://127.0.0.1:{p}"]
+        proc = procs.start("tether", argv, env=dict(os.environ))
+        return int(proc.wait_for_stdout(TETHER_LISTEN_RE).group(1))
+
+    return start
+
+
+@pytest.fixture
+def start_rr_proxy(procs):
+    """start_rr_proxy(ports) -> listening port of the round-robin (no affinity) control proxy."""
+
+    def start(ports: list[int]) -> int:
+        argv = [PYTHON, str(HERE / "rr_proxy.py"), "--verbose"]
+        for p in ports:
+            argv += ["--backend", f"http://127.0.0.1:{p}"]
+        proc = procs.start("rr_proxy", argv)
+        return int(proc.wait_for_stdout(PORT_RE).group(1))
+
+    return start

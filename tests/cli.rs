@@ -1,0 +1,106 @@
+//! The `tether` binary: keygen, config errors (exit 2, one line), startup, demo.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tether");
+
+#[test]
+fn keygen_prints_a_usable_key() {
+    let out = Command::new(BIN).arg("keygen").output().unwrap();
+    assert!(out.status.success());
+    let key = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        mcp_tether::affinity::SessionKey::from_base64(key.trim()).is_ok(),
+        "{key}"
+    );
+}
+
+fn config_error(args: &[&str], env_key: Option<&str>) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_remove("TETHER_SESSION_KEY");
+    if let Some(k) = env_key {
+        cmd.env("TETHER_SESSION_KEY", k);
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{args:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    err
+}
+
+#[test]
+fn bad_config_exits_2_with_one_line_naming_the_key() {
+    assert!(config_error(&["--listen", "127.0.0.1:0"], None).contains("backends"));
+    assert!(config_error(&["--backend", "ftp://x:1"], None).contains("backends[0]"));
+    assert!(config_error(&["--backend", "http://h:1"], Some("nope")).contains("TETHER_SESSION_KEY"));
+    let dir = std::env::temp_dir().join(format!("tether-cli-{}.toml", std::process::id()));
+    std::fs::write(
+        &dir,
+        "backends = [\"http://h:1\"]\n[timeouts]\nidle = \"5s\"\n",
+    )
+    .unwrap();
+    let err = config_error(&["--config", dir.to_str().unwrap()], None);
+    assert!(
+        err.contains(":3: idle") && err.contains("unknown field"),
+        "{err}"
+    );
+    std::fs::remove_file(&dir).unwrap();
+}
+
+#[test]
+fn starts_with_flags_only_and_warns_about_a_random_key() {
+    let mut child = Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "http://127.0.0.1:9",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .env_remove("TETHER_SESSION_KEY")
+        .env("TETHER_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(
+        line.starts_with("tether: proxy listening on 127.0.0.1:"),
+        "{line}"
+    );
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no session key configured"), "{err}");
+    assert!(!err.contains('\u{1b}'), "colour codes in piped logs");
+}
+
+#[test]
+fn demo_tour_shows_sticky_sessions() {
+    let out = Command::new(BIN)
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--once",
+        ])
+        .env("TETHER_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("every one stayed on its replica"), "{text}");
+    assert!(text.contains("spread over 3 replicas"), "{text}");
+    assert_eq!(text.matches("streamable session t1.").count(), 3, "{text}");
+    assert_eq!(text.matches("legacy     session t1.").count(), 2, "{text}");
+}
