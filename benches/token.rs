@@ -10,7 +10,13 @@ fn seal_open(c: &mut Criterion) {
     let backend = "10.0.12.34:3000";
     let upstream = "3f2a9c1e-8b7d-4e6f-a5b4-c3d2e1f0a9b8";
     c.bench_function("seal", |b| {
-        b.iter(|| sealer.seal(TokenKind::Streamable, black_box(backend), black_box(upstream)))
+        b.iter(|| {
+            sealer.seal(
+                TokenKind::Streamable,
+                black_box(backend),
+                black_box(upstream),
+            )
+        })
     });
     let token = sealer
         .seal(TokenKind::Streamable, backend, upstream)
