@@ -44,6 +44,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Prepares a client request's fields for the upstream hop.
 pub fn to_upstream(headers: &mut HeaderMap, peer: IpAddr, preserve_host: bool) {
     strip_hop_by_hop(headers);
+    // Tether already holds the whole body: `100-continue` was settled on the client's hop.
+    headers.remove(header::EXPECT);
     if !preserve_host {
         // The upstream client then writes the backend's authority.
         headers.remove(header::HOST);
@@ -92,6 +94,7 @@ mod tests {
             ("transfer-encoding", "chunked"),
             ("te", "trailers"),
             ("upgrade", "h2c"),
+            ("expect", "100-continue"),
             ("authorization", "Bearer abc"),
             ("mcp-protocol-version", "2025-06-18"),
             ("mcp-method", "tools/call"),
