@@ -3,7 +3,8 @@
 //!
 //! # Layout: a request's path
 //!
-//! 1. [`server`]: listeners; HTTP/1.1 with head size and time limits.
+//! 1. [`server`]: listeners; HTTP/1.1 with head size and time limits;
+//!    [`request_body`]: the client's body within its limits.
 //! 2. [`classify`]: what routing needs from the request head (a session
 //!    reference in `Mcp-Session-Id` or a legacy `sessionId`/`session_id` query).
 //! 3. [`affinity`]: sealed tokens; which backend owns a session; the id swap
@@ -31,6 +32,7 @@ pub mod forward;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod request_body;
 pub mod server;
 
 pub use config::Config;

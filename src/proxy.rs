@@ -14,8 +14,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response};
-use http_body::Body as _;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::affinity::{Affinity, Owned, TokenKind, Unroutable};
@@ -27,6 +26,7 @@ use crate::forward::sse::EndpointRewriter;
 use crate::forward::{headers, Upstream, UpstreamSettings};
 use crate::metrics::{self, Metrics};
 use crate::pool::{Backend, Outstanding, Pool};
+use crate::request_body;
 
 /// What the request path needs from the configuration.
 #[derive(Debug, Clone)]
@@ -104,27 +104,11 @@ impl Proxy {
     /// are single JSON-RPC messages; holding one lets a refused connection be
     /// retried elsewhere and lets errors echo the request's id.
     async fn read_body(&self, parts: &Parts, body: Incoming) -> Result<Bytes, ProxyError> {
-        let limit = self.settings.max_request_body;
-        if body.is_end_stream() {
-            return Ok(Bytes::new());
-        }
-        let declared = parts
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > limit as u64) {
-            return Err(ProxyError::BodyTooLarge { limit });
-        }
-        let collect = Limited::new(body, limit).collect();
-        match tokio::time::timeout(self.settings.request_body_timeout, collect).await {
-            Err(_) => Err(ProxyError::BodyTimeout),
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                Err(ProxyError::BodyTooLarge { limit })
-            }
-            Ok(Err(e)) => Err(ProxyError::BodyRead(e.to_string())),
-        }
+        let (limit, timeout) = (
+            self.settings.max_request_body,
+            self.settings.request_body_timeout,
+        );
+        request_body::read(parts, body, limit, timeout).await
     }
 
     /// A request in a session: its owner, or 404.

@@ -56,6 +56,27 @@ async fn oversized_bodies_get_413_without_reaching_a_backend() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert_eq!(replicas[0].request_count(), 0);
 
+    // A client that writes its whole oversized body before reading must still
+    // read the 413: Tether drains the body instead of resetting the connection.
+    let pad = "x".repeat(16 << 20);
+    let declared = format!(
+        "POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{pad}",
+        pad.len()
+    );
+    let mut s = TcpStream::connect(t.proxy_addr).await.unwrap();
+    within("whole body written", s.write_all(declared.as_bytes()))
+        .await
+        .expect("Tether reads the body it refuses");
+    let mut head = [0u8; 64];
+    let n = within("413 read", s.read(&mut head))
+        .await
+        .expect("no reset");
+    assert!(
+        head[..n].starts_with(b"HTTP/1.1 413"),
+        "{:?}",
+        String::from_utf8_lossy(&head[..n])
+    );
+
     // A body under the limit still works.
     let c = StreamableClient::connect(&mcp_url(&t)).await.unwrap();
     assert_eq!(c.whoami().await.unwrap(), "replica-1");
@@ -65,7 +86,7 @@ async fn oversized_bodies_get_413_without_reaching_a_backend() {
             &m,
             "tether_rejected_requests_total{reason=\"body_too_large\"}"
         ),
-        2.0,
+        3.0,
         "{m}"
     );
 }

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -137,11 +138,11 @@ def anyio_backend():
     return "asyncio"
 
 
-def _start_replicas(registry: ProcessRegistry, transport: str) -> list[int]:
+def _start_replicas(registry: ProcessRegistry, variant: str) -> list[int]:
     procs = [
         registry.start(
-            f"replica {name} ({transport})",
-            [PYTHON, str(HERE / "replica.py"), "--name", name, "--transport", transport],
+            f"replica {name} ({variant})",
+            [PYTHON, str(HERE / "replica.py"), "--name", name, "--variant", variant],
         )
         for name in REPLICA_NAMES
     ]
@@ -156,15 +157,46 @@ def _replica_registry():
 
 
 @pytest.fixture(scope="session")
-def streamable_replicas(_replica_registry) -> list[int]:
-    """Ports of 3 SDK replicas (Streamable HTTP, stateful, at /mcp), named r1..r3."""
-    return _start_replicas(_replica_registry, "streamable")
+def replica_set(_replica_registry):
+    """replica_set(variant) -> ports of 3 SDK replicas r1..r3 of that variant (started once per run).
+
+    Variants (replica.py): stateful, json, stateless, resumable (Streamable HTTP at /mcp), sse (legacy).
+    """
+    cache: dict[str, list[int]] = {}
+
+    def get(variant: str) -> list[int]:
+        if variant not in cache:
+            cache[variant] = _start_replicas(_replica_registry, variant)
+        return cache[variant]
+
+    return get
 
 
 @pytest.fixture(scope="session")
-def sse_replicas(_replica_registry) -> list[int]:
+def streamable_replicas(replica_set) -> list[int]:
+    """Ports of 3 SDK replicas (Streamable HTTP, stateful, at /mcp), named r1..r3."""
+    return replica_set("stateful")
+
+
+@pytest.fixture(scope="session")
+def sse_replicas(replica_set) -> list[int]:
     """Ports of 3 SDK replicas (legacy HTTP+SSE at /sse and /messages/), named r1..r3."""
-    return _start_replicas(_replica_registry, "sse")
+    return replica_set("sse")
+
+
+@pytest.fixture
+def own_replicas(procs):
+    """own_replicas(variant) -> {name: (port, ManagedProcess)}: replicas for this test only (to kill)."""
+
+    def start(variant: str) -> dict[str, tuple[int, ManagedProcess]]:
+        started = {
+            name: procs.start(f"own replica {name} ({variant})",
+                              [PYTHON, str(HERE / "replica.py"), "--name", name, "--variant", variant])
+            for name in REPLICA_NAMES
+        }
+        return {name: (int(p.wait_for_stdout(PORT_RE).group(1)), p) for name, p in started.items()}
+
+    return start
 
 
 @pytest.fixture
@@ -192,16 +224,31 @@ def tether_bin() -> str:
 
 @pytest.fixture
 def start_tether(procs):
-    """start_tether(ports) -> listening port of a Tether in front of the given backends."""
+    """start_tether(ports, key=None) -> listening port of a Tether in front of the given backends.
 
-    def start(ports: list[int]) -> int:
+    Instances started with the same `key` (base64, 32 bytes) share sessions. TETHER_LOG=debug is
+    set, so a failing test prints Tether's view of every request.
+    """
+
+    def start(ports: list[int], key: str | None = None) -> int:
         argv = [tether_bin(), "--listen", "127.0.0.1:0"]
         for p in ports:
             argv += ["--backend", f"http://127.0.0.1:{p}"]
-        proc = procs.start("tether", argv, env=dict(os.environ))
+        env = dict(os.environ)
+        env.setdefault("TETHER_LOG", "debug")
+        if key is not None:
+            env["TETHER_SESSION_KEY"] = key
+        proc = procs.start("tether", argv, env=env)
         return int(proc.wait_for_stdout(TETHER_LISTEN_RE).group(1))
 
     return start
+
+
+@pytest.fixture
+def session_key() -> str:
+    """A fresh key from `tether keygen`."""
+    out = subprocess.run([tether_bin(), "keygen"], capture_output=True, text=True, timeout=20, check=True)
+    return out.stdout.strip().splitlines()[-1].strip()
 
 
 @pytest.fixture
@@ -216,3 +263,59 @@ def start_rr_proxy(procs):
         return int(proc.wait_for_stdout(PORT_RE).group(1))
 
     return start
+
+
+# ---------------------------------------------------------------- the scenario table
+
+
+@dataclass
+class Row:
+    scenario: str
+    variant: str
+    direct: str = "-"
+    tether: str = "-"
+    rr: str = "-"
+    mismatch: bool = False
+    known_bug: str | None = None
+
+
+RESULTS: list[Row] = []
+
+
+def record(scenario: str, variant: str, *, direct: str = "-", tether: str = "-", rr: str = "-",
+           mismatch: bool = False, known_bug: str | None = None) -> Row:
+    """Add a row to the table printed at the end of the run (see pytest_terminal_summary)."""
+    row = Row(scenario, variant, direct, tether, rr, mismatch, known_bug)
+    RESULTS.append(row)
+    return row
+
+
+def _table(rows: list[Row]) -> list[str]:
+    head = ("scenario", "transport/variant", "direct", "tether", "round-robin")
+    cut = lambda t, n=64: t if len(t) <= n else t[: n - 3] + "..."  # noqa: E731 - details: test stdout (-s)
+    cells = [head] + [(r.scenario, r.variant, cut(r.direct), cut(r.tether + (" (MISMATCH)" if r.mismatch else "")),
+                       cut(r.rr, 48)) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(5)]
+    fmt = lambda c: "| " + " | ".join(x.ljust(w) for x, w in zip(c, widths)) + " |"  # noqa: E731
+    return [fmt(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [fmt(c) for c in cells[1:]]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    unexplained = [r for r in RESULTS if r.mismatch and not r.known_bug]
+    if unexplained and session.exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not RESULTS:
+        return
+    tr = terminalreporter
+    tr.section("Tether vs direct vs round-robin (Python SDK, this run)")
+    for line in _table(sorted(RESULTS, key=lambda r: (r.scenario, r.variant))):
+        tr.write_line(line)
+    mism = [r for r in RESULTS if r.mismatch]
+    for r in mism:
+        tr.write_line(f"MISMATCH {r.scenario} / {r.variant}: direct={r.direct!r} tether={r.tether!r}"
+                      + (f"  [known Tether bug: {r.known_bug}]" if r.known_bug else ""))
+    if not mism:
+        tr.write_line("direct == tether for every comparable scenario")
