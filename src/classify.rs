@@ -73,11 +73,12 @@ pub fn legacy_param(query: &str) -> Option<Range<usize>> {
     None
 }
 
-/// Whether an SSE response to this request may be a legacy transport's stream,
-/// whose first event names the session. Only a GET that carries no session can
-/// open one; a Streamable GET always carries its session header.
-pub fn may_open_legacy_stream(parts: &Parts, session: Option<&SessionRef>) -> bool {
-    parts.method == http::Method::GET && session.is_none()
+/// Whether an SSE response to this session-less request may be a legacy
+/// transport's stream, whose first event names the session. Only a GET can
+/// open one; a Streamable GET always carries its session header, so it never
+/// reaches this question.
+pub fn may_open_legacy_stream(parts: &Parts) -> bool {
+    parts.method == http::Method::GET
 }
 
 #[cfg(test)]

@@ -158,7 +158,7 @@ impl Proxy {
         body: Bytes,
         pool: &Pool,
     ) -> Response<ProxyBody> {
-        let legacy_get = classify::may_open_legacy_stream(&parts, None);
+        let legacy_get = classify::may_open_legacy_stream(&parts);
         let mut tried: Vec<Arc<Backend>> = Vec::new();
         let mut last_error = None;
         while let Some(backend) = pool.pick(&tried) {
