@@ -44,6 +44,10 @@ pub struct RunArgs {
     /// File holding the base64 32-byte session key (overrides TETHER_SESSION_KEY).
     #[arg(long, value_name = "FILE")]
     pub session_key_file: Option<PathBuf>,
+    /// Threads serving traffic; 1 runs everything on one thread (overrides TETHER_THREADS)
+    /// [default: one per CPU Tether may run on].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 impl RunArgs {
@@ -53,6 +57,7 @@ impl RunArgs {
             admin: self.admin,
             backends: self.backends.clone(),
             session_key_file: self.session_key_file.clone(),
+            threads: self.threads,
         }
     }
 }

@@ -16,6 +16,8 @@ use crate::pool::Balance;
 
 /// The environment variable holding a base64 session key.
 pub const KEY_ENV: &str = "TETHER_SESSION_KEY";
+/// The environment variable that overrides `threads`.
+pub const THREADS_ENV: &str = "TETHER_THREADS";
 
 /// The configuration file, as written.
 #[derive(Debug, Default, Deserialize)]
@@ -34,6 +36,11 @@ pub struct FileConfig {
     pub balance: Option<Balance>,
     /// Forward the client's `Host` (default true) or the backend's authority.
     pub preserve_host: Option<bool>,
+    /// Threads that serve traffic. 1 runs everything on one thread (a
+    /// current-thread runtime: no work-stealing, like one HAProxy thread or one
+    /// nginx worker); N > 1 runs N workers. Default: one per CPU Tether may use.
+    /// `TETHER_THREADS` overrides it.
+    pub threads: Option<usize>,
     #[serde(default)]
     pub limits: LimitsFile,
     #[serde(default)]
@@ -85,6 +92,7 @@ pub struct Overrides {
     /// When non-empty, replaces the file's list.
     pub backends: Vec<String>,
     pub session_key_file: Option<PathBuf>,
+    pub threads: Option<usize>,
 }
 
 /// A configuration error: which key, what is wrong. Printed as one line.
@@ -149,6 +157,8 @@ pub struct Config {
     pub preserve_host: bool,
     pub limits: Limits,
     pub timeouts: Timeouts,
+    /// Runtime threads; `None`: one per available CPU.
+    pub threads: Option<usize>,
 }
 
 impl Config {
@@ -199,6 +209,18 @@ impl Config {
         }
         let (key, key_origin) =
             load_key(overrides.session_key_file.or(file.session_key_file), env)?;
+        let threads = match overrides.threads {
+            Some(n) => Some(n),
+            None => match env(THREADS_ENV) {
+                Some(text) => Some(text.trim().parse::<usize>().map_err(|_| {
+                    ConfigError::new(THREADS_ENV, format!("'{text}' is not a number"))
+                })?),
+                None => file.threads,
+            },
+        };
+        if threads == Some(0) {
+            return Err(ConfigError::new("threads", "must be at least 1"));
+        }
         Ok(Config {
             listen,
             admin,
@@ -209,6 +231,7 @@ impl Config {
             preserve_host: file.preserve_host.unwrap_or(true),
             limits: limits(file.limits)?,
             timeouts: timeouts(file.timeouts)?,
+            threads,
         })
     }
 }

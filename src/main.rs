@@ -17,7 +17,7 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Some(Command::Demo(args)) => block_on(mcp_tether::demo::run(args)),
+        Some(Command::Demo(args)) => block_on(None, mcp_tether::demo::run(args)),
         None => {
             let env = |name: &str| std::env::var(name).ok();
             let config = match Config::load(cli.run.config.as_deref(), cli.run.overrides(), &env) {
@@ -27,7 +27,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            block_on(serve(config))
+            block_on(config.threads, serve(config))
         }
     }
 }
@@ -69,11 +69,26 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+/// Runs `fut` on a runtime with `threads` workers (default: one per CPU this
+/// process may run on). One thread is a current-thread runtime: everything on
+/// the calling thread, no work-stealing queues or cross-thread wakeups: on one
+/// pinned core it measured 0.75x the CPU per request of a multi-thread
+/// runtime with one worker (docs/benchmarks.md). More threads: multi-thread.
+fn block_on(
+    threads: Option<usize>,
+    fut: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> ExitCode {
+    let threads = threads
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1);
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tether: cannot start the runtime: {e}");

@@ -130,3 +130,47 @@ fn key_comes_from_file_then_env_then_is_generated() {
     let err = Config::from_parts(FileConfig::default(), missing, &no_env).unwrap_err();
     assert_eq!(err.key, "session_key_file");
 }
+
+#[test]
+fn threads_come_from_flag_then_env_then_file() {
+    let file = || parse_file("threads = 4\n", "t").unwrap();
+    let backends = || with_backends(&["http://h:1"]);
+    let c = Config::from_parts(file(), backends(), &no_env).unwrap();
+    assert_eq!(c.threads, Some(4));
+    let env = |name: &str| (name == THREADS_ENV).then(|| "2".to_string());
+    assert_eq!(
+        Config::from_parts(file(), backends(), &env)
+            .unwrap()
+            .threads,
+        Some(2)
+    );
+    let flag = Overrides {
+        threads: Some(1),
+        ..backends()
+    };
+    assert_eq!(
+        Config::from_parts(file(), flag, &env).unwrap().threads,
+        Some(1)
+    );
+    let zero = Overrides {
+        threads: Some(0),
+        ..backends()
+    };
+    assert_eq!(
+        Config::from_parts(file(), zero, &no_env).unwrap_err().key,
+        "threads"
+    );
+    let bad = |name: &str| (name == THREADS_ENV).then(|| "many".to_string());
+    assert_eq!(
+        Config::from_parts(file(), backends(), &bad)
+            .unwrap_err()
+            .key,
+        THREADS_ENV
+    );
+    assert_eq!(
+        Config::from_parts(FileConfig::default(), backends(), &no_env)
+            .unwrap()
+            .threads,
+        None
+    );
+}
