@@ -8,7 +8,6 @@
 use std::ops::Range;
 
 use http::header::HeaderName;
-use http::request::Parts;
 
 /// The Streamable HTTP session header (header names are case-insensitive).
 pub static MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
@@ -38,15 +37,15 @@ pub struct SessionRef {
 /// A header that is not valid visible ASCII is still returned (as lossy text):
 /// it cannot be a token, so it will fail to open and earn a 404, which is what
 /// a server would answer for an unknown session.
-pub fn session_ref(parts: &Parts) -> Option<SessionRef> {
-    if let Some(value) = parts.headers.get(&MCP_SESSION_ID) {
-        let token = String::from_utf8_lossy(value.as_bytes()).into_owned();
+pub fn session_ref(header: Option<&[u8]>, target: &str) -> Option<SessionRef> {
+    if let Some(value) = header {
+        let token = String::from_utf8_lossy(value).into_owned();
         return Some(SessionRef {
             token,
             carrier: Carrier::Header,
         });
     }
-    let query = parts.uri.query()?;
+    let query = query(target)?;
     let value = legacy_param(query)?;
     let raw = &query[value.clone()];
     let token = percent_encoding::percent_decode_str(raw)
@@ -58,7 +57,26 @@ pub fn session_ref(parts: &Parts) -> Option<SessionRef> {
     })
 }
 
-/// Byte range of the first legacy session parameter's value in `query`.
+/// The query of a request target (after `?`, before any `#`).
+pub fn query(target: &str) -> Option<&str> {
+    let (_, query) = target.split_once('?')?;
+    Some(query.split_once('#').map_or(query, |(q, _)| q))
+}
+
+/// The origin form (`/path?query`) of a request target: an absolute-form
+/// target (`http://host/path`, what a client configured for a forward proxy
+/// sends) loses its scheme and authority.
+pub fn origin_form(target: &str) -> std::borrow::Cow<'_, str> {
+    let Some((_, rest)) = target.split_once("://") else {
+        return target.into();
+    };
+    match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => rest[i..].into(),
+        Some(i) => format!("/{}", &rest[i..]).into(),
+        None => "/".into(),
+    }
+}
+
 pub fn legacy_param(query: &str) -> Option<Range<usize>> {
     let mut start = 0;
     for pair in query.split('&') {
@@ -77,26 +95,21 @@ pub fn legacy_param(query: &str) -> Option<Range<usize>> {
 /// transport's stream, whose first event names the session. Only a GET can
 /// open one; a Streamable GET always carries its session header, so it never
 /// reaches this question.
-pub fn may_open_legacy_stream(parts: &Parts) -> bool {
-    parts.method == http::Method::GET
+pub fn may_open_legacy_stream(method: &[u8]) -> bool {
+    method == b"GET"
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parts(uri: &str, session: Option<&str>) -> Parts {
-        let mut b = http::Request::builder().uri(uri);
-        if let Some(s) = session {
-            b = b.header("Mcp-Session-Id", s);
-        }
-        b.body(()).unwrap().into_parts().0
+    fn find(uri: &str, session: Option<&str>) -> Option<SessionRef> {
+        session_ref(session.map(str::as_bytes), uri)
     }
 
     #[test]
     fn header_wins_and_is_case_insensitive() {
-        let p = parts("/mcp?sessionId=q", Some("t1.abc"));
-        let r = session_ref(&p).unwrap();
+        let r = find("/mcp?sessionId=q", Some("t1.abc")).unwrap();
         assert_eq!(r.token, "t1.abc");
         assert_eq!(r.carrier, Carrier::Header);
     }
@@ -109,26 +122,43 @@ mod tests {
             ("/m?a=1&b&sessionId=t1.z", "t1.z"),
             ("/m?sessionId=", ""),
         ] {
-            let p = parts(uri, None);
-            let r = session_ref(&p).unwrap();
+            let r = find(uri, None).unwrap();
             assert_eq!(r.token, want, "{uri}");
             let Carrier::Query { value } = r.carrier else {
                 panic!("not a query carrier")
             };
-            assert_eq!(&p.uri.query().unwrap()[value], want);
+            assert_eq!(&query(uri).unwrap()[value], want);
         }
     }
 
     #[test]
     fn other_params_are_not_sessions() {
         for uri in ["/mcp", "/m?sessionid=x", "/m?xsessionId=1", "/m?session_id"] {
-            assert_eq!(session_ref(&parts(uri, None)), None, "{uri}");
+            assert_eq!(find(uri, None), None, "{uri}");
         }
     }
 
     #[test]
     fn percent_encoded_values_are_decoded() {
-        let r = session_ref(&parts("/m?sessionId=t1%2Eabc", None)).unwrap();
+        let r = find("/m?sessionId=t1%2Eabc", None).unwrap();
         assert_eq!(r.token, "t1.abc");
+    }
+
+    #[test]
+    fn absolute_targets_become_origin_form() {
+        for (target, want) in [
+            ("/mcp?x=1", "/mcp?x=1"),
+            (
+                "http://lb:8080/messages/?sessionId=a",
+                "/messages/?sessionId=a",
+            ),
+            ("http://lb", "/"),
+            ("http://lb?x", "/?x"),
+            ("*", "*"),
+        ] {
+            assert_eq!(origin_form(target), want, "{target}");
+        }
+        assert_eq!(query("/m?a=1#frag"), Some("a=1"));
+        assert_eq!(query("/m"), None);
     }
 }

@@ -3,15 +3,16 @@
 //!
 //! # Layout: a request's path
 //!
-//! 1. [`server`]: listeners; HTTP/1.1 with head size and time limits;
-//!    [`request_body`]: the client's body within its limits.
+//! 1. [`server`]: listeners; [`conn`]: one client connection, its request
+//!    heads and bodies within their size and time limits; [`http1`]: the
+//!    hand-written HTTP/1.1 parts (heads, chunked coding, buffer pool).
 //! 2. [`classify`]: what routing needs from the request head (a session
 //!    reference in `Mcp-Session-Id` or a legacy `sessionId`/`session_id` query).
 //! 3. [`affinity`]: sealed tokens; which backend owns a session; the id swap
 //!    on the way in (restore) and on the way out (seal).
 //! 4. [`pool`]: the backends and the choice for a request without a session.
-//! 5. [`forward`]: the upstream call, header rules, the streamed response
-//!    body and the legacy `endpoint` event rewrite.
+//! 5. [`forward`]: upstream connections and the exchange, header rules, the
+//!    relayed response body and the legacy `endpoint` event rewrite.
 //! 6. [`admin`]: `/healthz` and `/metrics`.
 //!
 //! [`proxy`] strings the stages together for one request; [`error`] is the
@@ -26,13 +27,14 @@ pub mod affinity;
 pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod demo;
 pub mod error;
 pub mod forward;
+pub mod http1;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
-pub mod request_body;
 pub mod server;
 
 pub use config::Config;

@@ -6,34 +6,29 @@
 //! elsewhere; a request without one goes to the pool's pick, and to the next
 //! backend if that one refused the connection.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::request::Parts;
-use http::{HeaderValue, Method, Request, Response};
-use http_body_util::Full;
-use hyper::body::Incoming;
 
-use crate::affinity::{Affinity, Owned, TokenKind, Unroutable};
+use crate::affinity::{Affinity, Owned, ResponseId, Restored, TokenKind, Unroutable};
 use crate::classify::{self, SessionRef};
 use crate::config::Config;
+use crate::conn::{Body, Client, Watch};
 use crate::error::{jsonrpc_id, ProxyError, UpstreamFailure};
-use crate::forward::body::ProxyBody;
+use crate::forward::headers::{self, Downstream, ToUpstream};
+use crate::forward::relay::{self, End};
 use crate::forward::sse::EndpointRewriter;
-use crate::forward::{headers, Upstream, UpstreamSettings};
+use crate::forward::upstream::{Response, Upstream, UpstreamError, UpstreamSettings};
+use crate::http1::buf;
+use crate::http1::head::{FieldKind, Framing, RequestHead};
 use crate::metrics::{self, Metrics};
 use crate::pool::{Backend, Outstanding, Pool};
-use crate::request_body;
 
 /// What the request path needs from the configuration.
 #[derive(Debug, Clone)]
 struct Settings {
     preserve_host: bool,
-    max_request_body: usize,
-    request_body_timeout: std::time::Duration,
     stream_idle: Option<std::time::Duration>,
     sse_scan_bytes: usize,
 }
@@ -45,6 +40,25 @@ pub struct Proxy {
     upstream: Upstream,
     metrics: Arc<Metrics>,
     settings: Settings,
+}
+
+/// One request, as the stages after the head need it.
+struct Request<'a> {
+    head: &'a RequestHead,
+    body: &'a Body,
+    /// Bytes of the client's buffer this request occupies.
+    consumed: usize,
+    /// The request target in origin form.
+    target: String,
+    head_request: bool,
+    delete: bool,
+    legacy_get: bool,
+}
+
+/// Why a call to a backend gave no response.
+enum CallError {
+    ClientGone,
+    Upstream(UpstreamError),
 }
 
 impl Proxy {
@@ -66,8 +80,6 @@ impl Proxy {
             metrics,
             settings: Settings {
                 preserve_host: config.preserve_host,
-                max_request_body: config.limits.max_request_body,
-                request_body_timeout: config.timeouts.request_body,
                 stream_idle: config.timeouts.stream_idle,
                 sse_scan_bytes: config.limits.sse_scan_bytes,
             },
@@ -79,65 +91,84 @@ impl Proxy {
         self.pool.load()
     }
 
-    pub async fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Response<ProxyBody> {
-        let (mut parts, body) = req.into_parts();
-        let session = classify::session_ref(&parts);
-        let body = match self.read_body(&parts, body).await {
-            Ok(body) => body,
-            Err(e) => return self.reject(e, &Bytes::new(), None),
-        };
-        headers::to_upstream(&mut parts.headers, peer.ip(), self.settings.preserve_host);
-        // Backends get HTTP/1.1 whatever the client spoke.
-        parts.version = http::Version::HTTP_11;
-        let pool = self.pool.load_full();
-        match session {
-            Some(session) => self.forward_owned(parts, body, session, &pool).await,
-            None => self.forward_new(parts, body, &pool).await,
-        }
+    /// The connections to the backends.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
     }
 
-    /// Collects the request body within the size and time limits. MCP bodies
-    /// are single JSON-RPC messages; holding one lets a refused connection be
-    /// retried elsewhere and lets errors echo the request's id.
-    async fn read_body(&self, parts: &Parts, body: Incoming) -> Result<Bytes, ProxyError> {
-        let (limit, timeout) = (
-            self.settings.max_request_body,
-            self.settings.request_body_timeout,
-        );
-        request_body::read(parts, body, limit, timeout).await
+    /// Answers one request whose head and body are in `client.buf`; returns
+    /// whether the client connection may carry another request.
+    pub async fn handle(
+        self: &Arc<Self>,
+        client: &mut Client,
+        head: &RequestHead,
+        body: Body,
+    ) -> bool {
+        let buf = &client.buf;
+        let method = &buf[head.method.clone()];
+        let target = String::from_utf8_lossy(&buf[head.target.clone()]);
+        let req = Request {
+            head,
+            body: &body,
+            consumed: match &body {
+                Body::InBuf(range) => range.end,
+                Body::Owned(_) => head.len,
+            },
+            target: classify::origin_form(&target).into_owned(),
+            head_request: method == b"HEAD",
+            delete: method == b"DELETE",
+            legacy_get: classify::may_open_legacy_stream(method),
+        };
+        let session =
+            classify::session_ref(head.fields.get(buf, FieldKind::SessionId), &req.target);
+        let pool = self.pool.load_full();
+        match session {
+            Some(session) => self.forward_owned(client, &req, session, &pool).await,
+            None => self.forward_new(client, &req, &pool).await,
+        }
     }
 
     /// A request in a session: its owner, or 404.
     async fn forward_owned(
         self: &Arc<Self>,
-        mut parts: Parts,
-        body: Bytes,
+        client: &mut Client,
+        req: &Request<'_>,
         session: SessionRef,
         pool: &Pool,
-    ) -> Response<ProxyBody> {
-        let owned = match self.affinity.resolve(&session, pool).and_then(|owned| {
-            self.affinity
-                .restore(&mut parts, &session, &owned)
-                .map(|()| owned)
-        }) {
-            Ok(owned) => owned,
-            Err(why) => return self.unroutable(why, &body),
+    ) -> bool {
+        let resolved = self.affinity.resolve(&session, pool).and_then(|owned| {
+            let restored = self.affinity.restore(&req.target, &session, &owned)?;
+            Ok((owned, restored))
+        });
+        let (owned, restored) = match resolved {
+            Ok(found) => found,
+            Err(why) => return self.unroutable(client, req, why).await,
+        };
+        let (target, session_id) = match &restored {
+            Restored::Header => (req.target.as_str(), Some(owned.upstream_id.as_bytes())),
+            Restored::Target(target) => (target.as_str(), None),
         };
         let backend = owned.backend.clone();
         let outstanding = backend.track();
-        let method = parts.method.clone();
-        let req = Request::from_parts(parts, Full::new(body.clone()));
-        match self.upstream.send(&backend, req).await {
-            Ok(resp) => self.respond(resp, &backend, outstanding, Some(&owned), &method, false),
-            Err(e) => {
+        let request = self.upstream_request(client, req, &backend, target, session_id);
+        let result = self
+            .call(client, &backend, &request, req.head_request)
+            .await;
+        buf::give(request);
+        match result {
+            Ok(resp) => {
+                client.consume(req.consumed);
+                self.respond(client, req, resp, &backend, outstanding, Some(&owned))
+                    .await
+            }
+            Err(CallError::ClientGone) => false,
+            Err(CallError::Upstream(e)) => {
                 self.count_upstream_error(&backend, e.failure);
                 if e.failure == UpstreamFailure::Refused {
                     // The owner is down: its sessions are gone with it.
-                    return self.unroutable(Unroutable::OwnerGone(backend.id.clone()), &body);
+                    return self
+                        .unroutable(client, req, Unroutable::OwnerGone(backend.id.clone()))
+                        .await;
                 }
                 tracing::warn!(backend = %backend.id, failure = e.failure.as_str(), detail = %e.detail, "upstream call failed");
                 let err = ProxyError::Upstream {
@@ -145,7 +176,7 @@ impl Proxy {
                     failure: e.failure,
                     detail: e.detail,
                 };
-                self.reject(err, &body, Some(&backend))
+                self.answer(client, req, err, Some(&backend)).await
             }
         }
     }
@@ -154,111 +185,204 @@ impl Proxy {
     /// the pick refused the connection (nothing was sent, so it is safe).
     async fn forward_new(
         self: &Arc<Self>,
-        parts: Parts,
-        body: Bytes,
+        client: &mut Client,
+        req: &Request<'_>,
         pool: &Pool,
-    ) -> Response<ProxyBody> {
-        let legacy_get = classify::may_open_legacy_stream(&parts);
+    ) -> bool {
         let mut tried: Vec<Arc<Backend>> = Vec::new();
         let mut last_error = None;
         while let Some(backend) = pool.pick(&tried) {
             let outstanding = backend.track();
-            let req = clone_request(&parts, &body);
-            match self.upstream.send(&backend, req).await {
+            let request = self.upstream_request(client, req, &backend, &req.target, None);
+            let result = self
+                .call(client, &backend, &request, req.head_request)
+                .await;
+            buf::give(request);
+            match result {
                 Ok(resp) => {
-                    return self.respond(
-                        resp,
-                        &backend,
-                        outstanding,
-                        None,
-                        &parts.method,
-                        legacy_get,
-                    )
+                    client.consume(req.consumed);
+                    return self
+                        .respond(client, req, resp, &backend, outstanding, None)
+                        .await;
                 }
-                Err(e) => {
+                Err(CallError::ClientGone) => return false,
+                Err(CallError::Upstream(e)) => {
                     self.count_upstream_error(&backend, e.failure);
                     tracing::warn!(backend = %backend.id, failure = e.failure.as_str(), detail = %e.detail, "upstream call failed");
                     let retry = e.failure.nothing_sent();
-                    last_error = Some(ProxyError::Upstream {
+                    let err = ProxyError::Upstream {
                         backend: backend.id.clone(),
                         failure: e.failure,
                         detail: e.detail,
-                    });
+                    };
                     if !retry {
-                        return self.reject(
-                            last_error.unwrap_or(ProxyError::NoBackend),
-                            &body,
-                            Some(&backend),
-                        );
+                        return self.answer(client, req, err, Some(&backend)).await;
                     }
+                    last_error = Some(err);
                     tried.push(backend);
                 }
             }
         }
-        self.reject(last_error.unwrap_or(ProxyError::NoBackend), &body, None)
+        self.answer(
+            client,
+            req,
+            last_error.unwrap_or(ProxyError::NoBackend),
+            None,
+        )
+        .await
+    }
+
+    /// The request as `backend` gets it.
+    fn upstream_request(
+        &self,
+        client: &Client,
+        req: &Request<'_>,
+        backend: &Backend,
+        target: &str,
+        session_id: Option<&[u8]>,
+    ) -> Vec<u8> {
+        let mut out = buf::take();
+        let to = ToUpstream {
+            target: target.as_bytes(),
+            session_id,
+            peer: client.peer.ip(),
+            authority: backend.authority.as_str(),
+            preserve_host: self.settings.preserve_host,
+        };
+        headers::request(
+            &mut out,
+            &client.buf,
+            req.head,
+            &to,
+            req.body.bytes(&client.buf),
+        );
+        out
+    }
+
+    /// Sends `request` and waits for the response head, watching the client:
+    /// one that goes away ends the call (and closes the backend connection).
+    async fn call(
+        &self,
+        client: &mut Client,
+        backend: &Backend,
+        request: &[u8],
+        head_request: bool,
+    ) -> Result<Response, CallError> {
+        let exchange = self.upstream.exchange(backend, request, head_request);
+        tokio::pin!(exchange);
+        loop {
+            tokio::select! {
+                biased;
+                result = &mut exchange => return result.map_err(CallError::Upstream),
+                ready = client.stream.readable(), if client.watching() => {
+                    if ready.is_err() || client.on_readable() == Watch::Gone {
+                        tracing::debug!(backend = %backend.id, "client left while its request was being answered");
+                        return Err(CallError::ClientGone);
+                    }
+                }
+            }
+        }
     }
 
     /// Turns a backend's response into Tether's: session ids sealed, hop-by-hop
-    /// fields dropped, the body streamed (and scanned if it may be a legacy stream).
-    fn respond(
+    /// fields dropped, the body relayed (and scanned if it may be a legacy stream).
+    async fn respond(
         self: &Arc<Self>,
-        resp: Response<Incoming>,
+        client: &mut Client,
+        req: &Request<'_>,
+        resp: Response,
         backend: &Arc<Backend>,
         outstanding: Outstanding,
         owned: Option<&Owned>,
-        method: &Method,
-        legacy_get: bool,
-    ) -> Response<ProxyBody> {
-        let (mut parts, body) = resp.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers);
-        if self
-            .affinity
-            .seal_response(&mut parts.headers, backend, owned)
-        {
-            self.metrics
-                .sessions_created
-                .get_or_create(&metrics::BackendTransport {
-                    backend: backend.id.clone(),
-                    transport: "streamable",
-                })
-                .inc();
+    ) -> bool {
+        let head = &resp.head;
+        let sealed = head
+            .fields
+            .get(&resp.buf, FieldKind::SessionId)
+            .map(|value| self.affinity.seal_response(value, backend, owned));
+        let session_id = match &sealed {
+            Some(ResponseId::Same(token) | ResponseId::New(token)) => Some(token.as_bytes()),
+            Some(ResponseId::Unsealed) | None => None,
+        };
+        if matches!(sealed, Some(ResponseId::New(_))) {
+            self.count_session(backend, "streamable");
         }
-        if owned.is_some() && *method == Method::DELETE && parts.status.is_success() {
+        let success = (200..300).contains(&head.status);
+        if owned.is_some() && req.delete && success {
             self.metrics
                 .sessions_deleted
                 .get_or_create(&Metrics::backend(&backend.id))
                 .inc();
         }
-        let mut out =
-            ProxyBody::upstream(body, outstanding).idle_timeout(self.settings.stream_idle);
-        if headers::is_event_stream(&parts.headers) {
-            out = out.event_stream(self.metrics.clone(), &backend.id);
-            if legacy_get && parts.status.is_success() {
-                parts.headers.remove(CONTENT_LENGTH);
-                out = out.rewrite_endpoint(self.endpoint_rewriter(backend));
+        let event_stream =
+            headers::is_event_stream(head.fields.get(&resp.buf, FieldKind::ContentType));
+        let rewrite = event_stream && req.legacy_get && success;
+        let downstream = match head.framing {
+            Framing::None => Downstream::None,
+            Framing::Length(n) if !rewrite => Downstream::Length(n),
+            _ if req.head.minor == 1 => Downstream::Chunked,
+            _ => Downstream::Close,
+        };
+        let close = !req.head.keep_alive || downstream == Downstream::Close;
+        let mut out = buf::take();
+        headers::response(&mut out, &resp.buf, head, session_id, downstream, close);
+        self.count_request(&backend.id, head.status);
+        let _stream = event_stream.then(|| StreamGuard::new(self.metrics.clone(), &backend.id));
+        let metrics = self.metrics.clone();
+        let options = relay::Options {
+            downstream,
+            idle_timeout: self.settings.stream_idle,
+            event_stream,
+            rewriter: rewrite.then(|| self.endpoint_rewriter(backend)),
+            on_first_event: Box::new(move |outcome| {
+                metrics
+                    .sse_first_events
+                    .get_or_create(&metrics::Result {
+                        result: outcome.as_str(),
+                    })
+                    .inc();
+            }),
+        };
+        let end = relay::relay(client, resp, out, options).await;
+        drop(outstanding);
+        match end {
+            End::Complete { upstream } => {
+                if let Some(stream) = upstream {
+                    self.upstream.checkin(backend, stream);
+                }
+                !close
+            }
+            End::IdleTimeout => {
+                tracing::debug!(backend = %backend.id, "event stream idle, closing");
+                self.metrics
+                    .stream_idle_timeouts
+                    .get_or_create(&Metrics::backend(&backend.id))
+                    .inc();
+                !close
+            }
+            End::ClientGone => {
+                tracing::debug!(backend = %backend.id, "client left during the response body");
+                false
+            }
+            End::Cut(why) => {
+                tracing::info!(backend = %backend.id, why, "response body cut");
+                self.count_upstream_error(backend, UpstreamFailure::Io);
+                false
             }
         }
-        self.count_request(&backend.id, parts.status.as_u16());
-        Response::from_parts(parts, out.build())
     }
 
     /// Seals the session id of a legacy `endpoint` event for `backend`.
     fn endpoint_rewriter(self: &Arc<Self>, backend: &Arc<Backend>) -> EndpointRewriter {
         let proxy = self.clone();
-        let id = backend.id.clone();
+        let backend_for_seal = backend.clone();
         let seal = move |upstream_id: &str| {
-            let token = proxy
-                .affinity
-                .sealer()
-                .seal(TokenKind::Legacy, &id, upstream_id)?;
-            proxy
-                .metrics
-                .sessions_created
-                .get_or_create(&metrics::BackendTransport {
-                    backend: id.clone(),
-                    transport: "legacy",
-                })
-                .inc();
+            let token = proxy.affinity.sealer().seal(
+                TokenKind::Legacy,
+                &backend_for_seal.id,
+                upstream_id,
+            )?;
+            proxy.count_session(&backend_for_seal, "legacy");
             Some(token)
         };
         EndpointRewriter::new(
@@ -269,7 +393,7 @@ impl Proxy {
     }
 
     /// 404 for a session that leads nowhere, counted by why.
-    fn unroutable(&self, why: Unroutable, body: &Bytes) -> Response<ProxyBody> {
+    async fn unroutable(&self, client: &mut Client, req: &Request<'_>, why: Unroutable) -> bool {
         match (&why, why.invalid_reason()) {
             (Unroutable::OwnerGone(owner), _) => {
                 tracing::info!(backend = %owner, "session's owner is gone; answered 404");
@@ -287,16 +411,27 @@ impl Proxy {
                     .inc();
             }
         }
-        self.reject(ProxyError::SessionNotFound, body, None)
+        self.answer(client, req, ProxyError::SessionNotFound, None)
+            .await
     }
 
-    /// Tether's own answer: a JSON-RPC error with the request's id.
-    fn reject(
+    /// Writes Tether's own answer to a request that got no backend response.
+    async fn answer(
         &self,
+        client: &mut Client,
+        req: &Request<'_>,
         err: ProxyError,
-        body: &Bytes,
         backend: Option<&Backend>,
-    ) -> Response<ProxyBody> {
+    ) -> bool {
+        let body = self.reject(&err, backend, req.body.bytes(&client.buf));
+        client.consume(req.consumed);
+        let close = !req.head.keep_alive;
+        client.send_own(err.status(), &body, close).await.is_ok() && !close
+    }
+
+    /// Counts and logs an error answer; returns its JSON-RPC body, with the
+    /// id of the request's `body` when it has one.
+    pub fn reject(&self, err: &ProxyError, backend: Option<&Backend>, body: &[u8]) -> Bytes {
         if let Some(reason) = err.reject_reason() {
             tracing::info!(reason, error = %err, "request rejected");
             self.metrics
@@ -309,16 +444,11 @@ impl Proxy {
         } else {
             jsonrpc_id(body)
         };
-        let status = err.status();
         self.count_request(
             backend.map_or(metrics::NO_BACKEND, |b| b.id.as_str()),
-            status.as_u16(),
+            err.status().as_u16(),
         );
-        let mut resp = Response::new(ProxyBody::full(err.body(&id)));
-        *resp.status_mut() = status;
-        resp.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        resp
+        err.body(&id)
     }
 
     fn count_request(&self, backend: &str, status: u16) {
@@ -327,6 +457,16 @@ impl Proxy {
             .get_or_create(&metrics::BackendStatus {
                 backend: backend.to_owned(),
                 status,
+            })
+            .inc();
+    }
+
+    fn count_session(&self, backend: &Backend, transport: &'static str) {
+        self.metrics
+            .sessions_created
+            .get_or_create(&metrics::BackendTransport {
+                backend: backend.id.clone(),
+                transport,
             })
             .inc();
     }
@@ -342,11 +482,26 @@ impl Proxy {
     }
 }
 
-/// A copy of the request for one attempt; the original stays for a retry.
-fn clone_request(parts: &Parts, body: &Bytes) -> Request<Full<Bytes>> {
-    let mut req = Request::new(Full::new(body.clone()));
-    *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = parts.uri.clone();
-    *req.headers_mut() = parts.headers.clone();
-    req
+/// Counts an open event stream for as long as it lives.
+struct StreamGuard {
+    metrics: Arc<Metrics>,
+    backend: metrics::BackendLabel,
+}
+
+impl StreamGuard {
+    fn new(metrics: Arc<Metrics>, backend: &str) -> Self {
+        let backend = Metrics::backend(backend);
+        metrics.active_streams.get_or_create(&backend).inc();
+        StreamGuard { metrics, backend }
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.metrics
+            .active_streams
+            .get_or_create(&self.backend)
+            .dec();
+        tracing::debug!(backend = %self.backend.backend, "event stream closed");
+    }
 }

@@ -11,12 +11,7 @@ pub mod token;
 
 use std::sync::Arc;
 
-use http::header::HeaderValue;
-use http::request::Parts;
-use http::uri::PathAndQuery;
-use http::HeaderMap;
-
-use crate::classify::{Carrier, SessionRef, MCP_SESSION_ID};
+use crate::classify::{Carrier, SessionRef};
 use crate::pool::{Backend, Pool};
 pub use token::{Sealed, Sealer, SessionKey, TokenError, TokenKind};
 
@@ -91,74 +86,102 @@ impl Affinity {
         })
     }
 
-    /// Puts the server's own session id back where the client put the token.
+    /// Where the server's own session id goes instead of the client's token.
     pub fn restore(
         &self,
-        parts: &mut Parts,
+        target: &str,
         session: &SessionRef,
         owned: &Owned,
-    ) -> Result<(), Unroutable> {
-        let malformed = || Unroutable::Invalid(TokenError::Malformed);
+    ) -> Result<Restored, Unroutable> {
+        let malformed = Unroutable::Invalid(TokenError::Malformed);
         match &session.carrier {
-            Carrier::Header => {
-                let value = HeaderValue::from_str(&owned.upstream_id).map_err(|_| malformed())?;
-                parts.headers.insert(MCP_SESSION_ID.clone(), value);
-            }
+            Carrier::Header if is_field_value(owned.upstream_id.as_bytes()) => Ok(Restored::Header),
+            Carrier::Header => Err(malformed),
             Carrier::Query { value } => {
-                let path = parts.uri.path();
-                let query = parts.uri.query().unwrap_or("");
-                let (before, after) = (&query[..value.start], &query[value.end..]);
-                let pq = format!("{path}?{before}{}{after}", owned.upstream_id);
-                let pq = PathAndQuery::try_from(pq).map_err(|_| malformed())?;
-                let mut uri = std::mem::take(&mut parts.uri).into_parts();
-                uri.path_and_query = Some(pq);
-                parts.uri = http::Uri::from_parts(uri).map_err(|_| malformed())?;
+                let Some(query) = crate::classify::query(target) else {
+                    return Err(malformed);
+                };
+                let query_start = query.as_ptr() as usize - target.as_ptr() as usize;
+                let (start, end) = (query_start + value.start, query_start + value.end);
+                let id = &owned.upstream_id;
+                if !id
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'#' && b != b'&')
+                {
+                    return Err(malformed);
+                }
+                Ok(Restored::Target(format!(
+                    "{}{id}{}",
+                    &target[..start],
+                    &target[end..]
+                )))
             }
         }
-        Ok(())
     }
 
-    /// Replaces a server's `Mcp-Session-Id` on a response by a token.
+    /// What goes back to the client in place of a server's `Mcp-Session-Id`.
     ///
     /// Within a known session the client's own token goes back unchanged (the
     /// TypeScript client adopts any id it is shown, so it must never see a new
-    /// one mid-session). Returns true when a new session was sealed.
+    /// one mid-session). A new id is sealed; one that cannot be (not visible
+    /// ASCII, too long) passes as it is, with a warning.
     pub fn seal_response(
         &self,
-        headers: &mut HeaderMap,
+        value: &[u8],
         backend: &Backend,
         owned: Option<&Owned>,
-    ) -> bool {
-        let Some(value) = headers.get(&MCP_SESSION_ID) else {
-            return false;
-        };
+    ) -> ResponseId {
         if let Some(owned) = owned {
-            if value.as_bytes() == owned.upstream_id.as_bytes() {
-                if let Ok(token) = HeaderValue::from_str(&owned.token) {
-                    headers.insert(MCP_SESSION_ID.clone(), token);
-                }
-                return false;
+            if value == owned.upstream_id.as_bytes() {
+                return ResponseId::Same(owned.token.clone());
             }
         }
-        let Ok(upstream_id) = value.to_str() else {
+        let Ok(upstream_id) = std::str::from_utf8(value) else {
             tracing::warn!(backend = %backend.id, "backend sent a non-ASCII Mcp-Session-Id; passed unsealed");
-            return false;
+            return ResponseId::Unsealed;
         };
-        let sealed = self
+        if !is_field_value(value) {
+            tracing::warn!(backend = %backend.id, "backend sent a non-ASCII Mcp-Session-Id; passed unsealed");
+            return ResponseId::Unsealed;
+        }
+        match self
             .sealer
             .seal(TokenKind::Streamable, &backend.id, upstream_id)
-            .and_then(|t| HeaderValue::try_from(t).ok());
-        match sealed {
-            Some(token) => {
-                headers.insert(MCP_SESSION_ID.clone(), token);
-                true
-            }
+        {
+            Some(token) => ResponseId::New(token),
             None => {
                 tracing::warn!(backend = %backend.id, len = upstream_id.len(), "Mcp-Session-Id too long to seal; passed unsealed");
-                false
+                ResponseId::Unsealed
             }
         }
     }
+}
+
+/// How the server's id is put back on the way in.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Restored {
+    /// `Mcp-Session-Id` carries `Owned::upstream_id`.
+    Header,
+    /// The request target with the query parameter's value replaced.
+    Target(String),
+}
+
+/// The `Mcp-Session-Id` a response carries to the client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ResponseId {
+    /// The session's own token (the server echoed the id it was sent).
+    Same(String),
+    /// A new session: its token.
+    New(String),
+    /// Passed as the server sent it.
+    Unsealed,
+}
+
+/// Visible ASCII, spaces and tabs inside: what a header field value may hold.
+fn is_field_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
 }
 
 #[cfg(test)]

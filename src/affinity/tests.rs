@@ -16,12 +16,8 @@ fn pool(ports: &[u16]) -> Pool {
     Pool::new(backends, Balance::RoundRobin)
 }
 
-fn request(uri: &str, session: Option<&str>) -> Parts {
-    let mut b = http::Request::builder().method("POST").uri(uri);
-    if let Some(s) = session {
-        b = b.header("mcp-session-id", s);
-    }
-    b.body(()).unwrap().into_parts().0
+fn request(uri: &str, session: Option<&str>) -> Option<crate::classify::SessionRef> {
+    session_ref(session.map(str::as_bytes), uri)
 }
 
 fn affinity() -> Affinity {
@@ -36,12 +32,11 @@ fn header_session_goes_to_its_owner_with_the_server_id_restored() {
         .sealer()
         .seal(TokenKind::Streamable, "127.0.0.1:9002", "srv-id")
         .unwrap();
-    let mut parts = request("/mcp", Some(&token));
-    let session = session_ref(&parts).unwrap();
+    let session = request("/mcp", Some(&token)).unwrap();
     let owned = a.resolve(&session, &p).unwrap();
     assert_eq!(owned.backend.id, "127.0.0.1:9002");
-    a.restore(&mut parts, &session, &owned).unwrap();
-    assert_eq!(parts.headers["mcp-session-id"], "srv-id");
+    assert_eq!(a.restore("/mcp", &session, &owned), Ok(Restored::Header));
+    assert_eq!(owned.upstream_id, "srv-id");
 }
 
 #[test]
@@ -52,13 +47,14 @@ fn legacy_query_session_is_restored_in_place() {
         .sealer()
         .seal(TokenKind::Legacy, "127.0.0.1:9001", "abc-123")
         .unwrap();
-    let mut parts = request(&format!("/messages/?x=1&session_id={token}&y=2"), None);
-    let session = session_ref(&parts).unwrap();
+    let target = format!("/messages/?x=1&session_id={token}&y=2");
+    let session = request(&target, None).unwrap();
     let owned = a.resolve(&session, &p).unwrap();
-    a.restore(&mut parts, &session, &owned).unwrap();
     assert_eq!(
-        parts.uri.to_string(),
-        "/messages/?x=1&session_id=abc-123&y=2"
+        a.restore(&target, &session, &owned),
+        Ok(Restored::Target(
+            "/messages/?x=1&session_id=abc-123&y=2".into()
+        ))
     );
 }
 
@@ -70,8 +66,7 @@ fn unroutable_references_say_why() {
         .sealer()
         .seal(TokenKind::Streamable, "127.0.0.1:9001", "s")
         .unwrap();
-    let legacy_session =
-        session_ref(&request(&format!("/m?sessionId={streamable}"), None)).unwrap();
+    let legacy_session = request(&format!("/m?sessionId={streamable}"), None).unwrap();
     assert_eq!(
         a.resolve(&legacy_session, &p).unwrap_err(),
         Unroutable::WrongTransport
@@ -81,7 +76,7 @@ fn unroutable_references_say_why() {
         .seal(TokenKind::Streamable, "127.0.0.1:9999", "s")
         .unwrap();
     let err = a
-        .resolve(&session_ref(&request("/mcp", Some(&gone))).unwrap(), &p)
+        .resolve(&request("/mcp", Some(&gone)).unwrap(), &p)
         .unwrap_err();
     assert_eq!(err, Unroutable::OwnerGone("127.0.0.1:9999".into()));
     assert_eq!(err.invalid_reason(), None);
@@ -90,10 +85,10 @@ fn unroutable_references_say_why() {
         .seal(TokenKind::Streamable, "127.0.0.1:9001", "s")
         .unwrap();
     let err = a
-        .resolve(&session_ref(&request("/mcp", Some(&foreign))).unwrap(), &p)
+        .resolve(&request("/mcp", Some(&foreign)).unwrap(), &p)
         .unwrap_err();
     assert_eq!(err.invalid_reason(), Some("forged"));
-    let raw = session_ref(&request("/mcp", Some("0123456789abcdef"))).unwrap();
+    let raw = request("/mcp", Some("0123456789abcdef")).unwrap();
     assert_eq!(
         a.resolve(&raw, &p).unwrap_err().invalid_reason(),
         Some("format")
@@ -105,28 +100,58 @@ fn response_ids_are_sealed_once_and_kept_for_the_session() {
     let a = affinity();
     let p = pool(&[9001]);
     let backend = p.backends()[0].clone();
-    let mut headers = HeaderMap::new();
-    headers.insert("mcp-session-id", HeaderValue::from_static("srv-1"));
-    assert!(a.seal_response(&mut headers, &backend, None));
-    let token = headers["mcp-session-id"].to_str().unwrap().to_owned();
+    let ResponseId::New(token) = a.seal_response(b"srv-1", &backend, None) else {
+        panic!("a new id is sealed")
+    };
     assert!(token.starts_with(token::PREFIX));
 
     // A later response in the same session echoes the server id: the client
     // must get its own token back, byte for byte.
-    let session = session_ref(&request("/mcp", Some(&token))).unwrap();
+    let session = request("/mcp", Some(&token)).unwrap();
     let owned = a.resolve(&session, &p).unwrap();
-    let mut later = HeaderMap::new();
-    later.insert("mcp-session-id", HeaderValue::from_static("srv-1"));
-    assert!(!a.seal_response(&mut later, &backend, Some(&owned)));
-    assert_eq!(later["mcp-session-id"], token.as_str());
+    assert_eq!(
+        a.seal_response(b"srv-1", &backend, Some(&owned)),
+        ResponseId::Same(token.clone())
+    );
 
     // A server that changes the id mid-way gets a new token for the new id.
-    let mut changed = HeaderMap::new();
-    changed.insert("mcp-session-id", HeaderValue::from_static("srv-2"));
-    assert!(a.seal_response(&mut changed, &backend, Some(&owned)));
-    let new = changed["mcp-session-id"].to_str().unwrap();
-    assert_eq!(a.sealer().open(new).unwrap().upstream_id, "srv-2");
+    let ResponseId::New(new) = a.seal_response(b"srv-2", &backend, Some(&owned)) else {
+        panic!("a changed id is sealed")
+    };
+    assert_eq!(a.sealer().open(&new).unwrap().upstream_id, "srv-2");
 
-    let mut none = HeaderMap::new();
-    assert!(!a.seal_response(&mut none, &backend, None));
+    // Ids that cannot be a header value or a token pass as they are.
+    assert_eq!(
+        a.seal_response(b"\xff", &backend, None),
+        ResponseId::Unsealed
+    );
+    let long = "x".repeat(100_000);
+    assert_eq!(
+        a.seal_response(long.as_bytes(), &backend, None),
+        ResponseId::Unsealed
+    );
+}
+
+#[test]
+fn restore_refuses_ids_that_cannot_travel() {
+    let a = affinity();
+    let p = pool(&[9001]);
+    for (kind, target, id) in [
+        (TokenKind::Streamable, "/mcp", "bad\r\nid"),
+        (TokenKind::Legacy, "/m?sessionId=", "a&b"),
+        (TokenKind::Legacy, "/m?sessionId=", "a b"),
+    ] {
+        let token = a.sealer().seal(kind, "127.0.0.1:9001", id).unwrap();
+        let (target, header) = match kind {
+            TokenKind::Legacy => (format!("{target}{token}"), None),
+            TokenKind::Streamable => (target.to_owned(), Some(token.as_str())),
+        };
+        let session = request(&target, header).unwrap();
+        let owned = a.resolve(&session, &p).unwrap();
+        assert_eq!(
+            a.restore(&target, &session, &owned),
+            Err(Unroutable::Invalid(TokenError::Malformed)),
+            "{id:?}"
+        );
+    }
 }

@@ -1,158 +1,321 @@
-//! Header handling across the proxy hop (RFC 9110 section 7.6).
+//! Heads across the proxy hop (RFC 9110 §7.6): the request head a backend
+//! gets and the response head a client gets, written straight from the bytes
+//! that arrived.
 //!
-//! Hop-by-hop fields are dropped both ways; end-to-end fields, `Authorization`
-//! and every MCP header (`Mcp-Session-Id` aside, which affinity restores) pass
-//! untouched.
+//! Hop-by-hop fields (those of `http1::head::FieldKind::HopByHop`,
+//! `Connection`, `Transfer-Encoding`) are dropped both ways and framing is
+//! written afresh for each hop; end-to-end fields, `Authorization` and every
+//! MCP header pass byte for byte, except `Mcp-Session-Id`, which affinity
+//! swaps (server id in, token out). `Expect` is dropped: Tether answers it
+//! itself and sends the body whole.
 
+use std::io::Write as _;
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use crate::http1::head::{FieldKind, Framing, RequestHead, ResponseHead};
 
-/// Fields that describe one connection, never the message (RFC 9110 7.6.1),
-/// plus the pre-standard `Keep-Alive` and `Proxy-Connection`.
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+/// What changes in a request head on its way to a backend.
+#[derive(Debug)]
+pub struct ToUpstream<'a> {
+    /// The request target to send (origin form, the server's id restored).
+    pub target: &'a [u8],
+    /// The value `Mcp-Session-Id` gets, when it carried a token.
+    pub session_id: Option<&'a [u8]>,
+    pub peer: IpAddr,
+    /// The backend's `host:port`: the `Host` sent when the client's is not
+    /// preserved, or when it sent none (HTTP/1.0).
+    pub authority: &'a str,
+    pub preserve_host: bool,
+}
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-
-/// Removes the hop-by-hop fields, including those the `Connection` field names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if let Some(connection) = headers.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = connection
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
+/// Writes the request head (and `body`) for a backend into `out`.
+pub fn request(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &RequestHead,
+    to: &ToUpstream<'_>,
+    body: &[u8],
+) {
+    out.extend_from_slice(&buf[head.method.clone()]);
+    out.push(b' ');
+    out.extend_from_slice(to.target);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut session_written = false;
+    let mut has_host = false;
+    let mut forwarded_for = Vec::new();
+    for f in &head.fields.list {
+        let value = &buf[f.value.clone()];
+        match f.kind {
+            FieldKind::HopByHop
+            | FieldKind::Connection
+            | FieldKind::TransferEncoding
+            | FieldKind::ContentLength
+            | FieldKind::Expect
+            | FieldKind::ForwardedProto => continue,
+            FieldKind::Host if !to.preserve_host => continue,
+            FieldKind::ForwardedFor => {
+                if !value.trim_ascii().is_empty() {
+                    if !forwarded_for.is_empty() {
+                        forwarded_for.extend_from_slice(b", ");
+                    }
+                    forwarded_for.extend_from_slice(value.trim_ascii());
+                }
+                continue;
+            }
+            FieldKind::SessionId => match to.session_id {
+                Some(_) if session_written => continue,
+                Some(id) => {
+                    session_written = true;
+                    field(out, &buf[f.name.clone()], id);
+                    continue;
+                }
+                None => {}
+            },
+            FieldKind::Host => has_host = true,
+            FieldKind::Other | FieldKind::ContentType => {}
         }
+        field(out, &buf[f.name.clone()], value);
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    if !has_host {
+        field(out, b"host", to.authority.as_bytes());
     }
+    if !forwarded_for.is_empty() {
+        forwarded_for.extend_from_slice(b", ");
+    }
+    let _ = write!(forwarded_for, "{}", to.peer);
+    field(out, b"x-forwarded-for", &forwarded_for);
+    field(out, b"x-forwarded-proto", b"http");
+    let declared =
+        head.framing != Framing::None || head.fields.get(buf, FieldKind::ContentLength).is_some();
+    if declared || !body.is_empty() {
+        let _ = write!(out, "content-length: {}\r\n", body.len());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
 }
 
-/// Prepares a client request's fields for the upstream hop.
-pub fn to_upstream(headers: &mut HeaderMap, peer: IpAddr, preserve_host: bool) {
-    strip_hop_by_hop(headers);
-    // Tether already holds the whole body: `100-continue` was settled on the client's hop.
-    headers.remove(header::EXPECT);
-    if !preserve_host {
-        // The upstream client then writes the backend's authority.
-        headers.remove(header::HOST);
-    }
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::to_str) {
-        Some(Ok(prior)) if !prior.trim().is_empty() => format!("{prior}, {peer}"),
-        _ => peer.to_string(),
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert(X_FORWARDED_FOR.clone(), value);
-    }
-    // Tether is the edge that saw the client's scheme; a client's claim is replaced.
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+/// How a response body is delimited towards the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Downstream {
+    /// No body (HEAD, 204, 304): the backend's `Content-Length`, if any, stays.
+    None,
+    Length(u64),
+    Chunked,
+    /// Until Tether closes the connection (an HTTP/1.0 client).
+    Close,
 }
 
-/// Whether a response is an event stream (never buffered, never compressed).
-pub fn is_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("text/event-stream"))
+/// Writes the response head for the client into `out`.
+pub fn response(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    head: &ResponseHead,
+    session_id: Option<&[u8]>,
+    framing: Downstream,
+    close: bool,
+) {
+    let _ = write!(out, "HTTP/1.1 {} ", head.status);
+    out.extend_from_slice(&buf[head.reason.clone()]);
+    out.extend_from_slice(b"\r\n");
+    for f in &head.fields.list {
+        let value = &buf[f.value.clone()];
+        match f.kind {
+            FieldKind::HopByHop | FieldKind::Connection | FieldKind::TransferEncoding => continue,
+            FieldKind::ContentLength if framing != Downstream::None => continue,
+            FieldKind::SessionId => {
+                field(out, &buf[f.name.clone()], session_id.unwrap_or(value));
+                continue;
+            }
+            _ => {}
+        }
+        field(out, &buf[f.name.clone()], value);
+    }
+    match framing {
+        Downstream::Length(n) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        Downstream::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Downstream::None | Downstream::Close => {}
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A whole response Tether writes itself (errors): JSON, with its length.
+pub fn own_response(out: &mut Vec<u8>, status: http::StatusCode, body: &[u8], close: bool) {
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len(),
+        if close { "connection: close\r\n" } else { "" },
+    );
+    out.extend_from_slice(body);
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Whether a `Content-Type` value is `text/event-stream` (any parameters, any case).
+pub fn is_event_stream(content_type: Option<&[u8]>) -> bool {
+    content_type
+        .and_then(|v| v.split(|&b| b == b';').next())
+        .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"text/event-stream"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (k, v) in pairs {
-            m.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
+    fn req(raw: &str) -> (Vec<u8>, RequestHead) {
+        let buf = raw.as_bytes().to_vec();
+        let head = RequestHead::parse(&buf, 1 << 16).unwrap().unwrap();
+        (buf, head)
+    }
+
+    fn upstream(raw: &str, to: &ToUpstream<'_>, body: &str) -> String {
+        let (buf, head) = req(raw);
+        let mut out = Vec::new();
+        request(&mut out, &buf, &head, to, body.as_bytes());
+        String::from_utf8(out).unwrap()
+    }
+
+    fn to<'a>(peer: &str, host: Option<&'a str>, session_id: Option<&'a [u8]>) -> ToUpstream<'a> {
+        ToUpstream {
+            target: b"/mcp",
+            session_id,
+            peer: peer.parse().unwrap(),
+            authority: host.unwrap_or("10.9.9.9:80"),
+            preserve_host: host.is_none(),
         }
-        m
     }
 
     #[test]
     fn hop_by_hop_and_connection_named_fields_go() {
-        let mut h = map(&[
-            ("connection", "keep-alive, X-Secret-Hop"),
-            ("keep-alive", "timeout=5"),
-            ("x-secret-hop", "1"),
-            ("transfer-encoding", "chunked"),
-            ("te", "trailers"),
-            ("upgrade", "h2c"),
-            ("expect", "100-continue"),
-            ("authorization", "Bearer abc"),
-            ("mcp-protocol-version", "2025-06-18"),
-            ("mcp-method", "tools/call"),
-        ]);
-        to_upstream(&mut h, "10.0.0.7".parse().unwrap(), true);
-        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        let out = upstream(
+            "POST /mcp HTTP/1.1\r\nHost: lb\r\nConnection: keep-alive, X-Secret-Hop\r\nKeep-Alive: timeout=5\r\nX-Secret-Hop: 1\r\nTransfer-Encoding: chunked\r\nTE: trailers\r\nUpgrade: h2c\r\nExpect: 100-continue\r\nAuthorization: Bearer abc\r\nMcp-Protocol-Version: 2025-06-18\r\nMcp-Method: tools/call\r\n\r\n",
+            &to("10.0.0.7", None, None),
+            "{}",
+        );
+        let lower = out.to_ascii_lowercase();
         for gone in [
-            "connection",
-            "keep-alive",
+            "connection:",
+            "keep-alive:",
             "x-secret-hop",
             "transfer-encoding",
-            "te",
+            "te:",
             "upgrade",
+            "expect",
         ] {
-            assert!(!names.contains(&gone), "{gone} kept");
+            assert!(!lower.contains(gone), "{gone} kept:\n{out}");
         }
-        assert_eq!(h["authorization"], "Bearer abc");
-        assert_eq!(h["mcp-protocol-version"], "2025-06-18");
-        assert_eq!(h["mcp-method"], "tools/call");
+        for kept in [
+            "POST /mcp HTTP/1.1\r\n",
+            "Host: lb\r\n",
+            "Authorization: Bearer abc\r\n",
+            "Mcp-Protocol-Version: 2025-06-18\r\n",
+            "Mcp-Method: tools/call\r\n",
+            "content-length: 2\r\n\r\n{}",
+        ] {
+            assert!(out.contains(kept), "{kept:?} missing:\n{out}");
+        }
     }
 
     #[test]
     fn forwarded_fields_append_and_replace() {
-        let mut h = map(&[
-            ("x-forwarded-for", "1.2.3.4"),
-            ("x-forwarded-proto", "https"),
-        ]);
-        to_upstream(&mut h, "127.0.0.1".parse().unwrap(), true);
-        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 127.0.0.1");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        let mut h = HeaderMap::new();
-        to_upstream(&mut h, "::1".parse().unwrap(), true);
-        assert_eq!(h["x-forwarded-for"], "::1");
+        let out = upstream(
+            "GET /mcp HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-For: 5.6.7.8\r\nX-Forwarded-Proto: https\r\n\r\n",
+            &to("127.0.0.1", None, None),
+            "",
+        );
+        assert!(
+            out.contains("x-forwarded-for: 1.2.3.4, 5.6.7.8, 127.0.0.1\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("x-forwarded-proto: http\r\n"), "{out}");
+        assert!(!out.contains("https"), "{out}");
+        assert!(
+            !out.contains("content-length"),
+            "a GET without a body gets none: {out}"
+        );
+        let out = upstream(
+            "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            &to("::1", None, None),
+            "",
+        );
+        assert!(out.contains("x-forwarded-for: ::1\r\n"), "{out}");
     }
 
     #[test]
     fn host_is_kept_unless_configured_otherwise() {
-        let mut h = map(&[("host", "lb.example:8080")]);
-        to_upstream(&mut h, "127.0.0.1".parse().unwrap(), true);
-        assert_eq!(h["host"], "lb.example:8080");
-        to_upstream(&mut h, "127.0.0.1".parse().unwrap(), false);
-        assert!(h.get("host").is_none());
+        let raw = "GET / HTTP/1.1\r\nHost: lb.example:8080\r\n\r\n";
+        let out = upstream(raw, &to("127.0.0.1", None, None), "");
+        assert!(out.contains("Host: lb.example:8080\r\n"), "{out}");
+        let out = upstream(raw, &to("127.0.0.1", Some("10.1.1.1:3000"), None), "");
+        assert!(out.contains("host: 10.1.1.1:3000\r\n"), "{out}");
+        assert!(!out.contains("lb.example"), "{out}");
+        let out = upstream("GET / HTTP/1.0\r\n\r\n", &to("127.0.0.1", None, None), "");
+        assert!(
+            out.contains("host: 10.9.9.9:80\r\n"),
+            "an HTTP/1.0 request gets one: {out}"
+        );
+    }
+
+    #[test]
+    fn only_the_first_session_id_is_replaced_and_others_dropped() {
+        let out = upstream(
+            "POST /mcp HTTP/1.1\r\nHost: x\r\nMcp-Session-Id: t1.token\r\nmcp-session-id: t1.other\r\nContent-Length: 0\r\n\r\n",
+            &to("127.0.0.1", None, Some(b"srv-7")),
+            "",
+        );
+        assert!(out.contains("Mcp-Session-Id: srv-7\r\n"), "{out}");
+        assert!(!out.contains("t1."), "{out}");
+        assert!(
+            out.contains("content-length: 0\r\n"),
+            "a declared empty body stays declared: {out}"
+        );
+    }
+
+    #[test]
+    fn response_heads_get_fresh_framing_and_the_token() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nMcp-Session-Id: srv-1\r\nX-Custom: y\r\n\r\n";
+        let head = ResponseHead::parse(raw, 1 << 16, false).unwrap().unwrap();
+        let mut out = Vec::new();
+        response(
+            &mut out,
+            raw,
+            &head,
+            Some(b"t1.tok"),
+            Downstream::Chunked,
+            true,
+        );
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nMcp-Session-Id: t1.tok\r\nX-Custom: y\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        );
+        let raw = b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n";
+        let head = ResponseHead::parse(raw, 1 << 16, false).unwrap().unwrap();
+        let mut out = Vec::new();
+        response(&mut out, raw, &head, None, Downstream::None, false);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"
+        );
     }
 
     #[test]
     fn event_stream_detection() {
-        assert!(is_event_stream(&map(&[(
-            "content-type",
-            "text/event-stream"
-        )])));
-        assert!(is_event_stream(&map(&[(
-            "content-type",
-            "Text/Event-Stream; charset=utf-8"
-        )])));
-        assert!(!is_event_stream(&map(&[(
-            "content-type",
-            "application/json"
-        )])));
-        assert!(!is_event_stream(&HeaderMap::new()));
+        assert!(is_event_stream(Some(b"text/event-stream")));
+        assert!(is_event_stream(Some(b"Text/Event-Stream; charset=utf-8")));
+        assert!(!is_event_stream(Some(b"application/json")));
+        assert!(!is_event_stream(None));
     }
 }

@@ -1,0 +1,285 @@
+//! The upstream side: idle keep-alive connections per backend, and one
+//! exchange on a connection (request bytes out, response head in).
+//!
+//! The request's own task drives the upstream socket: no connection task and
+//! no channel between the two (what hyper's pooled client costs per request).
+//! A connection goes back to its backend's idle list only when its response
+//! was read to the end and neither side asked to close.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::error::UpstreamFailure;
+use crate::http1::buf;
+use crate::http1::head::{HeadError, ResponseHead};
+use crate::pool::Backend;
+
+/// Largest response head accepted from a backend.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Most idle connections kept per backend; the oldest go first.
+const MAX_IDLE: usize = 1024;
+
+/// Settings of the upstream side.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub connect_timeout: Duration,
+    /// Longest wait for a response head (a JSON tool result arrives whole, so
+    /// this bounds a tool call answered as JSON; an SSE answer starts at once).
+    pub response_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+}
+
+/// A failed upstream call.
+#[derive(Debug)]
+pub struct UpstreamError {
+    pub failure: UpstreamFailure,
+    pub detail: String,
+}
+
+impl UpstreamError {
+    fn io(detail: impl Into<String>) -> Self {
+        UpstreamError {
+            failure: UpstreamFailure::Io,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// A response head read from a backend, with the connection it came on.
+pub struct Response {
+    pub stream: TcpStream,
+    /// The head's bytes, then whatever part of the body came with them.
+    pub buf: Vec<u8>,
+    pub head: ResponseHead,
+}
+
+struct Idle {
+    stream: TcpStream,
+    since: Instant,
+}
+
+/// Connections to every backend.
+pub struct Upstream {
+    settings: UpstreamSettings,
+    idle: Mutex<HashMap<String, Vec<Idle>>>,
+}
+
+/// How one attempt on one connection ended, when it did not give a response.
+enum Attempt {
+    /// A kept-alive connection was closed by the backend before it answered:
+    /// the request was not taken, so a new connection may carry it.
+    Stale,
+    Failed(UpstreamError),
+}
+
+impl Upstream {
+    pub fn new(settings: &UpstreamSettings) -> Self {
+        Upstream {
+            settings: settings.clone(),
+            idle: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sends `request` (a whole HTTP/1.1 request) to `backend` and reads the
+    /// response head, within the response timeout.
+    pub async fn exchange(
+        &self,
+        backend: &Backend,
+        request: &[u8],
+        head_request: bool,
+    ) -> Result<Response, UpstreamError> {
+        let timeout = self.settings.response_timeout;
+        match tokio::time::timeout(timeout, self.attempts(backend, request, head_request)).await {
+            Ok(result) => result,
+            Err(_) => Err(UpstreamError {
+                failure: UpstreamFailure::Timeout,
+                detail: format!("no response within {timeout:?}"),
+            }),
+        }
+    }
+
+    async fn attempts(
+        &self,
+        backend: &Backend,
+        request: &[u8],
+        head_request: bool,
+    ) -> Result<Response, UpstreamError> {
+        if let Some(stream) = self.checkout(backend) {
+            match attempt(stream, true, request, head_request).await {
+                Ok(response) => return Ok(response),
+                Err(Attempt::Failed(e)) => return Err(e),
+                Err(Attempt::Stale) => {
+                    tracing::debug!(backend = %backend.id, "kept-alive connection was closed; retrying on a new one");
+                }
+            }
+        }
+        let stream = self.connect(backend).await?;
+        match attempt(stream, false, request, head_request).await {
+            Ok(response) => Ok(response),
+            Err(Attempt::Failed(e)) => Err(e),
+            Err(Attempt::Stale) => Err(UpstreamError::io("connection closed before a response")),
+        }
+    }
+
+    /// A new connection to `backend`, trying each address its name resolves to.
+    async fn connect(&self, backend: &Backend) -> Result<TcpStream, UpstreamError> {
+        let connect = async {
+            let addrs = tokio::net::lookup_host(backend.authority.as_str())
+                .await
+                .map_err(|e| UpstreamError {
+                    failure: UpstreamFailure::Connect,
+                    detail: format!("resolve {}: {e}", backend.authority),
+                })?;
+            let mut last = UpstreamError {
+                failure: UpstreamFailure::Connect,
+                detail: format!("{} resolves to no address", backend.authority),
+            };
+            for addr in addrs {
+                match TcpStream::connect(addr).await {
+                    Ok(stream) => {
+                        if let Err(e) = stream.set_nodelay(true) {
+                            tracing::debug!(error = %e, "set_nodelay failed");
+                        }
+                        return Ok(stream);
+                    }
+                    Err(e) => {
+                        let failure = if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                            UpstreamFailure::Refused
+                        } else {
+                            UpstreamFailure::Connect
+                        };
+                        last = UpstreamError {
+                            failure,
+                            detail: format!("connect {addr}: {e}"),
+                        };
+                    }
+                }
+            }
+            Err(last)
+        };
+        let timeout = self.settings.connect_timeout;
+        tokio::time::timeout(timeout, connect)
+            .await
+            .unwrap_or_else(|_| {
+                Err(UpstreamError {
+                    failure: UpstreamFailure::Connect,
+                    detail: format!(
+                        "connect to {} timed out after {timeout:?}",
+                        backend.authority
+                    ),
+                })
+            })
+    }
+
+    /// The most recently used idle connection to `backend`, if one is fresh enough.
+    fn checkout(&self, backend: &Backend) -> Option<TcpStream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(&backend.id)?;
+        let idle_timeout = self.settings.pool_idle_timeout;
+        while let Some(conn) = list.pop() {
+            if conn.since.elapsed() < idle_timeout {
+                return Some(conn.stream);
+            }
+            // The rest are older still.
+            list.clear();
+        }
+        None
+    }
+
+    /// Keeps a connection whose exchange ended cleanly for the next request.
+    pub fn checkin(&self, backend: &Backend, stream: TcpStream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = match idle.get_mut(&backend.id) {
+            Some(list) => list,
+            None => idle.entry(backend.id.clone()).or_default(),
+        };
+        if list.len() >= MAX_IDLE {
+            list.remove(0);
+        }
+        list.push(Idle {
+            stream,
+            since: Instant::now(),
+        });
+    }
+
+    /// Closes idle connections older than the idle timeout. Run periodically,
+    /// so a backend that stops getting requests does not keep them forever.
+    pub fn sweep(&self) {
+        let idle_timeout = self.settings.pool_idle_timeout;
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        for list in idle.values_mut() {
+            list.retain(|conn| conn.since.elapsed() < idle_timeout);
+        }
+        idle.retain(|_, list| !list.is_empty());
+    }
+
+    /// Idle connections kept for `backend` (for tests and metrics).
+    pub fn idle_count(&self, backend: &Backend) -> usize {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.get(&backend.id).map_or(0, Vec::len)
+    }
+
+    pub fn sweep_interval(&self) -> Duration {
+        (self.settings.pool_idle_timeout / 2).max(Duration::from_millis(100))
+    }
+}
+
+/// Writes the request and reads the response head on one connection.
+async fn attempt(
+    mut stream: TcpStream,
+    reused: bool,
+    request: &[u8],
+    head_request: bool,
+) -> Result<Response, Attempt> {
+    let fail = |detail: String| Attempt::Failed(UpstreamError::io(detail));
+    if let Err(e) = stream.write_all(request).await {
+        return Err(if reused {
+            Attempt::Stale
+        } else {
+            fail(format!("write request: {e}"))
+        });
+    }
+    let mut buf = buf::take();
+    loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.len());
+        }
+        let n = match stream.read_buf(&mut buf).await {
+            Ok(n) => n,
+            Err(_) if reused && buf.is_empty() => return Err(Attempt::Stale),
+            Err(e) => return Err(fail(format!("read response head: {e}"))),
+        };
+        if n == 0 {
+            return Err(if reused && buf.is_empty() {
+                Attempt::Stale
+            } else {
+                fail("connection closed before a complete response head".into())
+            });
+        }
+        loop {
+            match ResponseHead::parse(&buf, MAX_RESPONSE_HEAD, head_request) {
+                Ok(None) => break,
+                Ok(Some(head)) if head.status == 101 => {
+                    return Err(fail(
+                        "backend switched protocols, which Tether does not relay".into(),
+                    ))
+                }
+                Ok(Some(head)) if head.status < 200 => {
+                    // 100 Continue and other interim answers: Tether sent the
+                    // whole body already, so they carry nothing for the client.
+                    buf.drain(..head.len);
+                }
+                Ok(Some(head)) => return Ok(Response { stream, buf, head }),
+                Err(e @ (HeadError::TooLarge | HeadError::TooManyFields)) => {
+                    return Err(fail(format!("response head: {e}")))
+                }
+                Err(e) => return Err(fail(format!("invalid response head: {e}"))),
+            }
+        }
+    }
+}
