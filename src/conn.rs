@@ -28,7 +28,7 @@ use crate::http1::buf;
 use crate::http1::chunked::ChunkedDecoder;
 use crate::http1::head::{Framing, HeadError, RequestHead};
 use crate::metrics::{self, Metrics};
-use crate::proxy::Proxy;
+use crate::proxy::{Outcome, Proxy};
 
 /// Most bytes read and discarded from a body that is already over the limit.
 pub const DRAIN_CAP: u64 = 64 << 20;
@@ -113,13 +113,24 @@ pub async fn serve(
     loop {
         let head = match client.read_head(&settings, served > 0).await {
             Ok(head) => head,
-            Err(e) => return client.fail(e, &proxy, &metrics).await,
+            Err(e) => return Box::pin(client.fail(e, &proxy, &metrics)).await,
         };
-        let body = match client.read_body(&head, &settings).await {
-            Ok(body) => body,
-            Err(e) => return client.fail(e, &proxy, &metrics).await,
+        // Most bodies arrive with their head; waiting for one is boxed so its
+        // future does not enlarge every connection's task.
+        let body = match client.body_in_buf(&head, &settings) {
+            Some(body) => body,
+            None => match Box::pin(client.read_body(&head, &settings)).await {
+                Ok(body) => body,
+                Err(e) => return Box::pin(client.fail(e, &proxy, &metrics)).await,
+            },
         };
-        let keep_alive = proxy.handle(&mut client, &head, body).await;
+        // Boxed: routing and the upstream call are a large future, needed only
+        // until the response head is in; a relay that follows (perhaps a held
+        // stream for hours) runs in this task's small state instead.
+        let keep_alive = match Box::pin(proxy.handle(&mut client, &head, body)).await {
+            Outcome::Answered { keep_alive } => keep_alive,
+            Outcome::Relay(relay) => relay.run(&mut client).await,
+        };
         served += 1;
         if !keep_alive {
             let _ = client.stream.shutdown().await;
@@ -175,11 +186,24 @@ impl Client {
                 Err(e) => return Err(ReadError::Io(e)),
             }
             buf::release_if_empty(&mut self.buf);
-            match tokio::time::timeout_at(deadline, self.stream.readable()).await {
+            let ready = std::future::poll_fn(|cx| self.stream.poll_read_ready(cx));
+            match tokio::time::timeout_at(deadline, ready).await {
                 Err(_) => return Err(ReadError::Timeout),
                 Ok(Err(e)) => return Err(ReadError::Io(e)),
                 Ok(Ok(())) => {}
             }
+        }
+    }
+
+    /// The body `head` announces, if it is already whole in `buf` and within the limit.
+    fn body_in_buf(&self, head: &RequestHead, settings: &ConnSettings) -> Option<Body> {
+        match head.framing {
+            Framing::None | Framing::UntilClose => Some(Body::InBuf(head.len..head.len)),
+            Framing::Length(len) if len <= settings.max_request_body as u64 => {
+                let end = head.len + len as usize;
+                (self.buf.len() >= end).then_some(Body::InBuf(head.len..end))
+            }
+            Framing::Length(_) | Framing::Chunked => None,
         }
     }
 

@@ -6,7 +6,9 @@
 //! elsewhere; a request without one goes to the pool's pick, and to the next
 //! backend if that one refused the connection.
 
+use std::future::Future as _;
 use std::sync::Arc;
+use std::task::Poll;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -17,7 +19,7 @@ use crate::config::Config;
 use crate::conn::{Body, Client, Watch};
 use crate::error::{jsonrpc_id, ProxyError, UpstreamFailure};
 use crate::forward::headers::{self, Downstream, ToUpstream};
-use crate::forward::relay::{self, End};
+use crate::forward::relay::{self, End, Relay};
 use crate::forward::sse::EndpointRewriter;
 use crate::forward::upstream::{Response, Upstream, UpstreamError, UpstreamSettings};
 use crate::http1::buf;
@@ -53,6 +55,47 @@ struct Request<'a> {
     head_request: bool,
     delete: bool,
     legacy_get: bool,
+}
+
+/// How `Proxy::handle` left a request.
+pub enum Outcome {
+    /// The whole answer was written (Tether's own, or a body that came with
+    /// its head); `keep_alive`: the connection may carry another request.
+    Answered { keep_alive: bool },
+    /// The response head is chosen; the body still has to be relayed.
+    Relay(Box<PendingRelay>),
+}
+
+impl Outcome {
+    const CLOSE: Outcome = Outcome::Answered { keep_alive: false };
+}
+
+/// A response whose body is relayed by the connection's task, with what must
+/// stay counted until it ends.
+pub struct PendingRelay {
+    proxy: Arc<Proxy>,
+    backend: Arc<Backend>,
+    relay: Relay,
+    /// Close the client connection after this response.
+    close: bool,
+    _outstanding: Outstanding,
+    _stream: Option<StreamGuard>,
+}
+
+impl PendingRelay {
+    /// Relays the body; returns whether the client connection may carry
+    /// another request.
+    pub async fn run(mut self: Box<Self>, client: &mut Client) -> bool {
+        let end = self.relay.run(client).await;
+        let PendingRelay {
+            proxy,
+            backend,
+            relay,
+            close,
+            ..
+        } = *self;
+        proxy.relay_ended(end, relay, &backend, close)
+    }
 }
 
 /// Why a call to a backend gave no response.
@@ -103,7 +146,7 @@ impl Proxy {
         client: &mut Client,
         head: &RequestHead,
         body: Body,
-    ) -> bool {
+    ) -> Outcome {
         let buf = &client.buf;
         let method = &buf[head.method.clone()];
         let target = String::from_utf8_lossy(&buf[head.target.clone()]);
@@ -135,7 +178,7 @@ impl Proxy {
         req: &Request<'_>,
         session: SessionRef,
         pool: &Pool,
-    ) -> bool {
+    ) -> Outcome {
         let resolved = self.affinity.resolve(&session, pool).and_then(|owned| {
             let restored = self.affinity.restore(&req.target, &session, &owned)?;
             Ok((owned, restored))
@@ -158,10 +201,9 @@ impl Proxy {
         match result {
             Ok(resp) => {
                 client.consume(req.consumed);
-                self.respond(client, req, resp, &backend, outstanding, Some(&owned))
-                    .await
+                self.respond(req, resp, &backend, outstanding, Some(&owned))
             }
-            Err(CallError::ClientGone) => false,
+            Err(CallError::ClientGone) => Outcome::CLOSE,
             Err(CallError::Upstream(e)) => {
                 self.count_upstream_error(&backend, e.failure);
                 if e.failure == UpstreamFailure::Refused {
@@ -188,7 +230,7 @@ impl Proxy {
         client: &mut Client,
         req: &Request<'_>,
         pool: &Pool,
-    ) -> bool {
+    ) -> Outcome {
         let mut tried: Vec<Arc<Backend>> = Vec::new();
         let mut last_error = None;
         while let Some(backend) = pool.pick(&tried) {
@@ -201,11 +243,9 @@ impl Proxy {
             match result {
                 Ok(resp) => {
                     client.consume(req.consumed);
-                    return self
-                        .respond(client, req, resp, &backend, outstanding, None)
-                        .await;
+                    return self.respond(req, resp, &backend, outstanding, None);
                 }
-                Err(CallError::ClientGone) => return false,
+                Err(CallError::ClientGone) => return Outcome::CLOSE,
                 Err(CallError::Upstream(e)) => {
                     self.count_upstream_error(&backend, e.failure);
                     tracing::warn!(backend = %backend.id, failure = e.failure.as_str(), detail = %e.detail, "upstream call failed");
@@ -270,31 +310,31 @@ impl Proxy {
     ) -> Result<Response, CallError> {
         let exchange = self.upstream.exchange(backend, request, head_request);
         tokio::pin!(exchange);
-        loop {
-            tokio::select! {
-                biased;
-                result = &mut exchange => return result.map_err(CallError::Upstream),
-                ready = client.stream.readable(), if client.watching() => {
-                    if ready.is_err() || client.on_readable() == Watch::Gone {
-                        tracing::debug!(backend = %backend.id, "client left while its request was being answered");
-                        return Err(CallError::ClientGone);
-                    }
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = exchange.as_mut().poll(cx) {
+                return Poll::Ready(result.map_err(CallError::Upstream));
+            }
+            while client.watching() && client.stream.poll_read_ready(cx).is_ready() {
+                if client.on_readable() == Watch::Gone {
+                    tracing::debug!(backend = %backend.id, "client left while its request was being answered");
+                    return Poll::Ready(Err(CallError::ClientGone));
                 }
             }
-        }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Turns a backend's response into Tether's: session ids sealed, hop-by-hop
     /// fields dropped, the body relayed (and scanned if it may be a legacy stream).
-    async fn respond(
+    fn respond(
         self: &Arc<Self>,
-        client: &mut Client,
         req: &Request<'_>,
         resp: Response,
         backend: &Arc<Backend>,
         outstanding: Outstanding,
         owned: Option<&Owned>,
-    ) -> bool {
+    ) -> Outcome {
         let head = &resp.head;
         let sealed = head
             .fields
@@ -327,7 +367,7 @@ impl Proxy {
         let mut out = buf::take();
         headers::response(&mut out, &resp.buf, head, session_id, downstream, close);
         self.count_request(&backend.id, head.status);
-        let _stream = event_stream.then(|| StreamGuard::new(self.metrics.clone(), &backend.id));
+        let stream = event_stream.then(|| StreamGuard::new(self.metrics.clone(), &backend.id));
         let metrics = self.metrics.clone();
         let options = relay::Options {
             downstream,
@@ -343,12 +383,22 @@ impl Proxy {
                     .inc();
             }),
         };
-        let end = relay::relay(client, resp, out, options).await;
-        drop(outstanding);
+        Outcome::Relay(Box::new(PendingRelay {
+            proxy: self.clone(),
+            backend: backend.clone(),
+            relay: Relay::new(resp, out, options),
+            close,
+            _outstanding: outstanding,
+            _stream: stream,
+        }))
+    }
+
+    /// What a finished relay means for the connections and the counts.
+    fn relay_ended(&self, end: End, relay: Relay, backend: &Arc<Backend>, close: bool) -> bool {
         match end {
-            End::Complete { upstream } => {
-                if let Some(stream) = upstream {
-                    self.upstream.checkin(backend, stream);
+            End::Complete { reusable } => {
+                if reusable {
+                    self.upstream.checkin(backend, relay.into_upstream());
                 }
                 !close
             }
@@ -393,7 +443,7 @@ impl Proxy {
     }
 
     /// 404 for a session that leads nowhere, counted by why.
-    async fn unroutable(&self, client: &mut Client, req: &Request<'_>, why: Unroutable) -> bool {
+    async fn unroutable(&self, client: &mut Client, req: &Request<'_>, why: Unroutable) -> Outcome {
         match (&why, why.invalid_reason()) {
             (Unroutable::OwnerGone(owner), _) => {
                 tracing::info!(backend = %owner, "session's owner is gone; answered 404");
@@ -422,11 +472,12 @@ impl Proxy {
         req: &Request<'_>,
         err: ProxyError,
         backend: Option<&Backend>,
-    ) -> bool {
+    ) -> Outcome {
         let body = self.reject(&err, backend, req.body.bytes(&client.buf));
         client.consume(req.consumed);
         let close = !req.head.keep_alive;
-        client.send_own(err.status(), &body, close).await.is_ok() && !close
+        let keep_alive = client.send_own(err.status(), &body, close).await.is_ok() && !close;
+        Outcome::Answered { keep_alive }
     }
 
     /// Counts and logs an error answer; returns its JSON-RPC body, with the

@@ -11,7 +11,9 @@
 //! ends the relay at once, and dropping the upstream socket closes the
 //! backend's connection (that is how a disconnect reaches the backend).
 
+use std::future::Future as _;
 use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt as _;
@@ -29,9 +31,9 @@ use crate::http1::head::Framing;
 /// How a relay ended.
 #[derive(Debug)]
 pub enum End {
-    /// The whole body reached the client. `upstream` is the backend
-    /// connection if it can carry another request.
-    Complete { upstream: Option<TcpStream> },
+    /// The whole body reached the client. `reusable`: the backend connection
+    /// can carry another request (`Relay::into_upstream`).
+    Complete { reusable: bool },
     /// An event stream was silent for the idle timeout and was ended cleanly.
     IdleTimeout,
     /// The client closed its connection.
@@ -53,154 +55,215 @@ pub struct Options {
     pub on_first_event: Box<dyn FnOnce(Outcome) + Send>,
 }
 
-/// Writes `out` (the response head, already built) and relays the body.
-pub async fn relay(
-    client: &mut Client,
-    response: Response,
-    mut out: Vec<u8>,
-    options: Options,
-) -> End {
-    let Response {
-        stream: up,
-        buf: mut from,
-        head,
-    } = response;
-    let mut emit = Emitter {
-        rewriter: options.rewriter,
-        on_first_event: Some(options.on_first_event),
-        chunked: options.downstream == Downstream::Chunked,
-    };
-    let mut remaining = match head.framing {
-        Framing::Length(n) => n,
-        _ => 0,
-    };
-    let mut decoder = ChunkedDecoder::new();
-    let mut start = head.len;
-    let mut idle: Option<Pin<Box<Sleep>>> = None;
-    loop {
-        // What arrived: into `out`, re-framed.
-        if from.len() > start {
-            buf::ensure(&mut out);
+/// A response body on its way: the backend connection and what the relay
+/// has to remember between reads. Kept small: it is most of what an idle
+/// held stream costs.
+pub struct Relay {
+    up: TcpStream,
+    /// Bytes read from the backend and not yet relayed (unallocated while empty).
+    from: Vec<u8>,
+    /// Bytes for the client (unallocated while empty); first the response head.
+    out: Vec<u8>,
+    /// Where the body starts in `from` (after the head, on the first pass).
+    start: usize,
+    framing: Framing,
+    keep_alive: bool,
+    /// Body bytes still due, for `Framing::Length`.
+    remaining: u64,
+    decoder: ChunkedDecoder,
+    emit: Emitter,
+    idle_timeout: Option<Duration>,
+    idle: Option<Pin<Box<Sleep>>>,
+    event_stream: bool,
+}
+
+impl Relay {
+    /// `out` holds the response head, already built for the client.
+    pub fn new(response: Response, out: Vec<u8>, options: Options) -> Self {
+        let Response { stream, buf, head } = response;
+        Relay {
+            up: stream,
+            from: buf,
+            out,
+            start: head.len,
+            framing: head.framing,
+            keep_alive: head.keep_alive,
+            remaining: match head.framing {
+                Framing::Length(n) => n,
+                _ => 0,
+            },
+            decoder: ChunkedDecoder::new(),
+            emit: Emitter {
+                rewriter: options.rewriter.map(Box::new),
+                on_first_event: Some(options.on_first_event),
+                chunked: options.downstream == Downstream::Chunked,
+            },
+            idle_timeout: options.idle_timeout,
+            idle: None,
+            event_stream: options.event_stream,
         }
-        let data = &from[start.min(from.len())..];
-        let (done, leftover) = match head.framing {
+    }
+
+    /// Writes the head and relays the body until it ends, either side fails,
+    /// or the client goes.
+    pub async fn run(&mut self, client: &mut Client) -> End {
+        loop {
+            let (done, leftover) = match self.take_arrived() {
+                Ok(step) => step,
+                Err(why) => return self.cut(client, why).await,
+            };
+            if done {
+                self.emit.finish(&mut self.out);
+                let written = client.stream.write_all(&self.out).await;
+                buf::give(std::mem::take(&mut self.out));
+                buf::give(std::mem::take(&mut self.from));
+                if written.is_err() {
+                    return End::ClientGone;
+                }
+                let reusable = self.keep_alive && leftover == 0;
+                return End::Complete { reusable };
+            }
+            if !self.out.is_empty() {
+                if client.stream.write_all(&self.out).await.is_err() {
+                    return End::ClientGone;
+                }
+                self.out.clear();
+            }
+            // Nothing in flight: hold no buffer while waiting.
+            buf::release_if_empty(&mut self.out);
+            buf::release_if_empty(&mut self.from);
+            match self.wait(client).await {
+                Wait::Data => {}
+                Wait::Closed if self.framing == Framing::UntilClose => {
+                    self.emit.finish(&mut self.out);
+                    let written = client.stream.write_all(&self.out).await;
+                    buf::give(std::mem::take(&mut self.out));
+                    return match written {
+                        Ok(()) => End::Complete { reusable: false },
+                        Err(_) => End::ClientGone,
+                    };
+                }
+                Wait::Closed => return self.cut(client, "backend closed mid-body".into()).await,
+                Wait::Failed(e) => return self.cut(client, format!("backend read: {e}")).await,
+                Wait::ClientGone => return End::ClientGone,
+                Wait::Idle if self.event_stream => {
+                    // A stream that ends is a normal SSE close: clients reconnect.
+                    self.emit.finish(&mut self.out);
+                    let _ = client.stream.write_all(&self.out).await;
+                    buf::give(std::mem::take(&mut self.out));
+                    return End::IdleTimeout;
+                }
+                Wait::Idle => {
+                    let why = "response body idle for longer than the stream idle timeout";
+                    return self.cut(client, why.into()).await;
+                }
+            }
+        }
+    }
+
+    /// The backend connection, for the idle pool.
+    pub fn into_upstream(self) -> TcpStream {
+        self.up
+    }
+
+    /// Moves what arrived from the backend into `out`, re-framed. Returns
+    /// whether the body is complete, and how many bytes came after its end.
+    fn take_arrived(&mut self) -> Result<(bool, usize), String> {
+        if self.from.len() > self.start {
+            buf::ensure(&mut self.out);
+        }
+        let data = &self.from[self.start.min(self.from.len())..];
+        let (emit, out) = (&mut self.emit, &mut self.out);
+        let step = match self.framing {
             Framing::None => (true, data.len()),
             Framing::Length(_) => {
-                let take = remaining.min(data.len() as u64) as usize;
-                emit.data(&data[..take], &mut out);
-                remaining -= take as u64;
-                (remaining == 0, data.len() - take)
+                let take = self.remaining.min(data.len() as u64) as usize;
+                emit.data(&data[..take], out);
+                self.remaining -= take as u64;
+                (self.remaining == 0, data.len() - take)
             }
             Framing::Chunked => {
-                let used = match decoder.decode(data, &mut |d| emit.data(d, &mut out)) {
-                    Ok(used) => used,
-                    Err(e) => {
-                        return cut(client, out, from, format!("backend's chunked body: {e}")).await
-                    }
-                };
-                (decoder.is_done(), data.len() - used)
+                let used = self
+                    .decoder
+                    .decode(data, &mut |d| emit.data(d, out))
+                    .map_err(|e| format!("backend's chunked body: {e}"))?;
+                (self.decoder.is_done(), data.len() - used)
             }
             Framing::UntilClose => {
-                emit.data(data, &mut out);
+                emit.data(data, out);
                 (false, 0)
             }
         };
-        from.clear();
-        start = 0;
-        if done {
-            emit.finish(&mut out);
-            let written = client.stream.write_all(&out).await;
-            buf::give(out);
-            buf::give(from);
-            if written.is_err() {
-                return End::ClientGone;
-            }
-            let reusable = head.keep_alive && leftover == 0;
-            return End::Complete {
-                upstream: reusable.then_some(up),
-            };
-        }
-        if !out.is_empty() {
-            if client.stream.write_all(&out).await.is_err() {
-                return End::ClientGone;
-            }
-            out.clear();
-        }
-        // Nothing in flight: hold no buffer while waiting.
-        buf::release_if_empty(&mut out);
-        buf::release_if_empty(&mut from);
-        if let (Some(sleep), Some(t)) = (&mut idle, options.idle_timeout) {
+        self.from.clear();
+        self.start = 0;
+        Ok(step)
+    }
+
+    /// Waits until the backend sends more (read into `from`), closes or
+    /// fails, the client goes, or the idle timeout passes.
+    ///
+    /// Readiness is polled on the sockets themselves (`poll_read_ready`), not
+    /// through `readable()` futures: those carry a waiter node each (150
+    /// bytes), and this state lives as long as the stream does.
+    async fn wait(&mut self, client: &mut Client) -> Wait {
+        if let (Some(sleep), Some(t)) = (&mut self.idle, self.idle_timeout) {
             sleep.as_mut().reset(Instant::now() + t);
         }
-        loop {
-            let idle_wait = async {
-                match (options.idle_timeout, &mut idle) {
-                    (None, _) => std::future::pending().await,
-                    (Some(_), Some(sleep)) => sleep.as_mut().await,
-                    (Some(t), slot @ None) => {
-                        slot.insert(Box::pin(tokio::time::sleep(t))).as_mut().await
+        std::future::poll_fn(|cx| {
+            while self.up.poll_read_ready(cx).is_ready() {
+                buf::ensure(&mut self.from);
+                match self.up.try_read_buf(&mut self.from) {
+                    Ok(0) => return Poll::Ready(Wait::Closed),
+                    Ok(_) => return Poll::Ready(Wait::Data),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        buf::release_if_empty(&mut self.from);
                     }
-                }
-            };
-            tokio::select! {
-                ready = up.readable() => {
-                    if let Err(e) = ready {
-                        return cut(client, out, from, format!("backend read: {e}")).await;
-                    }
-                    buf::ensure(&mut from);
-                    match up.try_read_buf(&mut from) {
-                        Ok(0) if head.framing == Framing::UntilClose => {
-                            emit.finish(&mut out);
-                            let written = client.stream.write_all(&out).await;
-                            buf::give(out);
-                            buf::give(from);
-                            return match written {
-                                Ok(()) => End::Complete { upstream: None },
-                                Err(_) => End::ClientGone,
-                            };
-                        }
-                        Ok(0) => return cut(client, out, from, "backend closed mid-body".into()).await,
-                        Ok(_) => break,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            buf::release_if_empty(&mut from);
-                        }
-                        Err(e) => return cut(client, out, from, format!("backend read: {e}")).await,
-                    }
-                }
-                ready = client.stream.readable(), if client.watching() => {
-                    if ready.is_err() || client.on_readable() == Watch::Gone {
-                        return End::ClientGone;
-                    }
-                }
-                () = idle_wait => {
-                    if options.event_stream {
-                        // A stream that ends is a normal SSE close: clients reconnect.
-                        emit.finish(&mut out);
-                        let _ = client.stream.write_all(&out).await;
-                        buf::give(out);
-                        return End::IdleTimeout;
-                    }
-                    return cut(client, out, from, "response body idle for longer than the stream idle timeout".into()).await;
+                    Err(e) => return Poll::Ready(Wait::Failed(e)),
                 }
             }
+            while client.watching() && client.stream.poll_read_ready(cx).is_ready() {
+                if client.on_readable() == Watch::Gone {
+                    return Poll::Ready(Wait::ClientGone);
+                }
+            }
+            if let Some(t) = self.idle_timeout {
+                let sleep = self
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(t)));
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wait::Idle);
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Ends a relay the client must see as broken: what was decoded so far
+    /// goes out, the end of the body does not.
+    async fn cut(&mut self, client: &mut Client, why: String) -> End {
+        if !self.out.is_empty() {
+            let _ = client.stream.write_all(&self.out).await;
         }
+        buf::give(std::mem::take(&mut self.out));
+        buf::give(std::mem::take(&mut self.from));
+        End::Cut(why)
     }
 }
 
-/// Ends a relay the client must see as broken: what was decoded so far goes
-/// out, the end of the body does not.
-async fn cut(client: &mut Client, out: Vec<u8>, from: Vec<u8>, why: String) -> End {
-    if !out.is_empty() {
-        let _ = client.stream.write_all(&out).await;
-    }
-    buf::give(out);
-    buf::give(from);
-    End::Cut(why)
+/// What ended a wait.
+enum Wait {
+    Data,
+    Closed,
+    Failed(std::io::Error),
+    ClientGone,
+    Idle,
 }
 
 /// Re-frames body bytes for the client, through the endpoint rewrite while it lasts.
 struct Emitter {
-    rewriter: Option<EndpointRewriter>,
+    /// Boxed: it is gone after the first event, and this lives as long as the stream.
+    rewriter: Option<Box<EndpointRewriter>>,
     on_first_event: Option<Box<dyn FnOnce(Outcome) + Send>>,
     chunked: bool,
 }

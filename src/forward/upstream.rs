@@ -118,7 +118,9 @@ impl Upstream {
                 }
             }
         }
-        let stream = self.connect(backend).await?;
+        // Boxed: connecting is rare (connections are reused) and its future is
+        // large; unboxed it would enlarge every connection's task while idle.
+        let stream = Box::pin(self.connect(backend)).await?;
         match attempt(stream, false, request, head_request).await {
             Ok(response) => Ok(response),
             Err(Attempt::Failed(e)) => Err(e),

@@ -142,6 +142,13 @@ impl Fields {
             .map(move |f| &buf[f.value.clone()])
     }
 
+    /// Whether the connection persists after this message (RFC 9112 §9.3):
+    /// never with `close`; in HTTP/1.0 only with `keep-alive`.
+    fn persistent(&self, buf: &[u8], minor: u8) -> bool {
+        !self.connection_has(buf, b"close")
+            && (minor > 0 || self.connection_has(buf, b"keep-alive"))
+    }
+
     /// Whether a `Connection` field lists `option` (`close`, `keep-alive`).
     fn connection_has(&self, buf: &[u8], option: &[u8]) -> bool {
         self.all(buf, FieldKind::Connection)
@@ -242,11 +249,7 @@ impl RequestHead {
             (None, Some(0)) | (None, None) => Framing::None,
             (None, Some(n)) => Framing::Length(n),
         };
-        let keep_alive = if minor == 0 {
-            fields.connection_has(buf, b"keep-alive")
-        } else {
-            !fields.connection_has(buf, b"close")
-        };
+        let keep_alive = fields.persistent(buf, minor);
         let expect_continue = fields
             .get(buf, FieldKind::Expect)
             .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
@@ -314,12 +317,11 @@ impl ResponseHead {
                     },
                 }
             };
+        // A message with a transfer coding in HTTP/1.0 cannot be trusted to
+        // end where it says (RFC 9112 §6.1): do not reuse the connection.
         let keep_alive = framing != Framing::UntilClose
-            && if minor == 0 {
-                fields.connection_has(buf, b"keep-alive")
-            } else {
-                !fields.connection_has(buf, b"close")
-            };
+            && !(minor == 0 && fields.chunked_last(buf).is_some())
+            && fields.persistent(buf, minor);
         Ok(Some(ResponseHead {
             len,
             status,

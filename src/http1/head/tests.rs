@@ -1,9 +1,835 @@
 use super::*;
 
+const LIMIT: usize = 8192;
+
+fn req(s: &str) -> Result<Option<RequestHead>, HeadError> {
+    RequestHead::parse(s.as_bytes(), LIMIT)
+}
+
+fn req_ok(s: &str) -> RequestHead {
+    match req(s) {
+        Ok(Some(head)) => head,
+        other => panic!("{s:?}: expected a complete head, got {other:?}"),
+    }
+}
+
+fn resp(s: &str, head_request: bool) -> Result<Option<ResponseHead>, HeadError> {
+    ResponseHead::parse(s.as_bytes(), LIMIT, head_request)
+}
+
+fn resp_ok(s: &str, head_request: bool) -> ResponseHead {
+    match resp(s, head_request) {
+        Ok(Some(head)) => head,
+        other => panic!("{s:?}: expected a complete head, got {other:?}"),
+    }
+}
+
+/// An HTTP/1.`minor` POST with these field lines.
+fn request_with(minor: u8, fields: &[&str]) -> String {
+    let mut s = format!("POST /mcp HTTP/1.{minor}\r\nHost: x\r\n");
+    for f in fields {
+        s.push_str(f);
+        s.push_str("\r\n");
+    }
+    s.push_str("\r\n");
+    s
+}
+
+/// An HTTP/1.`minor` response with this status and field lines.
+fn response_with(minor: u8, status: u16, fields: &[&str]) -> String {
+    let mut s = format!("HTTP/1.{minor} {status} Whatever\r\n");
+    for f in fields {
+        s.push_str(f);
+        s.push_str("\r\n");
+    }
+    s.push_str("\r\n");
+    s
+}
+
+fn req_framing(minor: u8, fields: &[&str]) -> Result<Framing, HeadError> {
+    let s = request_with(minor, fields);
+    req(&s).map(|h| h.unwrap_or_else(|| panic!("{s:?} incomplete")).framing)
+}
+
+fn resp_framing(status: u16, fields: &[&str], head_request: bool) -> Result<Framing, HeadError> {
+    let s = response_with(1, status, fields);
+    resp(&s, head_request).map(|h| h.unwrap_or_else(|| panic!("{s:?} incomplete")).framing)
+}
+
+fn many_fields(n: usize) -> String {
+    (0..n).map(|i| format!("X-F{i}: v\r\n")).collect()
+}
+
+// ---- requests: completeness, length, ranges ----
+
 #[test]
-fn a_simple_request_parses() {
-    let buf = b"GET /mcp HTTP/1.1\r\nHost: x\r\n\r\n";
-    let head = RequestHead::parse(buf, 1024).unwrap().unwrap();
-    assert_eq!(&buf[head.target.clone()], b"/mcp");
-    assert_eq!(head.framing, Framing::None);
+fn request_parts_are_ranges_into_the_buffer() {
+    let s = "POST /mcp?x=1 HTTP/1.1\r\nHost: example.com\r\nContent-Length: 5\r\n\r\nhello";
+    let head = req_ok(s);
+    let buf = s.as_bytes();
+    assert_eq!(head.len, s.len() - "hello".len());
+    assert_eq!(&buf[head.method.clone()], b"POST");
+    assert_eq!(&buf[head.target.clone()], b"/mcp?x=1");
+    assert_eq!(head.minor, 1);
+    assert_eq!(head.framing, Framing::Length(5));
+    assert_eq!(head.fields.list.len(), 2);
+    let host = &head.fields.list[0];
+    assert_eq!(&buf[host.name.clone()], b"Host");
+    assert_eq!(&buf[host.value.clone()], b"example.com");
+    assert_eq!(host.kind, FieldKind::Host);
+    let cl = &head.fields.list[1];
+    assert_eq!(&buf[cl.name.clone()], b"Content-Length");
+    assert_eq!(&buf[cl.value.clone()], b"5");
+    assert_eq!(cl.kind, FieldKind::ContentLength);
+
+    let head = req_ok("GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(head.minor, 0);
+    assert_eq!(head.len, 18);
+    assert!(head.fields.list.is_empty());
+}
+
+#[test]
+fn every_prefix_of_a_request_head_is_incomplete() {
+    let s = "POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nMcp-Session-Id: abc\r\n\r\n";
+    for end in 0..s.len() {
+        let prefix = &s[..end];
+        assert!(
+            matches!(req(prefix), Ok(None)),
+            "prefix {prefix:?}: {:?}",
+            req(prefix)
+        );
+    }
+    assert_eq!(req_ok(s).len, s.len());
+}
+
+#[test]
+fn a_following_body_or_pipelined_request_is_left_unparsed() {
+    let first = "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n";
+    let s = format!("{first}abcGET /b HTTP/1.1\r\nHost: x\r\n\r\n");
+    let head = req_ok(&s);
+    assert_eq!(head.len, first.len());
+    assert_eq!(&s.as_bytes()[head.target.clone()], b"/a");
+    assert_eq!(head.fields.list.len(), 2);
+
+    let first = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    let second = "GET /b HTTP/1.1\r\nHost: y\r\n\r\n";
+    let s = format!("{first}{second}");
+    let head = req_ok(&s);
+    assert_eq!(head.len, first.len());
+    let head = req_ok(&s[head.len..]);
+    assert_eq!(head.len, second.len());
+    assert_eq!(&second.as_bytes()[head.target.clone()], b"/b");
+}
+
+#[test]
+fn request_head_larger_than_the_limit_is_refused() {
+    let s = "GET /mcp HTTP/1.1\r\nHost: x\r\n\r\n";
+    let n = s.len();
+    let b = s.as_bytes();
+    // Complete: exactly the limit is fine, one byte over is not.
+    assert!(matches!(RequestHead::parse(b, n), Ok(Some(h)) if h.len == n));
+    assert_eq!(
+        RequestHead::parse(b, n - 1).unwrap_err(),
+        HeadError::TooLarge
+    );
+    // A body after the head does not count towards the limit.
+    let with_body = format!("{s}0123456789");
+    assert!(RequestHead::parse(with_body.as_bytes(), n)
+        .unwrap()
+        .is_some());
+    // Partial: as soon as the buffer reaches the limit without a full head.
+    let partial = &b[..n - 1];
+    assert!(matches!(RequestHead::parse(partial, n), Ok(None)));
+    assert_eq!(
+        RequestHead::parse(partial, n - 1).unwrap_err(),
+        HeadError::TooLarge
+    );
+    assert_eq!(
+        RequestHead::parse(partial, 10).unwrap_err(),
+        HeadError::TooLarge
+    );
+    // A long field on its own.
+    let long = request_with(1, &[&format!("X-Big: {}", "a".repeat(LIMIT))]);
+    assert_eq!(req(&long).unwrap_err(), HeadError::TooLarge);
+    assert_eq!(req(&long[..LIMIT + 10]).unwrap_err(), HeadError::TooLarge);
+}
+
+#[test]
+fn request_with_too_many_fields_is_refused() {
+    let head = |n: usize| format!("GET / HTTP/1.1\r\n{}\r\n", many_fields(n));
+    let ok = head(MAX_FIELDS);
+    let parsed = RequestHead::parse(ok.as_bytes(), 1 << 20).unwrap().unwrap();
+    assert_eq!(parsed.fields.list.len(), MAX_FIELDS);
+    let over = head(MAX_FIELDS + 1);
+    assert_eq!(
+        RequestHead::parse(over.as_bytes(), 1 << 20).unwrap_err(),
+        HeadError::TooManyFields
+    );
+}
+
+#[test]
+fn garbage_requests_are_malformed() {
+    let cases: &[&[u8]] = &[
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        b"GET / HTTP/2.0\r\n\r\n",
+        b"GET / HTTP/1.2\r\n\r\n",
+        b"GET / FTP/1.1\r\n\r\n",
+        b"GET\x00 / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nNo colon here\r\n\r\n",
+        // Whitespace between name and colon (RFC 9112 §5.1: MUST reject).
+        b"POST / HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length : 5\r\n\r\n",
+        // Obsolete line folding.
+        b"GET / HTTP/1.1\r\nX-A: 1\r\n  folded\r\n\r\n",
+    ];
+    for &case in cases {
+        let got = RequestHead::parse(case, LIMIT);
+        assert!(
+            matches!(got, Err(HeadError::Malformed(_))),
+            "{:?}: {got:?}",
+            String::from_utf8_lossy(case)
+        );
+    }
+}
+
+// ---- requests: framing ----
+
+#[test]
+fn request_content_length_framing() {
+    let cases: &[(&[&str], Framing)] = &[
+        (&[], Framing::None),
+        (&["Content-Length: 0"], Framing::None),
+        (&["Content-Length: 0, 0"], Framing::None),
+        (&["Content-Length: 12"], Framing::Length(12)),
+        (&["content-length:   7  "], Framing::Length(7)),
+        (&["Content-Length: 007"], Framing::Length(7)),
+        (
+            &["Content-Length: 5", "Content-Length: 5"],
+            Framing::Length(5),
+        ),
+        (&["Content-Length: 5, 5"], Framing::Length(5)),
+        (
+            &["Content-Length: 5,5", "content-length: 5"],
+            Framing::Length(5),
+        ),
+        (
+            &["Content-Length: 9999999999999999999"],
+            Framing::Length(9_999_999_999_999_999_999),
+        ),
+    ];
+    for (fields, want) in cases {
+        assert_eq!(req_framing(1, fields), Ok(*want), "{fields:?}");
+    }
+}
+
+#[test]
+fn request_bad_content_length_is_malformed() {
+    let cases: &[&[&str]] = &[
+        &["Content-Length: 5", "Content-Length: 6"],
+        &["Content-Length: 5, 6"],
+        &["Content-Length: 0", "Content-Length: 1"],
+        &["Content-Length: abc"],
+        &["Content-Length: -1"],
+        &["Content-Length: +5"],
+        &["Content-Length:"],
+        &["Content-Length: 5,"],
+        &["Content-Length: ,5"],
+        &["Content-Length: 5 5"],
+        &["Content-Length: 0x10"],
+        &["Content-Length: 1e3"],
+        &["Content-Length: 5.0"],
+        &["Content-Length: 18446744073709551616"],
+        &["Content-Length: 99999999999999999999"],
+        &["Content-Length: 12345678901234567890123"],
+        &["Content-Length: 5", "Content-Length: x"],
+    ];
+    for fields in cases {
+        assert!(
+            matches!(req_framing(1, fields), Err(HeadError::Malformed(_))),
+            "{fields:?}: {:?}",
+            req_framing(1, fields)
+        );
+    }
+}
+
+#[test]
+fn request_transfer_encoding_framing() {
+    for te in [
+        "Transfer-Encoding: chunked",
+        "Transfer-Encoding: Chunked",
+        "transfer-encoding: CHUNKED",
+        "Transfer-Encoding:    chunked   ",
+        "Transfer-Encoding: chunked,",
+        "Transfer-Encoding: , chunked",
+    ] {
+        assert_eq!(req_framing(1, &[te]), Ok(Framing::Chunked), "{te}");
+    }
+    let unsupported: &[&[&str]] = &[
+        &["Transfer-Encoding: gzip, chunked"],
+        &["Transfer-Encoding: gzip"],
+        &["Transfer-Encoding: chunked, chunked"],
+        &["Transfer-Encoding: chunked, gzip"],
+        &["Transfer-Encoding: identity"],
+        &["Transfer-Encoding: chunked", "Transfer-Encoding: chunked"],
+        &["Transfer-Encoding: gzip", "Transfer-Encoding: chunked"],
+        &["Transfer-Encoding: chunked", "Transfer-Encoding: gzip"],
+        &["Transfer-Encoding: \"chunked\""],
+        &["Transfer-Encoding: chunked;q=1"],
+    ];
+    for fields in unsupported {
+        assert_eq!(
+            req_framing(1, fields),
+            Err(HeadError::UnsupportedCoding),
+            "{fields:?}"
+        );
+    }
+}
+
+#[test]
+fn request_transfer_encoding_with_content_length_or_in_http10_is_malformed() {
+    let cases: &[(u8, &[&str])] = &[
+        (1, &["Transfer-Encoding: chunked", "Content-Length: 5"]),
+        (1, &["Content-Length: 5", "Transfer-Encoding: chunked"]),
+        (1, &["Content-Length: 0", "Transfer-Encoding: chunked"]),
+        (
+            1,
+            &["Transfer-Encoding: gzip, chunked", "Content-Length: 5"],
+        ),
+        (1, &["Transfer-Encoding: gzip", "Content-Length: 5"]),
+        (0, &["Transfer-Encoding: chunked"]),
+        (0, &["Transfer-Encoding: gzip, chunked"]),
+        (0, &["Transfer-Encoding: chunked", "Content-Length: 5"]),
+    ];
+    for (minor, fields) in cases {
+        assert!(
+            matches!(req_framing(*minor, fields), Err(HeadError::Malformed(_))),
+            "HTTP/1.{minor} {fields:?}: {:?}",
+            req_framing(*minor, fields)
+        );
+    }
+    // HTTP/1.0 with a Content-Length is fine.
+    assert_eq!(
+        req_framing(0, &["Content-Length: 3"]),
+        Ok(Framing::Length(3))
+    );
+}
+
+// ---- requests: connection, expect ----
+
+#[test]
+fn request_keep_alive() {
+    let cases: &[(u8, &[&str], bool)] = &[
+        (1, &[], true),
+        (1, &["Connection: keep-alive"], true),
+        (1, &["Connection: close"], false),
+        (1, &["Connection: CLOSE"], false),
+        (1, &["connection:  Close "], false),
+        (1, &["Connection: keep-alive, Close"], false),
+        (1, &["Connection: x-a,close,x-b"], false),
+        (1, &["Connection: keep-alive", "Connection: close"], false),
+        (1, &["Connection: closed"], true),
+        (1, &["Connection: x-close"], true),
+        (1, &["X-Connection: close"], true),
+        (0, &[], false),
+        (0, &["Connection: keep-alive"], true),
+        (0, &["Connection: Keep-Alive"], true),
+        (0, &["Connection: x-a, KEEP-ALIVE"], true),
+        (0, &["Connection: x-a", "Connection: keep-alive"], true),
+        (0, &["Connection: close"], false),
+        (0, &["Connection: keep-alives"], false),
+        (0, &["Keep-Alive: timeout=5"], false),
+    ];
+    for (minor, fields, want) in cases {
+        let s = request_with(*minor, fields);
+        assert_eq!(req_ok(&s).keep_alive, *want, "{s:?}");
+    }
+}
+
+/// RFC 9112 §9.3: "If the close connection option is present, the connection
+/// will not persist after the current response; else, [...] HTTP/1.0 [...]
+/// keep-alive": `close` wins over `keep-alive` whatever the version.
+#[test]
+fn close_wins_over_keep_alive_in_http10() {
+    let requests = [
+        request_with(0, &["Connection: keep-alive, close"]),
+        request_with(0, &["Connection: keep-alive", "Connection: close"]),
+    ];
+    let responses = [
+        response_with(
+            0,
+            200,
+            &["Content-Length: 0", "Connection: keep-alive, close"],
+        ),
+        response_with(0, 204, &["Connection: close", "Connection: Keep-Alive"]),
+    ];
+    let kept: Vec<&String> = requests
+        .iter()
+        .filter(|s| req_ok(s).keep_alive)
+        .chain(responses.iter().filter(|s| resp_ok(s, false).keep_alive))
+        .collect();
+    assert!(kept.is_empty(), "kept alive despite close: {kept:?}");
+}
+
+#[test]
+fn request_expect_continue() {
+    let cases: &[(&[&str], bool)] = &[
+        (&[], false),
+        (&["Expect: 100-continue"], true),
+        (&["expect: 100-Continue"], true),
+        (&["EXPECT:   100-CONTINUE  "], true),
+        (&["Expect: 100-continued"], false),
+        (&["Expect: 200-ok"], false),
+        (&["Expect:"], false),
+        (&["X-Expect: 100-continue"], false),
+    ];
+    for (fields, want) in cases {
+        let s = request_with(1, fields);
+        assert_eq!(req_ok(&s).expect_continue, *want, "{fields:?}");
+    }
+}
+
+// ---- fields ----
+
+#[test]
+fn field_kinds_match_names_case_insensitively() {
+    let cases: &[(&str, FieldKind)] = &[
+        ("Host", FieldKind::Host),
+        ("HOST", FieldKind::Host),
+        ("content-length", FieldKind::ContentLength),
+        ("Transfer-Encoding", FieldKind::TransferEncoding),
+        ("connection", FieldKind::Connection),
+        ("Keep-Alive", FieldKind::HopByHop),
+        ("Proxy-Connection", FieldKind::HopByHop),
+        ("TE", FieldKind::HopByHop),
+        ("te", FieldKind::HopByHop),
+        ("Trailer", FieldKind::HopByHop),
+        ("Upgrade", FieldKind::HopByHop),
+        ("Expect", FieldKind::Expect),
+        ("Mcp-Session-Id", FieldKind::SessionId),
+        ("MCP-SESSION-ID", FieldKind::SessionId),
+        ("Content-Type", FieldKind::ContentType),
+        ("X-Forwarded-For", FieldKind::ForwardedFor),
+        ("x-forwarded-proto", FieldKind::ForwardedProto),
+        ("Authorization", FieldKind::Other),
+        ("Hosts", FieldKind::Other),
+        ("Hos", FieldKind::Other),
+        ("T", FieldKind::Other),
+        ("Trailers", FieldKind::Other),
+        ("Content-Length2", FieldKind::Other),
+        ("X-Forwarded-Host", FieldKind::Other),
+        ("Mcp-Protocol-Version", FieldKind::Other),
+        ("Accept", FieldKind::Other),
+    ];
+    for (name, want) in cases {
+        assert_eq!(FieldKind::of(name.as_bytes()), *want, "{name}");
+    }
+    // The same through a parsed head (values that keep framing valid).
+    let s = "GET / HTTP/1.1\r\nhOsT: a\r\nTE: trailers\r\nMcp-Session-Id: s\r\n\
+             X-Forwarded-For: 1.2.3.4\r\nAccept: */*\r\n\r\n";
+    let kinds: Vec<FieldKind> = req_ok(s).fields.list.iter().map(|f| f.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            FieldKind::Host,
+            FieldKind::HopByHop,
+            FieldKind::SessionId,
+            FieldKind::ForwardedFor,
+            FieldKind::Other,
+        ]
+    );
+}
+
+#[test]
+fn fields_named_in_connection_become_hop_by_hop() {
+    let s = "GET / HTTP/1.1\r\nX-Before: 0\r\nConnection: x-secret, X-BEFORE\r\n\
+             X-Secret: 1\r\nx-secret: 2\r\nX-Other: 3\r\nConnection: X-Late\r\n\
+             x-late: 4\r\nX-Secret-2: 5\r\n\r\n";
+    let head = req_ok(s);
+    let buf = s.as_bytes();
+    let kinds: Vec<(&[u8], FieldKind)> = head
+        .fields
+        .list
+        .iter()
+        .map(|f| (&buf[f.name.clone()], f.kind))
+        .collect();
+    let want: &[(&[u8], FieldKind)] = &[
+        (b"X-Before", FieldKind::HopByHop),
+        (b"Connection", FieldKind::Connection),
+        (b"X-Secret", FieldKind::HopByHop),
+        (b"x-secret", FieldKind::HopByHop),
+        (b"X-Other", FieldKind::Other),
+        (b"Connection", FieldKind::Connection),
+        (b"x-late", FieldKind::HopByHop),
+        (b"X-Secret-2", FieldKind::Other),
+    ];
+    assert_eq!(kinds, want);
+    assert!(head.keep_alive);
+
+    // Connection options that are not field names leave other fields alone.
+    let s = request_with(1, &["Connection: close", "X-Close: 1", "Content-Type: a/b"]);
+    let head = req_ok(&s);
+    let kinds: Vec<FieldKind> = head.fields.list.iter().map(|f| f.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            FieldKind::Host,
+            FieldKind::Connection,
+            FieldKind::Other,
+            FieldKind::ContentType
+        ]
+    );
+
+    // Also in responses.
+    let s = response_with(
+        1,
+        200,
+        &[
+            "Connection: x-hop",
+            "X-Hop: 1",
+            "X-End: 2",
+            "Content-Length: 0",
+        ],
+    );
+    let head = resp_ok(&s, false);
+    let kinds: Vec<FieldKind> = head.fields.list.iter().map(|f| f.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            FieldKind::Connection,
+            FieldKind::HopByHop,
+            FieldKind::Other,
+            FieldKind::ContentLength
+        ]
+    );
+}
+
+#[test]
+fn fields_get_returns_the_first_value_of_a_kind() {
+    let s = "GET / HTTP/1.1\r\nX-A: 0\r\nHost: first\r\nmcp-session-id: s1\r\n\
+             HOST: second\r\nMcp-Session-Id: s2\r\nContent-Type:\r\nConnection: x-a\r\n\r\n";
+    let head = req_ok(s);
+    let buf = s.as_bytes();
+    let get = |kind| head.fields.get(buf, kind);
+    assert_eq!(get(FieldKind::Host), Some(&b"first"[..]));
+    assert_eq!(get(FieldKind::SessionId), Some(&b"s1"[..]));
+    assert_eq!(get(FieldKind::ContentType), Some(&b""[..]));
+    assert_eq!(get(FieldKind::HopByHop), Some(&b"0"[..]));
+    assert_eq!(get(FieldKind::Connection), Some(&b"x-a"[..]));
+    assert_eq!(get(FieldKind::Expect), None);
+    assert_eq!(get(FieldKind::ForwardedFor), None);
+    assert_eq!(get(FieldKind::Other), None);
+}
+
+#[test]
+fn tokens_split_trim_and_skip_empties() {
+    let cases: &[(&str, &[&str])] = &[
+        ("", &[]),
+        (" ", &[]),
+        (",,, ,", &[]),
+        ("close", &["close"]),
+        ("  close  ", &["close"]),
+        ("a,b", &["a", "b"]),
+        (" a , ,b,, \tc ", &["a", "b", "c"]),
+        ("gzip, chunked", &["gzip", "chunked"]),
+        ("a b, c", &["a b", "c"]),
+    ];
+    for (value, want) in cases {
+        let got: Vec<&[u8]> = tokens(value.as_bytes()).collect();
+        let want: Vec<&[u8]> = want.iter().map(|t| t.as_bytes()).collect();
+        assert_eq!(got, want, "{value:?}");
+    }
+}
+
+#[test]
+fn parse_decimal_accepts_only_plain_digits_that_fit() {
+    assert_eq!(parse_decimal(b"0"), Some(0));
+    assert_eq!(parse_decimal(b"42"), Some(42));
+    assert_eq!(parse_decimal(b"0042"), Some(42));
+    assert_eq!(
+        parse_decimal(b"9999999999999999999"),
+        Some(9_999_999_999_999_999_999)
+    );
+    for bad in [
+        &b""[..],
+        b" 1",
+        b"1 ",
+        b"-1",
+        b"+1",
+        b"1_000",
+        b"\xd9\xa1",
+        b"10000000000000000000",
+        b"18446744073709551615",
+        b"99999999999999999999",
+    ] {
+        assert_eq!(parse_decimal(bad), None, "{bad:?}");
+    }
+}
+
+// ---- responses ----
+
+#[test]
+fn response_parts_and_completeness() {
+    let s = "HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\nMcp-Session-Id: abc\r\n\r\nhello";
+    let head = resp_ok(s, false);
+    let buf = s.as_bytes();
+    assert_eq!(head.len, s.len() - 5);
+    assert_eq!(head.status, 404);
+    assert_eq!(&buf[head.reason.clone()], b"Not Found");
+    assert_eq!(head.framing, Framing::Length(5));
+    assert!(head.keep_alive);
+    assert_eq!(
+        head.fields.get(buf, FieldKind::SessionId),
+        Some(&b"abc"[..])
+    );
+
+    for end in 0..head.len {
+        let prefix = &s[..end];
+        assert!(
+            matches!(resp(prefix, false), Ok(None)),
+            "prefix {prefix:?}: {:?}",
+            resp(prefix, false)
+        );
+    }
+
+    // An empty reason phrase.
+    let s = "HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n";
+    let head = resp_ok(s, false);
+    assert_eq!(head.status, 200);
+    assert!(head.reason.is_empty());
+    assert_eq!(head.len, s.len());
+
+    // A pipelined second response is left alone.
+    let first = "HTTP/1.1 204 No Content\r\n\r\n";
+    let s = format!("{first}HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    let head = resp_ok(&s, false);
+    assert_eq!(head.len, first.len());
+    assert_eq!(head.status, 204);
+}
+
+#[test]
+fn response_limits_and_garbage() {
+    let s = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    let b = s.as_bytes();
+    let n = s.len();
+    assert!(ResponseHead::parse(b, n, false).unwrap().is_some());
+    assert_eq!(
+        ResponseHead::parse(b, n - 1, false).unwrap_err(),
+        HeadError::TooLarge
+    );
+    assert!(matches!(
+        ResponseHead::parse(&b[..n - 1], n, false),
+        Ok(None)
+    ));
+    assert_eq!(
+        ResponseHead::parse(&b[..n - 1], n - 1, false).unwrap_err(),
+        HeadError::TooLarge
+    );
+
+    let fields = |n: usize| format!("HTTP/1.1 200 OK\r\n{}\r\n", many_fields(n));
+    assert!(
+        ResponseHead::parse(fields(MAX_FIELDS).as_bytes(), 1 << 20, false)
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        ResponseHead::parse(fields(MAX_FIELDS + 1).as_bytes(), 1 << 20, false).unwrap_err(),
+        HeadError::TooManyFields
+    );
+
+    for bad in [
+        &b"\x16\x03\x01\x02\x00\x01\x00"[..],
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"HTTP/2 200\r\n\r\n",
+        b"HTTP/1.1 20 OK\r\n\r\n",
+        b"HTTP/1.1 abc OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+    ] {
+        let got = ResponseHead::parse(bad, LIMIT, false);
+        assert!(
+            matches!(got, Err(HeadError::Malformed(_))),
+            "{:?}: {got:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}
+
+#[test]
+fn response_framing() {
+    let cases: &[(u16, &[&str], bool, Framing)] = &[
+        // HEAD: never a body.
+        (200, &["Content-Length: 5"], true, Framing::None),
+        (200, &["Transfer-Encoding: chunked"], true, Framing::None),
+        (200, &[], true, Framing::None),
+        (
+            200,
+            &["Content-Length: 5", "Content-Length: 6"],
+            true,
+            Framing::None,
+        ),
+        // 1xx, 204, 304: never a body.
+        (100, &["Content-Length: 5"], false, Framing::None),
+        (101, &["Upgrade: websocket"], false, Framing::None),
+        (199, &[], false, Framing::None),
+        (204, &["Content-Length: 5"], false, Framing::None),
+        (204, &["Transfer-Encoding: chunked"], false, Framing::None),
+        (304, &["Content-Length: 5"], false, Framing::None),
+        (304, &[], false, Framing::None),
+        // Transfer-Encoding.
+        (
+            200,
+            &["Transfer-Encoding: chunked"],
+            false,
+            Framing::Chunked,
+        ),
+        (
+            200,
+            &["transfer-encoding: Chunked"],
+            false,
+            Framing::Chunked,
+        ),
+        (
+            200,
+            &["Transfer-Encoding: gzip, chunked"],
+            false,
+            Framing::Chunked,
+        ),
+        (
+            200,
+            &["Transfer-Encoding: gzip", "Transfer-Encoding: chunked"],
+            false,
+            Framing::Chunked,
+        ),
+        (
+            200,
+            &["Transfer-Encoding: chunked", "Content-Length: 5"],
+            false,
+            Framing::Chunked,
+        ),
+        (
+            200,
+            &["Transfer-Encoding: chunked, gzip"],
+            false,
+            Framing::UntilClose,
+        ),
+        (
+            200,
+            &["Transfer-Encoding: gzip"],
+            false,
+            Framing::UntilClose,
+        ),
+        (
+            200,
+            &["Transfer-Encoding: chunked", "Transfer-Encoding: gzip"],
+            false,
+            Framing::UntilClose,
+        ),
+        (
+            200,
+            &["Transfer-Encoding: gzip", "Content-Length: 5"],
+            false,
+            Framing::UntilClose,
+        ),
+        // Content-Length.
+        (200, &["Content-Length: 5"], false, Framing::Length(5)),
+        (200, &["Content-Length: 0"], false, Framing::Length(0)),
+        (200, &["Content-Length: 5, 5"], false, Framing::Length(5)),
+        (205, &["Content-Length: 0"], false, Framing::Length(0)),
+        (500, &["Content-Length: 3"], false, Framing::Length(3)),
+        // Neither.
+        (200, &[], false, Framing::UntilClose),
+        (
+            404,
+            &["Content-Type: text/plain"],
+            false,
+            Framing::UntilClose,
+        ),
+    ];
+    for (status, fields, head_request, want) in cases {
+        assert_eq!(
+            resp_framing(*status, fields, *head_request),
+            Ok(*want),
+            "{status} {fields:?} head={head_request}"
+        );
+    }
+    for fields in [
+        &["Content-Length: 5", "Content-Length: 6"][..],
+        &["Content-Length: 5, 6"],
+        &["Content-Length: x"],
+        &["Content-Length: -5"],
+    ] {
+        assert!(
+            matches!(
+                resp_framing(200, fields, false),
+                Err(HeadError::Malformed(_))
+            ),
+            "{fields:?}: {:?}",
+            resp_framing(200, fields, false)
+        );
+    }
+}
+
+#[test]
+fn response_keep_alive() {
+    let cases: &[(u8, u16, &[&str], bool, bool)] = &[
+        (1, 200, &["Content-Length: 5"], false, true),
+        (1, 200, &["Transfer-Encoding: chunked"], false, true),
+        (1, 204, &[], false, true),
+        (1, 200, &[], true, true),
+        // Body until close: never reusable.
+        (1, 200, &[], false, false),
+        (1, 200, &["Transfer-Encoding: gzip"], false, false),
+        (1, 200, &["Connection: keep-alive"], false, false),
+        // Connection: close.
+        (
+            1,
+            200,
+            &["Content-Length: 5", "Connection: close"],
+            false,
+            false,
+        ),
+        (
+            1,
+            200,
+            &["Content-Length: 5", "Connection: Keep-Alive, CLOSE"],
+            false,
+            false,
+        ),
+        (1, 204, &["Connection: close"], false, false),
+        (1, 200, &["Connection: close"], true, false),
+        // HTTP/1.0: only with keep-alive.
+        (0, 200, &["Content-Length: 5"], false, false),
+        (
+            0,
+            200,
+            &["Content-Length: 5", "Connection: keep-alive"],
+            false,
+            true,
+        ),
+        (
+            0,
+            200,
+            &["Content-Length: 5", "connection: KEEP-ALIVE"],
+            false,
+            true,
+        ),
+        (0, 200, &["Connection: keep-alive"], false, false),
+        (0, 200, &["Connection: keep-alive"], true, true),
+        (0, 200, &[], true, false),
+        (
+            0,
+            200,
+            &["Content-Length: 5", "Connection: close"],
+            false,
+            false,
+        ),
+    ];
+    for (minor, status, fields, head_request, want) in cases {
+        let s = response_with(*minor, *status, fields);
+        assert_eq!(
+            resp_ok(&s, *head_request).keep_alive,
+            *want,
+            "{s:?} head={head_request}"
+        );
+    }
 }
