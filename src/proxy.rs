@@ -402,13 +402,13 @@ impl Proxy {
                 }
                 !close
             }
-            End::IdleTimeout => {
-                tracing::debug!(backend = %backend.id, "event stream idle, closing");
+            End::IdleTimeout { clean } => {
+                tracing::debug!(backend = %backend.id, clean, "response body idle, ended");
                 self.metrics
                     .stream_idle_timeouts
                     .get_or_create(&Metrics::backend(&backend.id))
                     .inc();
-                !close
+                clean && !close
             }
             End::ClientGone => {
                 tracing::debug!(backend = %backend.id, "client left during the response body");

@@ -34,8 +34,9 @@ pub enum End {
     /// The whole body reached the client. `reusable`: the backend connection
     /// can carry another request (`Relay::into_upstream`).
     Complete { reusable: bool },
-    /// An event stream was silent for the idle timeout and was ended cleanly.
-    IdleTimeout,
+    /// The body was silent for the idle timeout. An event stream is ended
+    /// cleanly (`clean`); any other body is cut, like `Cut`.
+    IdleTimeout { clean: bool },
     /// The client closed its connection.
     ClientGone,
     /// The backend failed mid-body, or a body without an event stream went
@@ -151,11 +152,12 @@ impl Relay {
                     self.emit.finish(&mut self.out);
                     let _ = client.stream.write_all(&self.out).await;
                     buf::give(std::mem::take(&mut self.out));
-                    return End::IdleTimeout;
+                    return End::IdleTimeout { clean: true };
                 }
                 Wait::Idle => {
                     let why = "response body idle for longer than the stream idle timeout";
-                    return self.cut(client, why.into()).await;
+                    self.cut(client, why.into()).await;
+                    return End::IdleTimeout { clean: false };
                 }
             }
         }

@@ -100,3 +100,16 @@ pub async fn sticky_owner(client: &StreamableClient, n: usize) -> String {
     }
     first
 }
+
+/// Tether in front of arbitrary backend URLs (raw fake backends), with `extra` TOML.
+pub async fn tether_urls(urls: Vec<String>, extra: &str) -> Running {
+    let file =
+        parse_file(&format!("admin = \"127.0.0.1:0\"\n{extra}"), "test").expect("test config");
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        backends: urls,
+        ..Overrides::default()
+    };
+    let config = Config::from_parts(file, overrides, &|_| None).expect("config");
+    start(config).await.expect("tether starts")
+}

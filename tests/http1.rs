@@ -1,0 +1,371 @@
+//! HTTP/1.1 on the proxy path, over real sockets: framing both ways, request
+//! smuggling defences, `Expect`, pipelining, upstream connection reuse and the
+//! stale kept-alive connection race. The backends here are raw TCP scripts,
+//! so each test can make a backend misbehave in exactly one way.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What a raw backend does after writing a response.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// Wait for the next request on the same connection.
+    KeepOpen,
+    /// Close the connection without having said so (the kept-alive race).
+    SilentClose,
+}
+
+/// A backend speaking HTTP/1.1 by hand: reads each request (head and
+/// `Content-Length` body), records it, and writes what `respond` returns.
+struct RawBackend {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl RawBackend {
+    async fn start(respond: fn(&str) -> (Vec<u8>, After)) -> RawBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (count, log) = (accepted.clone(), seen.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    while let Some(request) = read_request(&mut s, &mut buf).await {
+                        log.lock().unwrap().push(request.clone());
+                        let (bytes, after) = respond(&request);
+                        if s.write_all(&bytes).await.is_err() {
+                            return;
+                        }
+                        if after == After::SilentClose {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        RawBackend {
+            addr,
+            accepted,
+            seen,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// One request (head and `Content-Length` body) from `s`, as text.
+async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(end) = find(buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+            if buf.len() >= end + 4 + len {
+                let request: Vec<u8> = buf.drain(..end + 4 + len).collect();
+                return Some(String::from_utf8_lossy(&request).into_owned());
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A JSON answer echoing the request line, kept alive.
+fn echo_target(request: &str) -> (Vec<u8>, After) {
+    let line = request.lines().next().unwrap_or("");
+    let body = format!("{{\"line\":\"{line}\"}}");
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    (response.into_bytes(), After::KeepOpen)
+}
+
+/// Writes `bytes` to `addr` and reads until the server closes.
+async fn exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    within("answer and close", s.read_to_end(&mut out))
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads from `s` until `out` holds `needle`.
+async fn read_until(s: &mut TcpStream, out: &mut Vec<u8>, needle: &str) {
+    within(needle, async {
+        while find(out, needle.as_bytes()).is_none() {
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(
+                n > 0,
+                "closed before {needle:?}: {}",
+                String::from_utf8_lossy(out)
+            );
+            out.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+}
+
+fn post(path: &str, body: &str, extra: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: lb\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_and_a_stale_one_is_retried() {
+    let keep = RawBackend::start(echo_target).await;
+    let t = tether_urls(vec![keep.url()], "").await;
+    for i in 0..5 {
+        // A new client connection each time: reuse is on the upstream side.
+        let answer = exchange(
+            t.proxy_addr,
+            post(&format!("/r{i}"), "{}", "Connection: close\r\n").as_bytes(),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains(&format!("POST /r{i} HTTP/1.1")), "{answer}");
+    }
+    assert_eq!(
+        keep.accepted.load(Ordering::SeqCst),
+        1,
+        "one upstream connection for five calls"
+    );
+
+    // A backend that closes each connection after answering, without saying
+    // so: the next request finds a dead pooled connection, which Tether must
+    // retry on a new one instead of failing the call.
+    let closing = RawBackend::start(|req| (echo_target(req).0, After::SilentClose)).await;
+    let t = tether_urls(vec![closing.url()], "").await;
+    for i in 0..3 {
+        let answer = exchange(
+            t.proxy_addr,
+            post(&format!("/s{i}"), "{}", "Connection: close\r\n").as_bytes(),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "call {i}: {answer}");
+        tokio::time::sleep(Duration::from_millis(50)).await; // let the FIN arrive
+    }
+    assert_eq!(closing.accepted.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        closing.seen().len(),
+        3,
+        "each call reached the backend once"
+    );
+    let m = metrics(&t).await;
+    assert!(
+        !m.contains("tether_upstream_errors_total{"),
+        "no failed call: {m}"
+    );
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let backend = RawBackend::start(echo_target).await;
+    let t = tether_urls(vec![backend.url()], "").await;
+    let both = format!(
+        "{}{}",
+        post("/first", "{\"a\":1}", ""),
+        post("/second", "{}", "Connection: close\r\n")
+    );
+    let answer = exchange(t.proxy_addr, both.as_bytes()).await;
+    let first = answer.find("POST /first").expect("first answered");
+    let second = answer.find("POST /second").expect("second answered");
+    assert!(first < second, "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "{answer}");
+}
+
+#[tokio::test]
+async fn chunked_request_bodies_reach_the_backend_with_a_length() {
+    let backend = RawBackend::start(echo_target).await;
+    let t = tether_urls(vec![backend.url()], "").await;
+    let request = "POST /mcp HTTP/1.1\r\nHost: lb\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
+    let answer = exchange(t.proxy_addr, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = backend.seen();
+    let lower = seen[0].to_ascii_lowercase();
+    assert!(lower.contains("content-length: 11\r\n"), "{}", seen[0]);
+    assert!(!lower.contains("transfer-encoding"), "{}", seen[0]);
+    assert!(seen[0].ends_with("\r\n\r\nhello world"), "{}", seen[0]);
+}
+
+#[tokio::test]
+async fn ambiguous_framing_is_refused_before_any_backend() {
+    let backend = RawBackend::start(echo_target).await;
+    let t = tether_urls(vec![backend.url()], "").await;
+    for (request, status) in [
+        // The classic smuggling pair: which one ends the body?
+        ("POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "400"),
+        ("POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde", "400"),
+        ("POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", "400"),
+        ("POST /mcp HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "400"),
+        ("POST /mcp HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", "501"),
+        ("POST /mcp HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "400"),
+    ] {
+        let answer = exchange(t.proxy_addr, request.as_bytes()).await;
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{request:?} -> {answer}");
+    }
+    assert!(backend.seen().is_empty(), "{:?}", backend.seen());
+    let m = metrics(&t).await;
+    assert_eq!(
+        sample(&m, "tether_connection_errors_total{kind=\"parse\"}"),
+        5.0,
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "tether_rejected_requests_total{reason=\"body_read\"}"),
+        1.0,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_by_tether() {
+    let backend = RawBackend::start(echo_target).await;
+    let t = tether_urls(vec![backend.url()], "").await;
+    let body = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}";
+    let mut s = TcpStream::connect(t.proxy_addr).await.unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: lb\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    read_until(&mut s, &mut got, "HTTP/1.1 100 Continue\r\n\r\n").await;
+    s.write_all(body.as_bytes()).await.unwrap();
+    read_until(&mut s, &mut got, "POST /mcp").await;
+    let seen = backend.seen();
+    assert!(
+        !seen[0].to_ascii_lowercase().contains("expect"),
+        "{}",
+        seen[0]
+    );
+    assert!(seen[0].ends_with(body), "{}", seen[0]);
+}
+
+/// A backend whose responses need re-framing: chunked, close-delimited, HEAD.
+fn reframing(request: &str) -> (Vec<u8>, After) {
+    let line = request.lines().next().unwrap_or("");
+    let bytes: &[u8] = if line.starts_with("GET /chunked") {
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n5\r\n\":1}\n\r\n0\r\n\r\n"
+    } else if line.starts_with("HEAD") {
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1234\r\n\r\n"
+    } else {
+        // No length at all: the body runs until the backend closes.
+        return (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close".to_vec(),
+            After::SilentClose,
+        );
+    };
+    (bytes.to_vec(), After::KeepOpen)
+}
+
+#[tokio::test]
+async fn responses_are_reframed_for_each_client() {
+    let backend = RawBackend::start(reframing).await;
+    let t = tether_urls(vec![backend.url()], "").await;
+    let mut s = TcpStream::connect(t.proxy_addr).await.unwrap();
+    let mut got = Vec::new();
+    // HTTP/1.1: both bodies arrive chunked, on one kept-alive connection.
+    s.write_all(b"GET /chunked HTTP/1.1\r\nHost: lb\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut s, &mut got, "0\r\n\r\n").await;
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("3\r\n{\"a\r\n5\r\n\":1}\n\r\n0\r\n\r\n"),
+        "{text}"
+    );
+    got.clear();
+    s.write_all(b"GET /close HTTP/1.1\r\nHost: lb\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut s, &mut got, "0\r\n\r\n").await;
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(text.contains("b\r\nuntil close\r\n0\r\n\r\n"), "{text}");
+    got.clear();
+    // HEAD: the length describes the body it does not have.
+    s.write_all(b"HEAD /x HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    within("HEAD answered", s.read_to_end(&mut got))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(text.contains("Content-Length: 1234\r\n"), "{text}");
+    assert!(
+        text.ends_with("\r\n\r\n"),
+        "no body after a HEAD answer: {text}"
+    );
+
+    // HTTP/1.0 knows no chunks: the body ends when Tether closes.
+    let answer = exchange(t.proxy_addr, b"GET /chunked HTTP/1.0\r\nHost: lb\r\n\r\n").await;
+    assert!(answer.ends_with("\r\n\r\n{\"a\":1}\n"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("transfer-encoding"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_cut_by_the_backend_is_cut_for_the_client() {
+    let backend = RawBackend::start(|_| {
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"partial\":".to_vec(),
+            After::SilentClose,
+        )
+    })
+    .await;
+    let t = tether_urls(vec![backend.url()], "").await;
+    let answer = exchange(t.proxy_addr, post("/mcp", "{}", "").as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("content-length: 100\r\n"), "{answer}");
+    assert!(
+        answer.ends_with("{\"partial\":"),
+        "the client sees a short body: {answer}"
+    );
+    let m = metrics(&t).await;
+    let series = format!(
+        "tether_upstream_errors_total{{backend=\"{}\",kind=\"io\"}}",
+        backend.addr
+    );
+    assert_eq!(sample(&m, &series), 1.0, "{m}");
+}
