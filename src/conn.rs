@@ -148,14 +148,25 @@ impl Client {
         kept_alive: bool,
     ) -> Result<RequestHead, ReadError> {
         let deadline = Instant::now() + settings.header_read_timeout;
+        // Bytes already known to hold no end of head. A head is parsed again
+        // only once an empty line may have arrived (or the limit is reached),
+        // so a client trickling a large head byte by byte costs linear time,
+        // not a full parse per byte.
+        let mut searched = 0usize;
+        let mut parsed_once = false;
         loop {
-            if !self.buf.is_empty() {
-                if let Some(head) = RequestHead::parse(&self.buf, settings.max_header_bytes)
-                    .map_err(ReadError::Head)?
-                {
+            let limit = settings.max_header_bytes;
+            let fresh = &self.buf[searched.saturating_sub(3).min(self.buf.len())..];
+            // Parsed at least once as soon as bytes arrive, so garbage is
+            // refused at once rather than when the head timer fires.
+            let worth_parsing = !parsed_once || self.buf.len() >= limit || has_empty_line(fresh);
+            if !self.buf.is_empty() && worth_parsing {
+                parsed_once = true;
+                if let Some(head) = RequestHead::parse(&self.buf, limit).map_err(ReadError::Head)? {
                     return Ok(head);
                 }
             }
+            searched = self.buf.len();
             let started = !self.buf.is_empty();
             match self.read_more(deadline).await {
                 Ok(0) if started => {
@@ -444,6 +455,13 @@ impl Client {
         let _ = tokio::time::timeout(LINGER, drain).await;
         buf::give(scratch);
     }
+}
+
+/// Whether `bytes` hold the empty line that ends a head (`\n\n` or `\n\r\n`).
+fn has_empty_line(bytes: &[u8]) -> bool {
+    bytes
+        .windows(2)
+        .any(|w| w[0] == b'\n' && (w[1] == b'\n' || w[1] == b'\r'))
 }
 
 /// A client that went away: not a fault of anyone's.

@@ -369,3 +369,21 @@ async fn a_body_cut_by_the_backend_is_cut_for_the_client() {
     );
     assert_eq!(sample(&m, &series), 1.0, "{m}");
 }
+
+#[tokio::test]
+async fn a_head_trickled_byte_by_byte_is_read() {
+    let backend = RawBackend::start(echo_target).await;
+    let t = tether_urls(vec![backend.url()], "").await;
+    let mut s = TcpStream::connect(t.proxy_addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    // Every split of the empty line that ends the head happens on the way.
+    for byte in post("/slow", "{}", "Connection: close\r\n").as_bytes() {
+        s.write_all(std::slice::from_ref(byte)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut out = Vec::new();
+    within("answer", s.read_to_end(&mut out)).await.unwrap();
+    let answer = String::from_utf8_lossy(&out);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("POST /slow"), "{answer}");
+}
