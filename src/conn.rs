@@ -53,6 +53,11 @@ pub struct Client {
     pub buf: Vec<u8>,
     /// Most bytes kept in `buf` while an exchange runs (a pipelining client).
     watch_limit: usize,
+    /// Bytes at the start of `buf` that belong to the request being answered.
+    held: usize,
+    /// A pipelining client sent more than `watch_limit` during an exchange:
+    /// bytes were dropped, so the connection must close after it.
+    overflowed: bool,
 }
 
 /// A request's body, where it is.
@@ -108,6 +113,8 @@ pub async fn serve(
         peer,
         buf: Vec::new(),
         watch_limit: settings.max_header_bytes,
+        held: 0,
+        overflowed: false,
     };
     let mut served = 0usize;
     loop {
@@ -132,7 +139,7 @@ pub async fn serve(
             Outcome::Relay(relay) => relay.run(&mut client).await,
         };
         served += 1;
-        if !keep_alive {
+        if !keep_alive || client.overflowed {
             let _ = client.stream.shutdown().await;
             return;
         }
@@ -347,11 +354,24 @@ impl Client {
     }
 
     /// Called when the client's socket is readable during an exchange: keeps
-    /// what it sent (up to the head limit), or reports that it has gone.
+    /// what it sent (a pipelining client's next requests, up to the head
+    /// limit beyond the request being answered), or reports that it has gone.
+    /// Past the limit, bytes are read and dropped, so a disconnect is still
+    /// seen, and the connection closes after this exchange (`overflowed`).
     pub fn on_readable(&mut self) -> Watch {
-        buf::ensure(&mut self.buf);
-        let result = self.stream.try_read_buf(&mut self.buf);
-        buf::release_if_empty(&mut self.buf);
+        let result = if self.buf.len().saturating_sub(self.held) < self.watch_limit {
+            buf::ensure(&mut self.buf);
+            let result = self.stream.try_read_buf(&mut self.buf);
+            buf::release_if_empty(&mut self.buf);
+            result
+        } else {
+            let mut scratch = [0u8; 4096];
+            let result = self.stream.try_read(&mut scratch);
+            if matches!(result, Ok(n) if n > 0) {
+                self.overflowed = true;
+            }
+            result
+        };
         match result {
             Ok(0) => Watch::Gone,
             Ok(_) => Watch::Quiet,
@@ -360,14 +380,15 @@ impl Client {
         }
     }
 
-    /// Whether to keep reading the client during an exchange (to notice it
-    /// going away): stops once a pipelining client has sent a whole head's worth.
-    pub fn watching(&self) -> bool {
-        self.buf.len() < self.watch_limit
+    /// Marks the first `n` bytes of `buf` as the request being answered (they
+    /// do not count against what a pipelining client may send meanwhile).
+    pub fn hold(&mut self, n: usize) {
+        self.held = n;
     }
 
     /// Drops the first `n` bytes of `buf` (a request that has been handled).
     pub fn consume(&mut self, n: usize) {
+        self.held = 0;
         self.buf.drain(..n.min(self.buf.len()));
         buf::release_if_empty(&mut self.buf);
     }

@@ -194,9 +194,7 @@ impl Proxy {
         let backend = owned.backend.clone();
         let outstanding = backend.track();
         let request = self.upstream_request(client, req, &backend, target, session_id);
-        let result = self
-            .call(client, &backend, &request, req.head_request)
-            .await;
+        let result = self.call(client, req, &backend, &request).await;
         buf::give(request);
         match result {
             Ok(resp) => {
@@ -236,9 +234,7 @@ impl Proxy {
         while let Some(backend) = pool.pick(&tried) {
             let outstanding = backend.track();
             let request = self.upstream_request(client, req, &backend, &req.target, None);
-            let result = self
-                .call(client, &backend, &request, req.head_request)
-                .await;
+            let result = self.call(client, req, &backend, &request).await;
             buf::give(request);
             match result {
                 Ok(resp) => {
@@ -304,17 +300,18 @@ impl Proxy {
     async fn call(
         &self,
         client: &mut Client,
+        req: &Request<'_>,
         backend: &Backend,
         request: &[u8],
-        head_request: bool,
     ) -> Result<Response, CallError> {
-        let exchange = self.upstream.exchange(backend, request, head_request);
+        client.hold(req.consumed);
+        let exchange = self.upstream.exchange(backend, request, req.head_request);
         tokio::pin!(exchange);
         std::future::poll_fn(|cx| {
             if let Poll::Ready(result) = exchange.as_mut().poll(cx) {
                 return Poll::Ready(result.map_err(CallError::Upstream));
             }
-            while client.watching() && client.stream.poll_read_ready(cx).is_ready() {
+            while client.stream.poll_read_ready(cx).is_ready() {
                 if client.on_readable() == Watch::Gone {
                     tracing::debug!(backend = %backend.id, "client left while its request was being answered");
                     return Poll::Ready(Err(CallError::ClientGone));
@@ -365,7 +362,15 @@ impl Proxy {
         };
         let close = !req.head.keep_alive || downstream == Downstream::Close;
         let mut out = buf::take();
-        headers::response(&mut out, &resp.buf, head, session_id, downstream, close);
+        let connection: Option<&[u8]> = match (close, req.head.minor) {
+            (true, _) => Some(b"close"),
+            // HTTP/1.0 keeps a connection only when told so.
+            (false, 0) => Some(b"keep-alive"),
+            (false, _) => None,
+        };
+        headers::response(
+            &mut out, &resp.buf, head, session_id, downstream, connection,
+        );
         self.count_request(&backend.id, head.status);
         let stream = event_stream.then(|| StreamGuard::new(self.metrics.clone(), &backend.id));
         let metrics = self.metrics.clone();

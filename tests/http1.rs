@@ -21,6 +21,10 @@ enum After {
     KeepOpen,
     /// Close the connection without having said so (the kept-alive race).
     SilentClose,
+    /// Then, unasked, write a second response on the same connection.
+    LateBytes,
+    /// Write nothing more and wait until the peer closes.
+    Hang,
 }
 
 /// A backend speaking HTTP/1.1 by hand: reads each request (head and
@@ -28,6 +32,8 @@ enum After {
 struct RawBackend {
     addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
+    /// Connections the peer (Tether) closed.
+    closed: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<String>>>,
 }
 
@@ -36,12 +42,13 @@ impl RawBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (count, log) = (accepted.clone(), seen.clone());
+        let (count, gone, log) = (accepted.clone(), closed.clone(), seen.clone());
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
-                let log = log.clone();
+                let (log, gone) = (log.clone(), gone.clone());
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     while let Some(request) = read_request(&mut s, &mut buf).await {
@@ -50,16 +57,29 @@ impl RawBackend {
                         if s.write_all(&bytes).await.is_err() {
                             return;
                         }
-                        if after == After::SilentClose {
-                            return;
+                        match after {
+                            After::KeepOpen => {}
+                            After::SilentClose => return,
+                            After::LateBytes => {
+                                tokio::time::sleep(Duration::from_millis(30)).await;
+                                let late = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nLATE!";
+                                let _ = s.write_all(late).await;
+                            }
+                            After::Hang => {
+                                let mut sink = [0u8; 1024];
+                                while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+                                break;
+                            }
                         }
                     }
+                    gone.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
         RawBackend {
             addr,
             accepted,
+            closed,
             seen,
         }
     }
@@ -386,4 +406,160 @@ async fn a_head_trickled_byte_by_byte_is_read() {
     let answer = String::from_utf8_lossy(&out);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("POST /slow"), "{answer}");
+}
+
+#[tokio::test]
+async fn bytes_a_backend_sends_unasked_never_reach_the_next_client() {
+    let backend = RawBackend::start(|req| (echo_target(req).0, After::LateBytes)).await;
+    let t = tether_urls(vec![backend.url()], "").await;
+    let first = exchange(
+        t.proxy_addr,
+        post("/a", "{}", "Connection: close\r\n").as_bytes(),
+    )
+    .await;
+    assert!(first.contains("POST /a"), "{first}");
+    tokio::time::sleep(Duration::from_millis(150)).await; // the late bytes are in
+    let second = exchange(
+        t.proxy_addr,
+        post("/b", "{}", "Connection: close\r\n").as_bytes(),
+    )
+    .await;
+    assert!(
+        second.contains("POST /b"),
+        "the second client gets its own answer: {second}"
+    );
+    assert!(!second.contains("LATE!"), "{second}");
+    assert_eq!(
+        backend.accepted.load(Ordering::SeqCst),
+        2,
+        "the dirty connection was dropped"
+    );
+}
+
+#[tokio::test]
+async fn a_request_the_backend_received_is_never_sent_twice() {
+    // The backend takes the request on a kept-alive connection, then closes
+    // without answering: it may have acted on it, so Tether must not replay it.
+    let backend = RawBackend::start(|req| {
+        if req.starts_with("POST /close-me") {
+            (Vec::new(), After::SilentClose)
+        } else {
+            echo_target(req)
+        }
+    })
+    .await;
+    let t = tether_urls(vec![backend.url()], "").await;
+    let warm = exchange(
+        t.proxy_addr,
+        post("/warm", "{}", "Connection: close\r\n").as_bytes(),
+    )
+    .await;
+    assert!(warm.starts_with("HTTP/1.1 200"), "{warm}");
+    let answer = exchange(
+        t.proxy_addr,
+        post("/close-me", "{}", "Connection: close\r\n").as_bytes(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    let replays = backend
+        .seen()
+        .iter()
+        .filter(|r| r.starts_with("POST /close-me"))
+        .count();
+    assert_eq!(replays, 1, "{:?}", backend.seen());
+}
+
+/// An event stream whose length was promised, then silence.
+fn promised_stream(_: &str) -> (Vec<u8>, After) {
+    (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: 100\r\n\r\ndata: x\n\n".to_vec(),
+        After::KeepOpen,
+    )
+}
+
+#[tokio::test]
+async fn an_idle_stream_with_a_promised_length_is_cut_not_ended() {
+    let backend = RawBackend::start(promised_stream).await;
+    let t = tether_urls(
+        vec![backend.url()],
+        "[timeouts]\nstream_idle = \"300ms\"\nheader_read = \"60s\"\n",
+    )
+    .await;
+    // Kept alive: if Tether ended this body "cleanly" the client would wait
+    // for 91 more bytes on a connection that stays open.
+    let answer = exchange(t.proxy_addr, post("/mcp", "{}", "").as_bytes()).await;
+    assert!(answer.contains("content-length: 100\r\n"), "{answer}");
+    assert!(answer.ends_with("data: x\n\n"), "{answer}");
+    let m = metrics(&t).await;
+    let series = format!(
+        "tether_stream_idle_timeouts_total{{backend=\"{}\"}}",
+        backend.addr
+    );
+    assert_eq!(sample(&m, &series), 1.0, "{m}");
+}
+
+#[tokio::test]
+async fn a_client_leaving_during_a_large_request_releases_the_backend() {
+    let backend = RawBackend::start(|_| (Vec::new(), After::Hang)).await;
+    let t = tether_urls(vec![backend.url()], "").await;
+    // A body larger than the head limit: the client's buffer is full of the
+    // request being answered, which must not stop Tether watching the client.
+    let body = format!("{{\"pad\":\"{}\"}}", "x".repeat(100_000));
+    let mut s = TcpStream::connect(t.proxy_addr).await.unwrap();
+    s.write_all(post("/mcp", &body, "").as_bytes())
+        .await
+        .unwrap();
+    within("request reaches the backend", async {
+        while backend.seen().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    drop(s);
+    within("backend connection closed", async {
+        while backend.closed.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_backend_answering_before_the_body_is_read_is_heard() {
+    // A backend that refuses a large body from its head alone and never
+    // reads the rest: its 413 must reach the client, not a timeout.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        while find(&head, b"\r\n\r\n").is_none() {
+            let mut chunk = [0u8; 1024];
+            let n = s.read(&mut chunk).await.unwrap();
+            head.extend_from_slice(&chunk[..n]);
+        }
+        let refusal = b"HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\ncontent-length: 14\r\nconnection: close\r\n\r\n{\"error\":\"no\"}";
+        s.write_all(refusal).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await; // holds the socket, reads nothing
+    });
+    let t = tether_urls(
+        vec![format!("http://{addr}")],
+        "[limits]\nmax_request_body = 33554432\n[timeouts]\nresponse = \"5s\"\n",
+    )
+    .await;
+    let body = "x".repeat(16 << 20);
+    let mut s = TcpStream::connect(t.proxy_addr).await.unwrap();
+    let (mut rd, mut wr) = s.split();
+    let request = post("/mcp", &body, "Connection: close\r\n");
+    let write = async {
+        // Tether stops reading once it has the backend's answer: a write error is fine.
+        let _ = wr.write_all(request.as_bytes()).await;
+    };
+    let read = async {
+        let mut out = Vec::new();
+        let _ = rd.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let (_, answer) = within("answer", async { tokio::join!(write, read) }).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:.200}");
 }

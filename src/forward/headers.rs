@@ -105,14 +105,15 @@ pub enum Downstream {
     Close,
 }
 
-/// Writes the response head for the client into `out`.
+/// Writes the response head for the client into `out`; `connection`: the
+/// `Connection` option to send (`close`, or `keep-alive` for an HTTP/1.0 client).
 pub fn response(
     out: &mut Vec<u8>,
     buf: &[u8],
     head: &ResponseHead,
     session_id: Option<&[u8]>,
     framing: Downstream,
-    close: bool,
+    connection: Option<&[u8]>,
 ) {
     let _ = write!(out, "HTTP/1.1 {} ", head.status);
     out.extend_from_slice(&buf[head.reason.clone()]);
@@ -137,8 +138,8 @@ pub fn response(
         Downstream::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Downstream::None | Downstream::Close => {}
     }
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
+    if let Some(option) = connection {
+        field(out, b"connection", option);
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -294,7 +295,7 @@ mod tests {
             &head,
             Some(b"t1.tok"),
             Downstream::Chunked,
-            true,
+            Some(b"close"),
         );
         let out = String::from_utf8(out).unwrap();
         assert_eq!(
@@ -304,7 +305,7 @@ mod tests {
         let raw = b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n";
         let head = ResponseHead::parse(raw, 1 << 16, false).unwrap().unwrap();
         let mut out = Vec::new();
-        response(&mut out, raw, &head, None, Downstream::None, false);
+        response(&mut out, raw, &head, None, Downstream::None, None);
         assert_eq!(
             out,
             b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"

@@ -76,19 +76,26 @@ pub struct Relay {
     idle_timeout: Option<Duration>,
     idle: Option<Pin<Box<Sleep>>>,
     event_stream: bool,
+    /// The client was promised a `Content-Length`: the body cannot end early.
+    length_framed: bool,
 }
 
 impl Relay {
     /// `out` holds the response head, already built for the client.
     pub fn new(response: Response, out: Vec<u8>, options: Options) -> Self {
-        let Response { stream, buf, head } = response;
+        let Response {
+            stream,
+            buf,
+            head,
+            request_complete,
+        } = response;
         Relay {
             up: stream,
             from: buf,
             out,
             start: head.len,
             framing: head.framing,
-            keep_alive: head.keep_alive,
+            keep_alive: head.keep_alive && request_complete,
             remaining: match head.framing {
                 Framing::Length(n) => n,
                 _ => 0,
@@ -102,6 +109,7 @@ impl Relay {
             idle_timeout: options.idle_timeout,
             idle: None,
             event_stream: options.event_stream,
+            length_framed: matches!(options.downstream, Downstream::Length(_)),
         }
     }
 
@@ -115,7 +123,7 @@ impl Relay {
             };
             if done {
                 self.emit.finish(&mut self.out);
-                let written = client.stream.write_all(&self.out).await;
+                let written = send(client, &self.out, self.idle_timeout).await;
                 buf::give(std::mem::take(&mut self.out));
                 buf::give(std::mem::take(&mut self.from));
                 if written.is_err() {
@@ -125,7 +133,7 @@ impl Relay {
                 return End::Complete { reusable };
             }
             if !self.out.is_empty() {
-                if client.stream.write_all(&self.out).await.is_err() {
+                if send(client, &self.out, self.idle_timeout).await.is_err() {
                     return End::ClientGone;
                 }
                 self.out.clear();
@@ -137,7 +145,7 @@ impl Relay {
                 Wait::Data => {}
                 Wait::Closed if self.framing == Framing::UntilClose => {
                     self.emit.finish(&mut self.out);
-                    let written = client.stream.write_all(&self.out).await;
+                    let written = send(client, &self.out, self.idle_timeout).await;
                     buf::give(std::mem::take(&mut self.out));
                     return match written {
                         Ok(()) => End::Complete { reusable: false },
@@ -147,10 +155,11 @@ impl Relay {
                 Wait::Closed => return self.cut(client, "backend closed mid-body".into()).await,
                 Wait::Failed(e) => return self.cut(client, format!("backend read: {e}")).await,
                 Wait::ClientGone => return End::ClientGone,
-                Wait::Idle if self.event_stream => {
+                // An event stream can end here unless its length was promised.
+                Wait::Idle if self.event_stream && !self.length_framed => {
                     // A stream that ends is a normal SSE close: clients reconnect.
                     self.emit.finish(&mut self.out);
-                    let _ = client.stream.write_all(&self.out).await;
+                    let _ = send(client, &self.out, self.idle_timeout).await;
                     buf::give(std::mem::take(&mut self.out));
                     return End::IdleTimeout { clean: true };
                 }
@@ -223,7 +232,7 @@ impl Relay {
                     Err(e) => return Poll::Ready(Wait::Failed(e)),
                 }
             }
-            while client.watching() && client.stream.poll_read_ready(cx).is_ready() {
+            while client.stream.poll_read_ready(cx).is_ready() {
                 if client.on_readable() == Watch::Gone {
                     return Poll::Ready(Wait::ClientGone);
                 }
@@ -245,11 +254,32 @@ impl Relay {
     /// goes out, the end of the body does not.
     async fn cut(&mut self, client: &mut Client, why: String) -> End {
         if !self.out.is_empty() {
-            let _ = client.stream.write_all(&self.out).await;
+            let _ = send(client, &self.out, self.idle_timeout).await;
         }
         buf::give(std::mem::take(&mut self.out));
         buf::give(std::mem::take(&mut self.from));
         End::Cut(why)
+    }
+}
+
+/// Writes `bytes` to the client. A client that stops reading (its window
+/// full) holds the backend connection, so the write may wait at most the idle
+/// timeout; the timer is armed only if the bytes did not go at once.
+async fn send(client: &mut Client, bytes: &[u8], timeout: Option<Duration>) -> std::io::Result<()> {
+    let sent = match client.stream.try_write(bytes) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e),
+    };
+    let rest = &bytes[sent..];
+    if rest.is_empty() {
+        return Ok(());
+    }
+    match timeout {
+        None => client.stream.write_all(rest).await,
+        Some(t) => tokio::time::timeout(t, client.stream.write_all(rest))
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
     }
 }
 

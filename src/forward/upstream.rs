@@ -10,7 +10,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use std::pin::Pin;
+use std::task::Poll;
+
+use tokio::io::{AsyncReadExt as _, AsyncWrite as _};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -56,6 +59,9 @@ pub struct Response {
     /// The head's bytes, then whatever part of the body came with them.
     pub buf: Vec<u8>,
     pub head: ResponseHead,
+    /// Whether the whole request was written (the backend may answer early);
+    /// if not, the connection cannot carry another request.
+    pub request_complete: bool,
 }
 
 struct Idle {
@@ -184,11 +190,14 @@ impl Upstream {
         let list = idle.get_mut(&backend.id)?;
         let idle_timeout = self.settings.pool_idle_timeout;
         while let Some(conn) = list.pop() {
-            if conn.since.elapsed() < idle_timeout {
+            if conn.since.elapsed() >= idle_timeout {
+                // The rest are older still.
+                list.clear();
+                break;
+            }
+            if still_idle(&conn.stream) {
                 return Some(conn.stream);
             }
-            // The rest are older still.
-            list.clear();
         }
         None
     }
@@ -231,7 +240,24 @@ impl Upstream {
     }
 }
 
+/// Whether an idle connection is still quiet: a backend that closed it, or
+/// sent bytes nobody asked for (a late body, a second response), must not get
+/// the next request, or one client would read another's answer. Uses the
+/// readiness tokio already has: a syscall only if the socket was readable,
+/// and then it replaces the `EAGAIN` read the next exchange would make anyway.
+fn still_idle(stream: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    match stream.try_read(&mut probe) {
+        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+        Ok(_) => false,
+    }
+}
+
 /// Writes the request and reads the response head on one connection.
+///
+/// A backend may answer before it has read the whole request (a 413 for a
+/// large body): writing stops as soon as response bytes arrive, and the
+/// connection is then not reused.
 async fn attempt(
     mut stream: TcpStream,
     reused: bool,
@@ -239,49 +265,88 @@ async fn attempt(
     head_request: bool,
 ) -> Result<Response, Attempt> {
     let fail = |detail: String| Attempt::Failed(UpstreamError::io(detail));
-    if let Err(e) = stream.write_all(request).await {
-        return Err(if reused {
-            Attempt::Stale
-        } else {
-            fail(format!("write request: {e}"))
-        });
-    }
     let mut buf = buf::take();
+    let mut written = 0;
+    let write = std::future::poll_fn(|cx| loop {
+        if written == request.len() {
+            return Poll::Ready(Ok(()));
+        }
+        match Pin::new(&mut stream).poll_write(cx, &request[written..]) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => written += n,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {
+                // Blocked on writing: has the backend answered already?
+                while stream.poll_read_ready(cx).is_ready() {
+                    match stream.try_read_buf(&mut buf) {
+                        Ok(0) => return Poll::Ready(Err(std::io::ErrorKind::UnexpectedEof.into())),
+                        Ok(_) => return Poll::Ready(Ok(())),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Poll::Ready(Err(e)),
+                    }
+                }
+                return Poll::Pending;
+            }
+        }
+    });
+    if let Err(e) = write.await {
+        // A kept-alive connection the backend had closed: the request never
+        // reached a live socket, so a new connection may carry it.
+        if reused && buf.is_empty() {
+            return Err(Attempt::Stale);
+        }
+        return Err(fail(format!("write request: {e}")));
+    }
+    let request_complete = written == request.len();
     loop {
-        if buf.len() == buf.capacity() {
-            buf.reserve(buf.len());
-        }
-        let n = match stream.read_buf(&mut buf).await {
-            Ok(n) => n,
-            Err(_) if reused && buf.is_empty() => return Err(Attempt::Stale),
-            Err(e) => return Err(fail(format!("read response head: {e}"))),
-        };
-        if n == 0 {
-            return Err(if reused && buf.is_empty() {
-                Attempt::Stale
-            } else {
-                fail("connection closed before a complete response head".into())
-            });
-        }
-        loop {
+        if !buf.is_empty() {
             match ResponseHead::parse(&buf, MAX_RESPONSE_HEAD, head_request) {
-                Ok(None) => break,
+                Ok(None) => {}
                 Ok(Some(head)) if head.status == 101 => {
                     return Err(fail(
                         "backend switched protocols, which Tether does not relay".into(),
                     ))
                 }
                 Ok(Some(head)) if head.status < 200 => {
-                    // 100 Continue and other interim answers: Tether sent the
-                    // whole body already, so they carry nothing for the client.
+                    // 100 Continue and other interim answers: Tether sends the
+                    // whole body anyway, so they carry nothing for the client.
                     buf.drain(..head.len);
+                    continue;
                 }
-                Ok(Some(head)) => return Ok(Response { stream, buf, head }),
+                Ok(Some(head)) => {
+                    return Ok(Response {
+                        stream,
+                        buf,
+                        head,
+                        request_complete,
+                    })
+                }
                 Err(e @ (HeadError::TooLarge | HeadError::TooManyFields)) => {
                     return Err(fail(format!("response head: {e}")))
                 }
                 Err(e) => return Err(fail(format!("invalid response head: {e}"))),
             }
+        }
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.len());
+        }
+        match stream.read_buf(&mut buf).await {
+            // Reset by a socket that was closed when the request arrived (a
+            // kept-alive connection the backend had just closed): not taken.
+            Err(e)
+                if reused && buf.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset =>
+            {
+                return Err(Attempt::Stale)
+            }
+            Err(e) => return Err(fail(format!("read response head: {e}"))),
+            // A clean close after the request was written is not retried: the
+            // backend may have acted on it (a tool call must not run twice).
+            Ok(0) => {
+                return Err(fail(
+                    "connection closed before a complete response head".into(),
+                ))
+            }
+            Ok(_) => {}
         }
     }
 }

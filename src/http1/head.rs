@@ -309,19 +309,25 @@ impl ResponseHead {
                 Framing::None
             } else {
                 match fields.chunked_last(buf) {
-                    Some(true) => Framing::Chunked,
-                    Some(false) => Framing::UntilClose,
+                    // Tether decodes the chunked coding and re-frames the body
+                    // for the client; another coding would reach it unlabelled.
+                    Some(_) if !fields.only_chunked(buf) => {
+                        return Err(HeadError::UnsupportedCoding)
+                    }
+                    Some(_) => Framing::Chunked,
                     None => match fields.content_length(buf)? {
                         Some(n) => Framing::Length(n),
                         None => Framing::UntilClose,
                     },
                 }
             };
-        // A message with a transfer coding in HTTP/1.0 cannot be trusted to
-        // end where it says (RFC 9112 §6.1): do not reuse the connection.
-        let keep_alive = framing != Framing::UntilClose
-            && !(minor == 0 && fields.chunked_last(buf).is_some())
-            && fields.persistent(buf, minor);
+        // Both `Transfer-Encoding` and `Content-Length`, or a transfer coding
+        // in HTTP/1.0: where the body ends cannot be trusted (RFC 9112 §6.1,
+        // §6.3), so the connection is not reused.
+        let ambiguous = fields.chunked_last(buf).is_some()
+            && (minor == 0 || fields.get(buf, FieldKind::ContentLength).is_some());
+        let keep_alive =
+            framing != Framing::UntilClose && !ambiguous && fields.persistent(buf, minor);
         Ok(Some(ResponseHead {
             len,
             status,
