@@ -24,9 +24,9 @@ use tokio::time::Instant;
 
 use crate::error::ProxyError;
 use crate::forward::headers;
-use crate::http1::buf;
 use crate::http1::chunked::ChunkedDecoder;
 use crate::http1::head::{Framing, HeadError, RequestHead};
+use crate::http1::{buf, io};
 use crate::metrics::{self, Metrics};
 use crate::proxy::{Outcome, Proxy};
 
@@ -48,6 +48,8 @@ pub struct ConnSettings {
 pub struct Client {
     pub stream: TcpStream,
     pub peer: SocketAddr,
+    /// `peer`'s address as text, for `X-Forwarded-For`.
+    pub peer_ip: String,
     /// Bytes received and not yet used: the current request, perhaps the
     /// start of the next. Unallocated while empty.
     pub buf: Vec<u8>,
@@ -111,6 +113,7 @@ pub async fn serve(
     let mut client = Client {
         stream,
         peer,
+        peer_ip: peer.ip().to_string(),
         buf: Vec::new(),
         watch_limit: settings.max_header_bytes,
         held: 0,
@@ -198,9 +201,9 @@ impl Client {
             }
             // Try first: a kept-alive client's next request has often arrived
             // already, and then no timer is armed at all.
-            match self.stream.try_read_buf(&mut self.buf) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            match io::read_now(&mut self.stream, &mut self.buf) {
+                Ok(Some(n)) => return Ok(n),
+                Ok(None) => {}
                 Err(e) => return Err(ReadError::Io(e)),
             }
             buf::release_if_empty(&mut self.buf);

@@ -149,7 +149,11 @@ impl Proxy {
     ) -> Outcome {
         let buf = &client.buf;
         let method = &buf[head.method.clone()];
-        let target = String::from_utf8_lossy(&buf[head.target.clone()]);
+        let raw_target = &buf[head.target.clone()];
+        let target = match std::str::from_utf8(raw_target) {
+            Ok(target) => std::borrow::Cow::Borrowed(target),
+            Err(_) => String::from_utf8_lossy(raw_target),
+        };
         let req = Request {
             head,
             body: &body,
@@ -281,7 +285,7 @@ impl Proxy {
         let to = ToUpstream {
             target: target.as_bytes(),
             session_id,
-            peer: client.peer.ip(),
+            peer: &client.peer_ip,
             authority: backend.authority.as_str(),
             preserve_host: self.settings.preserve_host,
         };

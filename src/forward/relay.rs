@@ -24,9 +24,9 @@ use super::headers::Downstream;
 use super::sse::{EndpointRewriter, Outcome};
 use super::upstream::Response;
 use crate::conn::{Client, Watch};
-use crate::http1::buf;
 use crate::http1::chunked::{self, ChunkedDecoder};
 use crate::http1::head::Framing;
+use crate::http1::{buf, io};
 
 /// How a relay ended.
 #[derive(Debug)]
@@ -221,15 +221,13 @@ impl Relay {
             sleep.as_mut().reset(Instant::now() + t);
         }
         std::future::poll_fn(|cx| {
-            while self.up.poll_read_ready(cx).is_ready() {
+            if self.up.poll_read_ready(cx).is_ready() {
                 buf::ensure(&mut self.from);
-                match self.up.try_read_buf(&mut self.from) {
-                    Ok(0) => return Poll::Ready(Wait::Closed),
-                    Ok(_) => return Poll::Ready(Wait::Data),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        buf::release_if_empty(&mut self.from);
-                    }
-                    Err(e) => return Poll::Ready(Wait::Failed(e)),
+                match io::poll_read_vec(&mut self.up, cx, &mut self.from) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Wait::Closed),
+                    Poll::Ready(Ok(_)) => return Poll::Ready(Wait::Data),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Wait::Failed(e)),
+                    Poll::Pending => buf::release_if_empty(&mut self.from),
                 }
             }
             while client.stream.poll_read_ready(cx).is_ready() {
