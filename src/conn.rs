@@ -260,18 +260,7 @@ impl Client {
                 }
                 while self.buf.len() < end {
                     self.buf.reserve(end - self.buf.len());
-                    match self.read_more(deadline).await {
-                        Ok(0) => {
-                            return Err(ReadError::Body(ProxyError::BodyRead(
-                                "connection closed mid-body".into(),
-                            )))
-                        }
-                        Ok(_) => {}
-                        Err(ReadError::Timeout) => {
-                            return Err(ReadError::Body(ProxyError::BodyTimeout))
-                        }
-                        Err(e) => return Err(e),
-                    }
+                    self.read_body_more(deadline).await?;
                 }
                 Ok(Body::InBuf(head.len..end))
             }
@@ -303,18 +292,7 @@ impl Client {
                     if decoder.is_done() {
                         break;
                     }
-                    match self.read_more(deadline).await {
-                        Ok(0) => {
-                            return Err(ReadError::Body(ProxyError::BodyRead(
-                                "connection closed mid-body".into(),
-                            )))
-                        }
-                        Ok(_) => {}
-                        Err(ReadError::Timeout) => {
-                            return Err(ReadError::Body(ProxyError::BodyTimeout))
-                        }
-                        Err(e) => return Err(e),
-                    }
+                    self.read_body_more(deadline).await?;
                 }
                 if seen > limit {
                     // The body is consumed: the connection stays usable, but a
@@ -336,21 +314,25 @@ impl Client {
         Ok(())
     }
 
+    /// Reads more of a body by `deadline`: a close mid-body or the deadline
+    /// passing is the body's error (400, 408), not the connection's.
+    async fn read_body_more(&mut self, deadline: Instant) -> Result<usize, ReadError> {
+        match self.read_more(deadline).await {
+            Ok(0) => Err(ReadError::Body(ProxyError::BodyRead(
+                "connection closed mid-body".into(),
+            ))),
+            Ok(n) => Ok(n),
+            Err(ReadError::Timeout) => Err(ReadError::Body(ProxyError::BodyTimeout)),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Reads and drops bytes until `total` have been received, by `deadline`.
     async fn discard(&mut self, total: u64, deadline: Instant) -> Result<(), ReadError> {
         let mut seen = self.buf.len() as u64;
         while seen < total {
             self.buf.clear();
-            match self.read_more(deadline).await {
-                Ok(0) => {
-                    return Err(ReadError::Body(ProxyError::BodyRead(
-                        "connection closed mid-body".into(),
-                    )))
-                }
-                Ok(n) => seen += n as u64,
-                Err(ReadError::Timeout) => return Err(ReadError::Body(ProxyError::BodyTimeout)),
-                Err(e) => return Err(e),
-            }
+            seen += self.read_body_more(deadline).await? as u64;
         }
         self.buf.clear();
         Ok(())
