@@ -1,24 +1,56 @@
 //! Stage 6: admin. `/healthz` and `/metrics` (Prometheus text format) on their
 //! own listener, so they are never exposed on the proxy port.
 //!
-//! It must never touch the request path's state beyond reading metrics.
+//! It must never touch the request path's state beyond reading metrics. It
+//! speaks HTTP/1.1 with the proxy's own head parser (`http1::head`), so it
+//! is held to the same rules and limits: head size and read time, one
+//! `Host`, no `Transfer-Encoding` with `Content-Length`. Request bodies are
+//! read (up to `MAX_BODY`) and ignored.
 
-use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use http::StatusCode;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::http1::head::{may_end_head, Framing, HeadError, RequestHead};
+use crate::metrics::Metrics;
+use crate::server::AcceptErrors;
+
+/// Largest request body the admin listener reads (and ignores).
+const MAX_BODY: u64 = 64 * 1024;
 
 pub struct Admin {
     registry: Registry,
+}
+
+/// The head limits the admin listener shares with the proxy listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub header_read_timeout: Duration,
+}
+
+/// An answer: status, content type, body.
+struct Reply {
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+}
+
+impl Reply {
+    fn text(status: StatusCode, body: &str) -> Reply {
+        Reply {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: format!("{body}\n"),
+        }
+    }
 }
 
 impl Admin {
@@ -26,77 +58,187 @@ impl Admin {
         Admin { registry }
     }
 
-    fn handle<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
-        let reply = |status: StatusCode, content_type: &'static str, body: String| {
-            let mut resp = Response::new(Full::new(Bytes::from(body)));
-            *resp.status_mut() = status;
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static(content_type),
-            );
-            resp
-        };
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            return reply(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "text/plain",
-                "GET only\n".into(),
-            );
+    fn handle(&self, method: &[u8], path: &[u8]) -> Reply {
+        if method != b"GET" && method != b"HEAD" {
+            return Reply::text(StatusCode::METHOD_NOT_ALLOWED, "GET only");
         }
-        match req.uri().path() {
-            "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
-            "/metrics" => {
+        let path = path.split(|&b| b == b'?').next().unwrap_or_default();
+        match path {
+            b"/healthz" => Reply::text(StatusCode::OK, "ok"),
+            b"/metrics" => {
                 let mut text = String::new();
                 match prometheus_client::encoding::text::encode(&mut text, &self.registry) {
-                    Ok(()) => reply(
-                        StatusCode::OK,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        text,
-                    ),
+                    Ok(()) => Reply {
+                        status: StatusCode::OK,
+                        content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        body: text,
+                    },
                     Err(e) => {
                         tracing::error!(error = %e, "metrics encoding failed");
-                        reply(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "text/plain",
-                            "encoding failed\n".into(),
-                        )
+                        Reply::text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed")
                     }
                 }
             }
-            _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+            _ => Reply::text(StatusCode::NOT_FOUND, "not found"),
         }
     }
 }
 
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    admin: Arc<Admin>,
+    limits: Limits,
+    mut errors: AcceptErrors,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let admin = admin.clone();
-                    let service = service_fn(move |req| {
-                        let resp = admin.handle(&req);
-                        async move { Ok::<_, Infallible>(resp) }
-                    });
-                    conns.spawn(async move {
-                        let conn = http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(std::time::Duration::from_secs(10))
-                            .serve_connection(TokioIo::new(stream), service);
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "admin connection error");
-                        }
-                    });
+                    conns.spawn(connection(stream, admin.clone(), limits));
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
+                Err(e) => errors.failed(&e).await,
             },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            Some(joined) = conns.join_next(), if !conns.is_empty() => {
+                crate::server::task_ended(joined, &metrics);
+            }
             _ = shutdown.changed() => break,
         }
     }
     conns.shutdown().await;
+}
+
+/// Serves one admin connection: requests in order while it stays alive.
+async fn connection(mut stream: TcpStream, admin: Arc<Admin>, limits: Limits) {
+    let mut buf = Vec::new();
+    loop {
+        let head = match read_head(&mut stream, &mut buf, limits).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(status) => {
+                let reply = Reply::text(status, status.canonical_reason().unwrap_or("refused"));
+                if write_reply(&mut stream, &reply, false, true).await.is_ok() {
+                    linger(&mut stream).await;
+                }
+                return;
+            }
+        };
+        let deadline = Instant::now() + limits.header_read_timeout;
+        let body_end = match head.framing {
+            Framing::None | Framing::UntilClose => head.len,
+            Framing::Length(n) if n <= MAX_BODY => head.len + n as usize,
+            Framing::Length(_) => {
+                let reply = Reply::text(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+                let _ = write_reply(&mut stream, &reply, false, true).await;
+                return;
+            }
+            Framing::Chunked => {
+                let reply = Reply::text(StatusCode::LENGTH_REQUIRED, "length required");
+                let _ = write_reply(&mut stream, &reply, false, true).await;
+                return;
+            }
+        };
+        while buf.len() < body_end {
+            match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+        }
+        let reply = admin.handle(&buf[head.method.clone()], &buf[head.target.clone()]);
+        let head_only = &buf[head.method.clone()] == b"HEAD";
+        let close = !head.keep_alive;
+        if write_reply(&mut stream, &reply, head_only, close)
+            .await
+            .is_err()
+            || close
+        {
+            return;
+        }
+        buf.drain(..body_end);
+    }
+}
+
+/// Reads a request head within the limits; `Ok(None)`: the client closed
+/// (or stayed idle) between requests.
+async fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    limits: Limits,
+) -> Result<Option<RequestHead>, StatusCode> {
+    let deadline = Instant::now() + limits.header_read_timeout;
+    let mut searched = 0usize;
+    loop {
+        // Parsed again only once its end may have arrived: linear in a
+        // head trickled byte by byte.
+        let fresh = &buf[searched.saturating_sub(3).min(buf.len())..];
+        if !buf.is_empty()
+            && (searched == 0 || buf.len() >= limits.max_header_bytes || may_end_head(fresh))
+        {
+            match RequestHead::parse(buf, limits.max_header_bytes) {
+                Ok(Some(head)) => return Ok(Some(head)),
+                Ok(None) => {}
+                Err(HeadError::TooLarge | HeadError::TooManyFields) => {
+                    return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+                }
+                Err(HeadError::UnsupportedVersion) => {
+                    return Err(StatusCode::HTTP_VERSION_NOT_SUPPORTED)
+                }
+                Err(HeadError::UnsupportedCoding) => return Err(StatusCode::NOT_IMPLEMENTED),
+                Err(HeadError::Malformed(_)) => return Err(StatusCode::BAD_REQUEST),
+            }
+        }
+        searched = buf.len();
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(8192);
+        }
+        match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(Ok(_)) | Ok(Err(_)) => return Ok(None),
+            Err(_) if buf.is_empty() => return Ok(None),
+            Err(_) => return Err(StatusCode::REQUEST_TIMEOUT),
+        }
+    }
+}
+
+/// After an error answer: reads and drops what the client still sends for
+/// a moment, so closing with unread bytes does not reset the answer away.
+async fn linger(stream: &mut TcpStream) {
+    let mut sink = vec![0u8; 16 * 1024];
+    let drain = async {
+        let mut total = 0usize;
+        while let Ok(n) = stream.read(&mut sink).await {
+            total += n;
+            if n == 0 || total > 1 << 20 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
+async fn write_reply(
+    stream: &mut TcpStream,
+    reply: &Reply,
+    head_only: bool,
+    close: bool,
+) -> std::io::Result<()> {
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n{}\r\n",
+        reply.status.as_u16(),
+        reply.status.canonical_reason().unwrap_or(""),
+        reply.content_type,
+        reply.body.len(),
+        if close { "connection: close\r\n" } else { "" },
+    )
+    .into_bytes();
+    if !head_only {
+        out.extend_from_slice(reply.body.as_bytes());
+    }
+    stream.write_all(&out).await?;
+    if close {
+        let _ = stream.shutdown().await;
+    }
+    Ok(())
 }

@@ -57,6 +57,9 @@ pub struct LimitsFile {
     pub max_header_bytes: Option<usize>,
     /// Most bytes held while looking for a legacy stream's first event. Default 16 KiB.
     pub sse_scan_bytes: Option<usize>,
+    /// Most request body bytes held in memory across all connections while
+    /// bodies arrive (at least `max_request_body`). Default 64 MiB.
+    pub max_held_body_bytes: Option<usize>,
 }
 
 /// `[timeouts]` in the file.
@@ -79,7 +82,8 @@ pub struct TimeoutsFile {
     /// it off. Default 10m. Never a total timeout: streams live as long as they talk.
     #[serde(default, with = "humantime_serde")]
     pub stream_idle: Option<Duration>,
-    /// How long an idle keep-alive connection to a backend is kept. Default 60s.
+    /// How long an idle keep-alive connection to a backend is kept. Default
+    /// 4s, below the 5 s idle timeout of Node and uvicorn servers.
     #[serde(default, with = "humantime_serde")]
     pub upstream_idle: Option<Duration>,
 }
@@ -132,6 +136,7 @@ pub struct Limits {
     pub max_request_body: usize,
     pub max_header_bytes: usize,
     pub sse_scan_bytes: usize,
+    pub max_held_body_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -312,6 +317,7 @@ fn limits(file: LimitsFile) -> Result<Limits, ConfigError> {
         max_request_body: file.max_request_body.unwrap_or(4 << 20),
         max_header_bytes: file.max_header_bytes.unwrap_or(64 << 10),
         sse_scan_bytes: file.sse_scan_bytes.unwrap_or(16 << 10),
+        max_held_body_bytes: file.max_held_body_bytes.unwrap_or(64 << 20),
     };
     if limits.max_request_body == 0 {
         return Err(ConfigError::new(
@@ -324,6 +330,12 @@ fn limits(file: LimitsFile) -> Result<Limits, ConfigError> {
         return Err(ConfigError::new(
             "limits.max_header_bytes",
             "must be at least 8192",
+        ));
+    }
+    if limits.max_held_body_bytes < limits.max_request_body {
+        return Err(ConfigError::new(
+            "limits.max_held_body_bytes",
+            "must be at least limits.max_request_body",
         ));
     }
     if limits.sse_scan_bytes < 256 {
@@ -352,7 +364,7 @@ fn timeouts(file: TimeoutsFile) -> Result<Timeouts, ConfigError> {
             Some(d) if d.is_zero() => None,
             d => Some(d.unwrap_or(Duration::from_secs(600))),
         },
-        upstream_idle: positive("upstream_idle", file.upstream_idle, Duration::from_secs(60))?,
+        upstream_idle: positive("upstream_idle", file.upstream_idle, Duration::from_secs(4))?,
     })
 }
 

@@ -7,6 +7,8 @@
 use bytes::Bytes;
 use http::StatusCode;
 
+use crate::http1::head::HeadError;
+
 /// Where a failed upstream call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamFailure {
@@ -49,6 +51,16 @@ pub enum ProxyError {
     BodyRead(String),
     #[error("no backend available")]
     NoBackend,
+    /// A request head that cannot be served (400, 431, 501, 505).
+    #[error("{0}")]
+    Head(HeadError),
+    /// The global budget for held request bodies stayed spent until the
+    /// body's deadline.
+    #[error("no memory budget left for the request body")]
+    BodyBudget,
+    /// A panic below a connection (a bug): answered 502.
+    #[error("internal error")]
+    Internal,
     #[error("upstream {backend} failed ({}): {detail}", failure.as_str())]
     Upstream {
         backend: String,
@@ -64,11 +76,28 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyRead(_) => StatusCode::BAD_REQUEST,
-            ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoBackend | ProxyError::BodyBudget => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream { failure, .. } => match failure {
                 UpstreamFailure::Timeout => StatusCode::GATEWAY_TIMEOUT,
                 _ => StatusCode::BAD_GATEWAY,
             },
+            ProxyError::Head(HeadError::TooLarge | HeadError::TooManyFields) => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            ProxyError::Head(HeadError::UnsupportedCoding) => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::Head(HeadError::UnsupportedVersion) => {
+                StatusCode::HTTP_VERSION_NOT_SUPPORTED
+            }
+            ProxyError::Head(HeadError::Malformed(_)) => StatusCode::BAD_REQUEST,
+            ProxyError::Internal => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// Seconds for a `Retry-After` field: the refusal is a matter of load.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            ProxyError::BodyBudget => Some(1),
+            _ => None,
         }
     }
 
@@ -81,6 +110,18 @@ impl ProxyError {
             ProxyError::BodyTimeout => (-32600, "Request body timeout"),
             ProxyError::BodyRead(_) => (-32600, "Invalid request body"),
             ProxyError::NoBackend => (-32603, "No backend available"),
+            ProxyError::BodyBudget => (-32603, "Server busy: too many pending request bodies"),
+            ProxyError::Internal => (-32603, "Internal error"),
+            ProxyError::Head(HeadError::TooLarge | HeadError::TooManyFields) => {
+                (-32600, "Request header fields too large")
+            }
+            ProxyError::Head(HeadError::UnsupportedCoding) => {
+                (-32600, "Transfer coding not implemented")
+            }
+            ProxyError::Head(HeadError::UnsupportedVersion) => {
+                (-32600, "HTTP version not supported")
+            }
+            ProxyError::Head(HeadError::Malformed(_)) => (-32600, "Invalid HTTP request"),
             ProxyError::Upstream { failure, .. } => match failure {
                 UpstreamFailure::Timeout => (-32603, "Upstream timeout"),
                 _ => (-32603, "Upstream unavailable"),
@@ -96,6 +137,7 @@ impl ProxyError {
             ProxyError::BodyTimeout => Some("body_timeout"),
             ProxyError::BodyRead(_) => Some("body_read"),
             ProxyError::NoBackend => Some("no_backend"),
+            ProxyError::BodyBudget => Some("body_budget"),
             _ => None,
         }
     }

@@ -33,6 +33,7 @@ pub mod error;
 pub mod forward;
 pub mod http1;
 pub mod metrics;
+pub mod panic;
 pub mod pool;
 pub mod proxy;
 pub mod server;

@@ -62,7 +62,12 @@ pub struct Metrics {
     pub connection_errors: Family<Kind, Counter>,
     pub sse_first_events: Family<Result, Counter>,
     pub stream_idle_timeouts: Family<BackendLabel, Counter>,
+    pub invalid_upstream_session_ids: Family<BackendLabel, Counter>,
     pub connections: Gauge,
+    pub held_body_bytes: Gauge,
+    pub body_budget_waits: Counter,
+    pub internal_errors: Counter,
+    pub accept_errors: Family<Kind, Counter>,
 }
 
 impl Metrics {
@@ -128,6 +133,31 @@ impl Metrics {
             "client_connections",
             "Client connections currently open",
             self.connections.clone(),
+        );
+        r.register(
+            "invalid_upstream_session_ids",
+            "Mcp-Session-Id values from a backend that are not session ids (empty, not visible ASCII): passed unsealed",
+            self.invalid_upstream_session_ids.clone(),
+        );
+        r.register(
+            "held_body_bytes",
+            "Request body bytes held in memory from the global budget (limits.max_held_body_bytes)",
+            self.held_body_bytes.clone(),
+        );
+        r.register(
+            "body_budget_waits",
+            "Request bodies that had to wait for the global body budget",
+            self.body_budget_waits.clone(),
+        );
+        r.register(
+            "internal_errors",
+            "Panics caught at a connection's task boundary (bugs): answered 502 when possible",
+            self.internal_errors.clone(),
+        );
+        r.register(
+            "accept_errors",
+            "Failed accepts on a listener, by kind (emfile, enfile, other)",
+            self.accept_errors.clone(),
         );
     }
 

@@ -1,6 +1,10 @@
 //! Stage 1: the listeners. Accepts client connections and gives each to
 //! `conn::serve`; also closes idle upstream connections past their timeout.
 //!
+//! A failed accept (out of descriptors, most often) is retried after a short
+//! pause, counted, and logged at most once per `ACCEPT_LOG_EVERY` with the
+//! number of failures since: the condition can last, the log must not flood.
+//!
 //! `start` binds (port 0 works: the bound addresses are returned), spawns the
 //! proxy and admin accept loops, and returns a `Running` handle whose
 //! `shutdown` stops them. Tests and `tether demo` use it the same way `main` does.
@@ -8,6 +12,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -17,8 +23,8 @@ use tracing::Instrument as _;
 
 use crate::admin;
 use crate::config::Config;
-use crate::conn::{self, ConnSettings};
-use crate::metrics::Metrics;
+use crate::conn::{self, BodyBudget, ConnSettings};
+use crate::metrics::{self, Metrics};
 use crate::proxy::Proxy;
 
 /// A running Tether: its bound addresses and the means to stop it.
@@ -45,8 +51,14 @@ impl Running {
     }
 }
 
+/// Pause before accepting again after a failure.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+/// At most one log line per this long about failing accepts.
+pub const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// Binds the listeners and starts serving.
 pub async fn start(config: Config) -> std::io::Result<Running> {
+    crate::panic::install_hook();
     let listener = TcpListener::bind(config.listen).await?;
     let proxy_addr = listener.local_addr()?;
     let metrics = Arc::new(Metrics::default());
@@ -61,18 +73,36 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
             let admin_listener = TcpListener::bind(addr).await?;
             let admin_addr = admin_listener.local_addr()?;
             let service = Arc::new(admin::Admin::new(registry));
-            tasks.spawn(admin::serve(admin_listener, service, rx.clone()));
+            let limits = admin::Limits {
+                max_header_bytes: config.limits.max_header_bytes,
+                header_read_timeout: config.timeouts.header_read,
+            };
+            let accept = AcceptErrors::new(metrics.clone(), "admin");
+            tasks.spawn(admin::serve(
+                admin_listener,
+                service,
+                limits,
+                accept,
+                metrics.clone(),
+                rx.clone(),
+            ));
             Some(admin_addr)
         }
         None => None,
     };
 
-    let settings = ConnSettings {
+    let budget = BodyBudget::new(
+        config.limits.max_held_body_bytes,
+        metrics.held_body_bytes.clone(),
+        metrics.body_budget_waits.clone(),
+    );
+    let settings = Arc::new(ConnSettings {
         header_read_timeout: config.timeouts.header_read,
         max_header_bytes: config.limits.max_header_bytes,
         max_request_body: config.limits.max_request_body,
         request_body_timeout: config.timeouts.request_body,
-    };
+        budget,
+    });
     tasks.spawn(accept_loop(
         listener,
         proxy.clone(),
@@ -94,30 +124,111 @@ async fn accept_loop(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     metrics: Arc<Metrics>,
-    settings: ConnSettings,
+    settings: Arc<ConnSettings>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut conns = JoinSet::new();
     let mut sweep = tokio::time::interval(proxy.upstream().sweep_interval());
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut errors = AcceptErrors::new(metrics.clone(), "proxy");
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let span = tracing::debug_span!("conn", %peer);
-                    let task = conn::serve(stream, peer, proxy.clone(), metrics.clone(), settings);
+                    let task = conn::serve(stream, peer, proxy.clone(), metrics.clone(), settings.clone());
                     conns.spawn(task.instrument(span));
                 }
-                Err(e) => {
-                    // Out of descriptors and the like: back off instead of spinning.
-                    tracing::error!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                Err(e) => errors.failed(&e).await,
             },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            Some(joined) = conns.join_next(), if !conns.is_empty() => task_ended(joined, &metrics),
             _ = sweep.tick() => proxy.upstream().sweep(),
             _ = shutdown.changed() => break,
         }
     }
     conns.shutdown().await;
+}
+
+/// A connection task that panicked outside its guarded part (the panic hook
+/// has printed it): counted with the others.
+pub(crate) fn task_ended(joined: Result<(), tokio::task::JoinError>, metrics: &Metrics) {
+    if let Err(e) = joined {
+        if e.is_panic() {
+            metrics.internal_errors.inc();
+        }
+    }
+}
+
+/// Failed accepts on one listener: counted by kind, logged sparingly.
+pub struct AcceptErrors {
+    metrics: Arc<Metrics>,
+    listener: &'static str,
+    last_log: Option<Instant>,
+    unlogged: u64,
+}
+
+impl AcceptErrors {
+    pub fn new(metrics: Arc<Metrics>, listener: &'static str) -> Self {
+        AcceptErrors {
+            metrics,
+            listener,
+            last_log: None,
+            unlogged: 0,
+        }
+    }
+
+    /// Counts `e`, logs it if none was logged for a while, and pauses
+    /// before the next accept instead of spinning.
+    pub async fn failed(&mut self, e: &std::io::Error) {
+        let kind = match e.raw_os_error() {
+            Some(24) => "emfile", // EMFILE: this process is out of descriptors
+            Some(23) => "enfile", // ENFILE: the system is
+            _ => "other",
+        };
+        self.metrics
+            .accept_errors
+            .get_or_create(&metrics::Kind { kind })
+            .inc();
+        let now = Instant::now();
+        let due = match self.last_log {
+            Some(at) => now.duration_since(at) >= ACCEPT_LOG_EVERY,
+            None => true,
+        };
+        if due {
+            tracing::error!(listener = self.listener, error = %e, kind, failures_since_last_log = self.unlogged, "accept failed; retrying");
+            self.last_log = Some(now);
+            self.unlogged = 0;
+        } else {
+            self.unlogged += 1;
+        }
+        tokio::time::sleep(ACCEPT_RETRY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn accept_failures_are_counted_and_logged_sparingly() {
+        let metrics = Arc::new(Metrics::default());
+        let mut errors = AcceptErrors::new(metrics.clone(), "proxy");
+        let emfile = std::io::Error::from_raw_os_error(24);
+        let mut logged = 0;
+        let start = Instant::now();
+        // Twelve seconds of failures, one every ACCEPT_RETRY.
+        while start.elapsed() < Duration::from_secs(12) {
+            let before = errors.last_log;
+            errors.failed(&emfile).await;
+            if errors.last_log != before {
+                logged += 1;
+            }
+        }
+        assert_eq!(logged, 2, "the first, and one after ten seconds");
+        let n = metrics
+            .accept_errors
+            .get_or_create(&metrics::Kind { kind: "emfile" })
+            .get();
+        assert_eq!(n, 240, "every failure counted (12 s / 50 ms)");
+    }
 }

@@ -24,6 +24,9 @@ pub enum Unroutable {
     WrongTransport,
     #[error("owner {0} is no longer in the pool")]
     OwnerGone(String),
+    /// Two session references, or one servers may read differently.
+    #[error("ambiguous session reference")]
+    Ambiguous,
 }
 
 impl Unroutable {
@@ -34,6 +37,7 @@ impl Unroutable {
             Unroutable::Invalid(TokenError::Forged) => Some("forged"),
             Unroutable::Invalid(TokenError::Malformed) => Some("malformed"),
             Unroutable::WrongTransport => Some("wrong_transport"),
+            Unroutable::Ambiguous => Some("ambiguous"),
             Unroutable::OwnerGone(_) => None,
         }
     }
@@ -87,6 +91,7 @@ impl Affinity {
     }
 
     /// Where the server's own session id goes instead of the client's token.
+    /// `target` is the origin-form target the session was found in.
     pub fn restore(
         &self,
         target: &str,
@@ -95,26 +100,24 @@ impl Affinity {
     ) -> Result<Restored, Unroutable> {
         let malformed = Unroutable::Invalid(TokenError::Malformed);
         match &session.carrier {
-            Carrier::Header if is_field_value(owned.upstream_id.as_bytes()) => Ok(Restored::Header),
+            Carrier::Header if is_session_id(owned.upstream_id.as_bytes()) => Ok(Restored::Header),
             Carrier::Header => Err(malformed),
             Carrier::Query { value } => {
-                let Some(query) = crate::classify::query(target) else {
+                // The id goes back as the server wrote it in its endpoint URL
+                // (still percent-encoded); it must not end the parameter.
+                let id = &owned.upstream_id;
+                let fits = id
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !matches!(b, b'#' | b'&' | b';'));
+                let (Some(before), Some(after)) =
+                    (target.get(..value.start), target.get(value.end..))
+                else {
                     return Err(malformed);
                 };
-                let query_start = query.as_ptr() as usize - target.as_ptr() as usize;
-                let (start, end) = (query_start + value.start, query_start + value.end);
-                let id = &owned.upstream_id;
-                if !id
-                    .bytes()
-                    .all(|b| b.is_ascii_graphic() && b != b'#' && b != b'&')
-                {
+                if !fits {
                     return Err(malformed);
                 }
-                Ok(Restored::Target(format!(
-                    "{}{id}{}",
-                    &target[..start],
-                    &target[end..]
-                )))
+                Ok(Restored::Target(format!("{before}{id}{after}")))
             }
         }
     }
@@ -136,14 +139,16 @@ impl Affinity {
                 return ResponseId::Same(owned.token.clone());
             }
         }
-        let Ok(upstream_id) = std::str::from_utf8(value) else {
-            tracing::warn!(backend = %backend.id, "backend sent a non-ASCII Mcp-Session-Id; passed unsealed");
-            return ResponseId::Unsealed;
+        // The spec's session id: visible ASCII (0x21-0x7E), so never empty.
+        // Anything else is not sealed (nor counted as a session): it passes
+        // as the server sent it, and comes back to a 404.
+        let upstream_id = match std::str::from_utf8(value) {
+            Ok(id) if is_session_id(value) => id,
+            _ => {
+                tracing::warn!(backend = %backend.id, len = value.len(), "backend sent an invalid Mcp-Session-Id (empty or not visible ASCII); passed unsealed");
+                return ResponseId::Invalid;
+            }
         };
-        if !is_field_value(value) {
-            tracing::warn!(backend = %backend.id, "backend sent a non-ASCII Mcp-Session-Id; passed unsealed");
-            return ResponseId::Unsealed;
-        }
         match self
             .sealer
             .seal(TokenKind::Streamable, &backend.id, upstream_id)
@@ -173,15 +178,15 @@ pub enum ResponseId {
     Same(String),
     /// A new session: its token.
     New(String),
-    /// Passed as the server sent it.
+    /// Passed as the server sent it: too long to seal.
     Unsealed,
+    /// Passed as the server sent it: not a valid session id.
+    Invalid,
 }
 
-/// Visible ASCII, spaces and tabs inside: what a header field value may hold.
-fn is_field_value(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
+/// A session id as the spec defines it: one or more visible ASCII characters.
+pub fn is_session_id(value: &[u8]) -> bool {
+    !value.is_empty() && value.iter().all(u8::is_ascii_graphic)
 }
 
 #[cfg(test)]

@@ -17,7 +17,12 @@ fn pool(ports: &[u16]) -> Pool {
 }
 
 fn request(uri: &str, session: Option<&str>) -> Option<crate::classify::SessionRef> {
-    session_ref(session.map(str::as_bytes), uri)
+    let field = session.map_or(String::new(), |s| format!("Mcp-Session-Id: {s}\r\n"));
+    let head = format!("POST {uri} HTTP/1.1\r\nHost: x\r\n{field}\r\n");
+    let parsed = crate::http1::head::RequestHead::parse(head.as_bytes(), 1 << 16)
+        .unwrap()
+        .unwrap();
+    session_ref(head.as_bytes(), &parsed.fields, uri).unwrap()
 }
 
 fn affinity() -> Affinity {
@@ -120,11 +125,15 @@ fn response_ids_are_sealed_once_and_kept_for_the_session() {
     };
     assert_eq!(a.sealer().open(&new).unwrap().upstream_id, "srv-2");
 
-    // Ids that cannot be a header value or a token pass as they are.
-    assert_eq!(
-        a.seal_response(b"\xff", &backend, None),
-        ResponseId::Unsealed
-    );
+    // Ids that are not session ids (empty, not visible ASCII) pass as
+    // they are, unsealed; so do ids too long to seal.
+    for invalid in [&b""[..], b"\xff", b"a b", b"tab\tid", b"\x7f"] {
+        assert_eq!(
+            a.seal_response(invalid, &backend, None),
+            ResponseId::Invalid,
+            "{invalid:?}"
+        );
+    }
     let long = "x".repeat(100_000);
     assert_eq!(
         a.seal_response(long.as_bytes(), &backend, None),

@@ -26,6 +26,9 @@ pub struct ToUpstream<'a> {
     /// preserved, or when it sent none (HTTP/1.0).
     pub authority: &'a str,
     pub preserve_host: bool,
+    /// The authority of an absolute-form target: it replaces the client's
+    /// `Host` (RFC 9112 §3.2.2) when the client's host is preserved.
+    pub host: Option<&'a [u8]>,
 }
 
 /// Writes the request head (and `body`) for a backend into `out`.
@@ -41,7 +44,9 @@ pub fn request(
     out.extend_from_slice(to.target);
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut session_written = false;
+    // A replaced Host is written below, like a missing one.
     let mut has_host = false;
+    let keep_host = to.preserve_host && to.host.is_none();
     for f in &head.fields.list {
         let value = &buf[f.value.clone()];
         match f.kind {
@@ -51,7 +56,7 @@ pub fn request(
             | FieldKind::ContentLength
             | FieldKind::Expect
             | FieldKind::ForwardedProto => continue,
-            FieldKind::Host if !to.preserve_host => continue,
+            FieldKind::Host if !keep_host => continue,
             FieldKind::ForwardedFor => continue, // written below, with the peer appended
             FieldKind::SessionId => match to.session_id {
                 Some(_) if session_written => continue,
@@ -63,12 +68,19 @@ pub fn request(
                 None => {}
             },
             FieldKind::Host => has_host = true,
-            FieldKind::Other | FieldKind::ContentType => {}
+            FieldKind::Other
+            | FieldKind::ContentType
+            | FieldKind::McpMethod
+            | FieldKind::ProtocolVersion => {}
         }
         field(out, &buf[f.name.clone()], value);
     }
     if !has_host {
-        field(out, b"host", to.authority.as_bytes());
+        let host = match to.host {
+            Some(host) if to.preserve_host => host,
+            _ => to.authority.as_bytes(),
+        };
+        field(out, b"host", host);
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     for f in head
@@ -150,16 +162,29 @@ pub fn response(
     out.extend_from_slice(b"\r\n");
 }
 
-/// A whole response Tether writes itself (errors): JSON, with its length.
-pub fn own_response(out: &mut Vec<u8>, status: http::StatusCode, body: &[u8], close: bool) {
+/// A whole response Tether writes itself (errors): JSON, with its length,
+/// and `Retry-After` when the refusal is a matter of load.
+pub fn own_response(
+    out: &mut Vec<u8>,
+    status: http::StatusCode,
+    retry_after: Option<u32>,
+    body: &[u8],
+    close: bool,
+) {
     let _ = write!(
         out,
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
         body.len(),
-        if close { "connection: close\r\n" } else { "" },
     );
+    if let Some(seconds) = retry_after {
+        let _ = write!(out, "retry-after: {seconds}\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
 }
 
@@ -221,6 +246,7 @@ mod tests {
             peer,
             authority: host.unwrap_or("10.9.9.9:80"),
             preserve_host: host.is_none(),
+            host: None,
         }
     }
 

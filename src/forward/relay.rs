@@ -23,7 +23,7 @@ use tokio::time::{Instant, Sleep};
 use super::headers::Downstream;
 use super::sse::{EndpointRewriter, Outcome};
 use super::upstream::Response;
-use crate::conn::{Client, Watch};
+use crate::conn::Client;
 use crate::http1::chunked::{self, ChunkedDecoder};
 use crate::http1::head::Framing;
 use crate::http1::{buf, io};
@@ -78,6 +78,8 @@ pub struct Relay {
     event_stream: bool,
     /// The client was promised a `Content-Length`: the body cannot end early.
     length_framed: bool,
+    /// How long the backend said it keeps an idle connection (`Keep-Alive: timeout`).
+    idle_hint: Option<Duration>,
 }
 
 impl Relay {
@@ -89,13 +91,17 @@ impl Relay {
             head,
             request_complete,
         } = response;
+        let idle_hint = head.keep_alive_timeout(&buf).map(Duration::from_secs);
         Relay {
             up: stream,
             from: buf,
             out,
             start: head.len,
             framing: head.framing,
-            keep_alive: head.keep_alive && request_complete,
+            // A head that declares a body it does not have (a HEAD answer
+            // with a length, a 204 with one) may be followed by those bytes:
+            // such a connection is not trusted with another request.
+            keep_alive: head.keep_alive && request_complete && !head.declares_unsent_body,
             remaining: match head.framing {
                 Framing::Length(n) => n,
                 _ => 0,
@@ -110,12 +116,14 @@ impl Relay {
             idle: None,
             event_stream: options.event_stream,
             length_framed: matches!(options.downstream, Downstream::Length(_)),
+            idle_hint,
         }
     }
 
     /// Writes the head and relays the body until it ends, either side fails,
     /// or the client goes.
     pub async fn run(&mut self, client: &mut Client) -> End {
+        client.answering();
         loop {
             let (done, leftover) = match self.take_arrived() {
                 Ok(step) => step,
@@ -172,9 +180,10 @@ impl Relay {
         }
     }
 
-    /// The backend connection, for the idle pool.
-    pub fn into_upstream(self) -> TcpStream {
-        self.up
+    /// The backend connection, for the idle pool, with the idle time the
+    /// backend announced for it.
+    pub fn into_upstream(self) -> (TcpStream, Option<Duration>) {
+        (self.up, self.idle_hint)
     }
 
     /// Moves what arrived from the backend into `out`, re-framed. Returns
@@ -230,10 +239,10 @@ impl Relay {
                     Poll::Pending => buf::release_if_empty(&mut self.from),
                 }
             }
-            while client.stream.poll_read_ready(cx).is_ready() {
-                if client.on_readable() == Watch::Gone {
-                    return Poll::Ready(Wait::ClientGone);
-                }
+            // A client that closes while its answer streams has left (one
+            // that had half-closed before the answer began is not watched).
+            if client.poll_watch(cx).is_ready() {
+                return Poll::Ready(Wait::ClientGone);
             }
             if let Some(t) = self.idle_timeout {
                 let sleep = self

@@ -127,7 +127,8 @@ pub fn rewrite_endpoint(
     let query_end = url[query_start..]
         .find('#')
         .map_or(url.len(), |i| query_start + i);
-    let value = crate::classify::legacy_param(&url[query_start..query_end])?;
+    // Exactly one plain session parameter, or the URL is left as it is.
+    let value = crate::classify::query::legacy_param(&url[query_start..query_end]).ok()??;
     let value = query_start + value.start..query_start + value.end;
     let token = seal(&url[value.clone()])?;
     let mut out = String::with_capacity(url.len() + token.len());
@@ -215,7 +216,10 @@ impl EndpointRewriter {
     /// event is decided; every later chunk then passes untouched.
     pub fn push(&mut self, chunk: &[u8]) -> Option<(Bytes, Outcome)> {
         self.buf.extend_from_slice(chunk);
-        let Some(event) = self.scanner.feed(&self.buf) else {
+        // The event must end within the first `limit` bytes, however large
+        // the read that brought it.
+        let scanned = self.buf.len().min(self.limit);
+        let Some(event) = self.scanner.feed(&self.buf[..scanned]) else {
             if self.buf.len() > self.limit {
                 return Some((self.buf.split().freeze(), Outcome::TooLarge));
             }

@@ -4,7 +4,17 @@
 //! The request's own task drives the upstream socket: no connection task and
 //! no channel between the two (what hyper's pooled client costs per request).
 //! A connection goes back to its backend's idle list only when its response
-//! was read to the end and neither side asked to close.
+//! was read to the end, neither side asked to close, and nothing gives reason
+//! to doubt it; it is kept at most `timeouts.upstream_idle`, and less when
+//! the backend announces a shorter `Keep-Alive: timeout` (so Tether lets go
+//! before the backend closes it under a request).
+//!
+//! A reused connection races with the backend closing it for idleness. A
+//! request is sent again on a new connection only when the backend provably
+//! never read it: the write failed, or the connection was reset before any
+//! response byte (a kernel resets data that arrives on a socket its
+//! application closed, or a close with unread data). A clean close after the
+//! request was written is a 502: the backend may have acted on it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,7 +23,7 @@ use std::time::Duration;
 use std::pin::Pin;
 use std::task::Poll;
 
-use tokio::io::{AsyncReadExt as _, AsyncWrite as _};
+use tokio::io::{AsyncReadExt as _, AsyncWrite as _, Interest};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -26,6 +36,10 @@ use crate::pool::Backend;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Most idle connections kept per backend; the oldest go first.
 const MAX_IDLE: usize = 1024;
+/// After a reused connection ends without a response, how long to wait for
+/// the reset that proves the backend had closed it before the request came.
+/// On a LAN it follows within a round trip.
+const RESET_WAIT: Duration = Duration::from_millis(100);
 
 /// Settings of the upstream side.
 #[derive(Debug, Clone)]
@@ -67,6 +81,8 @@ pub struct Response {
 struct Idle {
     stream: TcpStream,
     since: Instant,
+    /// When it stops being used: the idle timeout, or the backend's own.
+    expires: Instant,
 }
 
 /// Connections to every backend.
@@ -189,13 +205,14 @@ impl Upstream {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(&backend.id)?;
         let idle_timeout = self.settings.pool_idle_timeout;
+        let now = Instant::now();
         while let Some(conn) = list.pop() {
-            if conn.since.elapsed() >= idle_timeout {
+            if now.duration_since(conn.since) >= idle_timeout {
                 // The rest are older still.
                 list.clear();
                 break;
             }
-            if still_idle(&conn.stream) {
+            if now < conn.expires && still_idle(&conn.stream) {
                 return Some(conn.stream);
             }
         }
@@ -203,7 +220,18 @@ impl Upstream {
     }
 
     /// Keeps a connection whose exchange ended cleanly for the next request.
-    pub fn checkin(&self, backend: &Backend, stream: TcpStream) {
+    /// `announced`: the backend's `Keep-Alive: timeout`; the connection is let
+    /// go a second before it (at least half of it), so Tether never reuses it
+    /// in the moment the backend closes it. Zero: not kept.
+    pub fn checkin(&self, backend: &Backend, stream: TcpStream, announced: Option<Duration>) {
+        let keep = match announced {
+            Some(t) if t.is_zero() => return,
+            Some(t) => t
+                .saturating_sub(Duration::from_secs(1))
+                .max(t / 2)
+                .min(self.settings.pool_idle_timeout),
+            None => self.settings.pool_idle_timeout,
+        };
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = match idle.get_mut(&backend.id) {
             Some(list) => list,
@@ -212,9 +240,11 @@ impl Upstream {
         if list.len() >= MAX_IDLE {
             list.remove(0);
         }
+        let since = Instant::now();
         list.push(Idle {
             stream,
-            since: Instant::now(),
+            since,
+            expires: since + keep,
         });
     }
 
@@ -223,8 +253,9 @@ impl Upstream {
     pub fn sweep(&self) {
         let idle_timeout = self.settings.pool_idle_timeout;
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
         for list in idle.values_mut() {
-            list.retain(|conn| conn.since.elapsed() < idle_timeout);
+            list.retain(|conn| now.duration_since(conn.since) < idle_timeout && now < conn.expires);
         }
         idle.retain(|_, list| !list.is_empty());
     }
@@ -242,15 +273,44 @@ impl Upstream {
 
 /// Whether an idle connection is still quiet: a backend that closed it, or
 /// sent bytes nobody asked for (a late body, a second response), must not get
-/// the next request, or one client would read another's answer. Uses the
-/// readiness tokio already has: a syscall only if the socket was readable,
-/// and then it replaces the `EAGAIN` read the next exchange would make anyway.
+/// the next request, or one client would read another's answer.
+///
+/// A real non-blocking read (a peek), not tokio's cached readiness: under
+/// load the reactor may not have seen bytes that are already in the socket,
+/// and a stale "not readable" would hand them to the next client.
 fn still_idle(stream: &TcpStream) -> bool {
-    let mut probe = [0u8; 1];
-    match stream.try_read(&mut probe) {
+    let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    match socket2::SockRef::from(stream).peek(&mut probe) {
         Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
         Ok(_) => false,
     }
+}
+
+/// Whether a reused connection that just ended without a response is reset
+/// within `RESET_WAIT`: the proof that the backend had closed it before
+/// reading the request (see the module's notes).
+async fn reset_follows(stream: &TcpStream) -> bool {
+    let reset = async {
+        loop {
+            match stream.ready(Interest::ERROR).await {
+                Ok(ready) if ready.is_error() => return,
+                Ok(_) => tokio::task::yield_now().await,
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(RESET_WAIT, reset).await;
+    matches!(
+        stream.take_error(),
+        Ok(Some(e)) if is_reset(&e)
+    )
+}
+
+fn is_reset(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+    )
 }
 
 /// Writes the request and reads the response head on one connection.
@@ -333,14 +393,14 @@ async fn attempt(
         match stream.read_buf(&mut buf).await {
             // Reset by a socket that was closed when the request arrived (a
             // kept-alive connection the backend had just closed): not taken.
-            Err(e)
-                if reused && buf.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset =>
-            {
-                return Err(Attempt::Stale)
-            }
+            Err(e) if reused && buf.is_empty() && is_reset(&e) => return Err(Attempt::Stale),
             Err(e) => return Err(fail(format!("read response head: {e}"))),
             // A clean close after the request was written is not retried: the
-            // backend may have acted on it (a tool call must not run twice).
+            // backend may have acted on it (a tool call must not run twice),
+            // unless the reset that follows proves it never read it.
+            Ok(0) if reused && buf.is_empty() && reset_follows(&stream).await => {
+                return Err(Attempt::Stale)
+            }
             Ok(0) => {
                 return Err(fail(
                     "connection closed before a complete response head".into(),
@@ -350,3 +410,6 @@ async fn attempt(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -14,6 +14,8 @@ use std::fmt;
 const MAX_SIZE_LINE: u16 = 4096;
 /// Most bytes of trailer fields (with their CRLFs) after the last chunk.
 const MAX_TRAILERS: u32 = 16 * 1024;
+/// Most trailer fields, as for a head (`http1::head::MAX_FIELDS`).
+const MAX_TRAILER_FIELDS: u8 = 128;
 
 /// The last chunk and the empty trailer section: `0\r\n\r\n`.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
@@ -27,6 +29,8 @@ pub enum ChunkedError {
     BadFraming,
     /// The trailer section is larger than the limit.
     TrailersTooLarge,
+    /// A trailer line that is not a header field (`name: value`).
+    BadTrailer,
 }
 
 impl fmt::Display for ChunkedError {
@@ -35,6 +39,7 @@ impl fmt::Display for ChunkedError {
             ChunkedError::BadSize => "bad chunk size",
             ChunkedError::BadFraming => "bad chunk framing",
             ChunkedError::TrailersTooLarge => "chunked trailers too large",
+            ChunkedError::BadTrailer => "malformed chunked trailer field",
         })
     }
 }
@@ -59,12 +64,15 @@ enum State {
     DataCr,
     /// Saw the CR after chunk data.
     DataLf,
-    /// At the start of a trailer field line or of the final empty line.
-    LineStart { used: u32 },
-    /// Inside a trailer field line.
-    Trailer { used: u32 },
+    /// At the start of a trailer field line or of the final empty line;
+    /// `fields` trailer fields so far.
+    LineStart { used: u32, fields: u8 },
+    /// In a trailer field's name.
+    TrailerName { used: u32, fields: u8 },
+    /// In a trailer field's value, after its colon.
+    TrailerValue { used: u32, fields: u8 },
     /// Saw the CR ending a trailer field line.
-    TrailerLf { used: u32 },
+    TrailerLf { used: u32, fields: u8 },
     /// Saw the CR of the final empty line.
     EndLf,
     /// Past the final CRLF.
@@ -139,11 +147,12 @@ fn step(state: State, b: u8) -> Result<State, ChunkedError> {
     use State::*;
     Ok(match (state, b) {
         // The LF of a CRLF, or anything else where one was due.
-        (SizeLf { size: 0 }, b'\n') => LineStart { used: 0 },
+        (SizeLf { size: 0 }, b'\n') => LineStart { used: 0, fields: 0 },
         (SizeLf { size }, b'\n') => Data { remaining: size },
         (DataLf, b'\n') => Digits { size: 0, len: 0 },
-        (TrailerLf { used }, b'\n') => LineStart {
+        (TrailerLf { used, fields }, b'\n') => LineStart {
             used: trailer_byte(used)?,
+            fields,
         },
         (EndLf, b'\n') => Done,
         (SizeLf { .. } | DataLf | TrailerLf { .. } | EndLf, _) => return Err(BadFraming),
@@ -171,16 +180,40 @@ fn step(state: State, b: u8) -> Result<State, ChunkedError> {
         (DataCr, b'\r') => DataLf,
         (DataCr, _) => return Err(BadFraming),
 
-        // Trailer fields, skipped; an empty line ends the message.
+        // Trailer fields (RFC 9112 §7.1.2), checked as header field lines
+        // (`token ":" value`, no folding, no space before the colon) and
+        // then dropped; an empty line ends the message. A request line that
+        // follows the last chunk is not a trailer.
         (LineStart { .. }, b'\r') => EndLf,
-        (Trailer { used }, b'\r') => TrailerLf {
+        (LineStart { fields, .. }, _) if fields >= MAX_TRAILER_FIELDS => {
+            return Err(TrailersTooLarge)
+        }
+        (LineStart { used, fields }, _) if is_tchar(b) => TrailerName {
             used: trailer_byte(used)?,
+            fields: fields + 1,
         },
-        (LineStart { used } | Trailer { used }, _) => Trailer {
+        (TrailerName { used, fields }, _) if is_tchar(b) => TrailerName {
             used: trailer_byte(used)?,
+            fields,
         },
+        (TrailerName { used, fields }, b':') => TrailerValue {
+            used: trailer_byte(used)?,
+            fields,
+        },
+        (TrailerValue { used, fields }, b'\r') => TrailerLf {
+            used: trailer_byte(used)?,
+            fields,
+        },
+        (TrailerValue { used, fields }, _) if b == b' ' || b == b'\t' || b >= 0x21 && b != 0x7f => {
+            TrailerValue {
+                used: trailer_byte(used)?,
+                fields,
+            }
+        }
+        (LineStart { .. } | TrailerName { .. } | TrailerValue { .. }, _) => return Err(BadTrailer),
 
-        (Data { .. } | Done, _) => unreachable!("decode handles {state:?}"),
+        // `decode` never asks: data is consumed in bulk and nothing follows Done.
+        (Data { .. } | Done, _) => return Err(BadFraming),
     })
 }
 
@@ -194,6 +227,11 @@ fn push_hex_digit(size: u64, b: u8) -> Result<u64, ChunkedError> {
     size.checked_mul(16)
         .and_then(|s| s.checked_add(u64::from(digit)))
         .ok_or(ChunkedError::BadSize)
+}
+
+/// A `tchar` (RFC 9110 §5.6.2): what a field name is made of.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Counts one more trailer byte against the limit.
@@ -288,6 +326,7 @@ mod tests {
             b"abc",
         ),
         (b"0;e=1\r\nOnly: trailer\r\n\r\n", b""),
+        (b"0\r\nA:\r\nB:\tx y \r\nC: caf\xc3\xa9\r\n\r\n", b""),
         // Payload that looks like framing is still payload.
         (b"4\r\n\r\n\r\n\r\n0\r\n\r\n", b"\r\n\r\n"),
         (b"5\r\n0\r\n\r\n\r\n0\r\n\r\n", b"0\r\n\r\n"),
@@ -461,6 +500,7 @@ mod tests {
         ]
         .concat();
         let many_trailers = [b"0\r\n".as_slice(), &b"A: b\r\n".repeat(3000), b"\r\n"].concat();
+        let too_many_fields = [b"0\r\n".as_slice(), &b"A:\r\n".repeat(129), b"\r\n"].concat();
         let cases: Vec<(&[u8], ChunkedError)> = vec![
             // Line endings.
             (b"3\nabc\r\n0\r\n\r\n", BadFraming),
@@ -484,6 +524,16 @@ mod tests {
             (b"0\r\nX: y\r\n\n", BadFraming),
             (&big_trailer, TrailersTooLarge),
             (&many_trailers, TrailersTooLarge),
+            (&too_many_fields, TrailersTooLarge),
+            // Trailers are header fields, not anything up to a CRLF.
+            (b"0\r\nGET /smuggled HTTP/1.1\r\n\r\n", BadTrailer),
+            (b"0\r\nNo colon here\r\n\r\n", BadTrailer),
+            (b"0\r\nX-A : 1\r\n\r\n", BadTrailer),
+            (b"0\r\n: empty name\r\n\r\n", BadTrailer),
+            (b"0\r\nX-A: 1\r\n folded\r\n\r\n", BadTrailer),
+            (b"0\r\nX-A: a\x00b\r\n\r\n", BadTrailer),
+            (b"0\r\nX-A: a\x7fb\r\n\r\n", BadTrailer),
+            (b"0\r\nX(A): 1\r\n\r\n", BadTrailer),
             // Sizes.
             (b"g\r\nabc\r\n", BadSize),
             (b"0x3\r\nabc\r\n", BadSize),

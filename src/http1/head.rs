@@ -4,8 +4,18 @@
 //! Framing follows RFC 9112 §6.3 strictly on the client side (request
 //! smuggling): `Transfer-Encoding` other than plain `chunked` is refused, and
 //! so is `Transfer-Encoding` together with `Content-Length` or differing
-//! `Content-Length` values (§6.3 allows rejecting both).
+//! `Content-Length` values (§6.3 allows rejecting both). A request must carry
+//! exactly one valid `Host` (HTTP/1.1) or at most one (HTTP/1.0), and its
+//! target must be in origin form (`/path?query`), absolute form with an
+//! `http`/`https` scheme (whose authority then replaces `Host`, §3.2.2), or
+//! `*` for `OPTIONS` (§3.2).
+//!
+//! Every range stored here is proved to lie inside the parsed buffer
+//! ([`span`]): `httparse` may hand back a string that is not part of the
+//! input (an empty reason phrase, for one), and an offset computed from its
+//! address would be garbage.
 
+use std::cmp::Ordering;
 use std::ops::Range;
 
 /// Most fields in one head; more is answered 431.
@@ -27,11 +37,15 @@ pub enum FieldKind {
     ContentType,
     ForwardedFor,
     ForwardedProto,
+    /// `Mcp-Method` (2026-07-28): the JSON-RPC method, for routing.
+    McpMethod,
+    /// `MCP-Protocol-Version`.
+    ProtocolVersion,
 }
 
 impl FieldKind {
     fn of(name: &[u8]) -> FieldKind {
-        const KINDS: [(&[u8], FieldKind); 14] = [
+        const KINDS: [(&[u8], FieldKind); 16] = [
             (b"host", FieldKind::Host),
             (b"content-length", FieldKind::ContentLength),
             (b"transfer-encoding", FieldKind::TransferEncoding),
@@ -46,6 +60,8 @@ impl FieldKind {
             (b"content-type", FieldKind::ContentType),
             (b"x-forwarded-for", FieldKind::ForwardedFor),
             (b"x-forwarded-proto", FieldKind::ForwardedProto),
+            (b"mcp-method", FieldKind::McpMethod),
+            (b"mcp-protocol-version", FieldKind::ProtocolVersion),
         ];
         KINDS
             .iter()
@@ -83,44 +99,102 @@ pub enum HeadError {
     Malformed(&'static str),
     #[error("unsupported transfer coding")]
     UnsupportedCoding,
+    /// A major version other than 1 (RFC 9110 §2.5: 505).
+    #[error("unsupported HTTP version")]
+    UnsupportedVersion,
+}
+
+/// Where `sub` lies in `buf`, if it is a part of it. `httparse` returns
+/// slices of its input, but not always (an empty reason phrase is a static
+/// `""`): offsets are only taken from slices proved to be inside.
+pub fn span(buf: &[u8], sub: &[u8]) -> Option<Range<usize>> {
+    let start = (sub.as_ptr() as usize).checked_sub(buf.as_ptr() as usize)?;
+    let end = start.checked_add(sub.len())?;
+    (end <= buf.len()).then_some(start..end)
 }
 
 /// The fields of a parsed head, shared by requests and responses.
 #[derive(Debug, Clone)]
 pub struct Fields {
     pub list: Vec<Field>,
+    /// `Connection` lists `close`.
+    close: bool,
+    /// `Connection` lists `keep-alive`.
+    keep_alive: bool,
 }
 
 impl Fields {
-    fn collect(buf: &[u8], headers: &[httparse::Header<'_>]) -> Fields {
-        let base = buf.as_ptr() as usize;
-        let at = |s: &[u8]| {
-            let start = s.as_ptr() as usize - base;
-            start..start + s.len()
+    fn collect(buf: &[u8], headers: &[httparse::Header<'_>]) -> Result<Fields, HeadError> {
+        let mut list = Vec::with_capacity(headers.len());
+        for h in headers {
+            let name = span(buf, h.name.as_bytes())
+                .ok_or(HeadError::Malformed("field name outside the head"))?;
+            // An empty value has no bytes to point at; any empty range will do.
+            let value = span(buf, h.value).unwrap_or(0..0);
+            list.push(Field {
+                kind: FieldKind::of(&buf[name.clone()]),
+                name,
+                value,
+            });
+        }
+        let mut fields = Fields {
+            list,
+            close: false,
+            keep_alive: false,
         };
-        let mut list: Vec<Field> = headers
-            .iter()
-            .map(|h| Field {
-                name: at(h.name.as_bytes()),
-                value: at(h.value),
-                kind: FieldKind::of(h.name.as_bytes()),
-            })
-            .collect();
-        // Fields named in `Connection` are hop-by-hop too (RFC 9110 §7.6.1).
-        let named: Vec<Range<usize>> = list
-            .iter()
-            .filter(|f| f.kind == FieldKind::Connection)
-            .flat_map(|f| tokens(&buf[f.value.clone()]).map(&at))
-            .collect();
-        for token in named {
-            let token = &buf[token];
-            for f in list.iter_mut().filter(|f| f.kind == FieldKind::Other) {
-                if buf[f.name.clone()].eq_ignore_ascii_case(token) {
-                    f.kind = FieldKind::HopByHop;
+        fields.read_connection(buf);
+        Ok(fields)
+    }
+
+    /// Reads the `Connection` options: `close`, `keep-alive`, and the names
+    /// of fields meant for this hop only (RFC 9110 §7.6.1), which become
+    /// [`FieldKind::HopByHop`]. Linear in the tokens: each is looked up in
+    /// the (at most [`MAX_FIELDS`]) field names sorted once, so a head with
+    /// thousands of tokens costs no more than a few comparisons per token.
+    fn read_connection(&mut self, buf: &[u8]) {
+        let mut named = false;
+        for f in self.list.iter().filter(|f| f.kind == FieldKind::Connection) {
+            for t in tokens(&buf[f.value.clone()]) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                } else {
+                    named = true;
                 }
             }
         }
-        Fields { list }
+        if !named {
+            return;
+        }
+        let name = |i: u8| &buf[self.list[usize::from(i)].name.clone()];
+        let mut others = [0u8; MAX_FIELDS];
+        let mut n = 0;
+        for (i, f) in self.list.iter().enumerate() {
+            if f.kind == FieldKind::Other {
+                others[n] = i as u8; // i < MAX_FIELDS <= 256
+                n += 1;
+            }
+        }
+        let others = &mut others[..n];
+        others.sort_unstable_by(|&a, &b| cmp_ignore_case(name(a), name(b)));
+        let mut hop = [false; MAX_FIELDS];
+        for f in self.list.iter().filter(|f| f.kind == FieldKind::Connection) {
+            for t in tokens(&buf[f.value.clone()]) {
+                let first = others.partition_point(|&i| cmp_ignore_case(name(i), t).is_lt());
+                for &i in others[first..]
+                    .iter()
+                    .take_while(|&&i| cmp_ignore_case(name(i), t).is_eq())
+                {
+                    hop[usize::from(i)] = true;
+                }
+            }
+        }
+        for (f, hop) in self.list.iter_mut().zip(hop) {
+            if hop {
+                f.kind = FieldKind::HopByHop;
+            }
+        }
     }
 
     /// The first value of a field of this kind.
@@ -129,6 +203,11 @@ impl Fields {
             .iter()
             .find(|f| f.kind == kind)
             .map(|f| &buf[f.value.clone()])
+    }
+
+    /// How many fields of this kind there are.
+    pub fn count(&self, kind: FieldKind) -> usize {
+        self.list.iter().filter(|f| f.kind == kind).count()
     }
 
     fn all<'a, 'b: 'a>(
@@ -144,16 +223,8 @@ impl Fields {
 
     /// Whether the connection persists after this message (RFC 9112 §9.3):
     /// never with `close`; in HTTP/1.0 only with `keep-alive`.
-    fn persistent(&self, buf: &[u8], minor: u8) -> bool {
-        !self.connection_has(buf, b"close")
-            && (minor > 0 || self.connection_has(buf, b"keep-alive"))
-    }
-
-    /// Whether a `Connection` field lists `option` (`close`, `keep-alive`).
-    fn connection_has(&self, buf: &[u8], option: &[u8]) -> bool {
-        self.all(buf, FieldKind::Connection)
-            .flat_map(tokens)
-            .any(|t| t.eq_ignore_ascii_case(option))
+    fn persistent(&self, minor: u8) -> bool {
+        !self.close && (minor > 0 || self.keep_alive)
     }
 
     /// The one `Content-Length`, if any: every value must be the same number.
@@ -193,6 +264,21 @@ impl Fields {
     }
 }
 
+/// The form of a request target (RFC 9112 §3.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetForm {
+    /// `/path?query`: the target is the origin form.
+    Origin,
+    /// `http://authority/path?query`. `path` is what follows the authority
+    /// (empty, or starting with `?`, means the path `/`).
+    Absolute {
+        authority: Range<usize>,
+        path: Range<usize>,
+    },
+    /// `*`, for `OPTIONS`.
+    Asterisk,
+}
+
 /// A client's request head.
 #[derive(Debug, Clone)]
 pub struct RequestHead {
@@ -200,7 +286,9 @@ pub struct RequestHead {
     pub len: usize,
     pub method: Range<usize>,
     pub target: Range<usize>,
-    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub form: TargetForm,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1 (and later 1.x minor versions, which
+    /// are served as 1.1: RFC 9110 §2.5).
     pub minor: u8,
     pub fields: Fields,
     pub framing: Framing,
@@ -221,18 +309,19 @@ impl RequestHead {
             Ok(httparse::Status::Partial) if buf.len() >= limit => return Err(HeadError::TooLarge),
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyFields),
+            Err(httparse::Error::Version) => {
+                return parse_as_http11(buf, limit, Line::Request, RequestHead::parse)
+            }
             Err(_) => return Err(HeadError::Malformed("not an HTTP/1 request")),
-        };
-        let base = buf.as_ptr() as usize;
-        let at = |s: &str| {
-            let start = s.as_ptr() as usize - base;
-            start..start + s.len()
         };
         let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
             return Ok(None);
         };
-        let (method, target) = (at(method), at(path));
-        let fields = Fields::collect(buf, req.headers);
+        let inside = |s: &str| span(buf, s.as_bytes()).ok_or(HeadError::Malformed("request line"));
+        let (method, target) = (inside(method)?, inside(path)?);
+        let form = target_form(buf, target.clone(), &buf[method.clone()])?;
+        let fields = Fields::collect(buf, req.headers)?;
+        check_host(buf, &fields, minor, &form)?;
         let framing = match (fields.chunked_last(buf), fields.content_length(buf)?) {
             (Some(_), Some(_)) => {
                 return Err(HeadError::Malformed(
@@ -249,7 +338,7 @@ impl RequestHead {
             (None, Some(0)) | (None, None) => Framing::None,
             (None, Some(n)) => Framing::Length(n),
         };
-        let keep_alive = fields.persistent(buf, minor);
+        let keep_alive = fields.persistent(minor);
         let expect_continue = fields
             .get(buf, FieldKind::Expect)
             .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
@@ -257,12 +346,21 @@ impl RequestHead {
             len,
             method,
             target,
+            form,
             minor: minor.min(1),
             fields,
             framing,
             keep_alive,
             expect_continue,
         }))
+    }
+
+    /// The authority an absolute-form target names: it replaces `Host`.
+    pub fn target_authority(&self) -> Option<Range<usize>> {
+        match &self.form {
+            TargetForm::Absolute { authority, .. } => Some(authority.clone()),
+            _ => None,
+        }
     }
 }
 
@@ -271,11 +369,16 @@ impl RequestHead {
 pub struct ResponseHead {
     pub len: usize,
     pub status: u16,
+    /// The reason phrase as the backend sent it (possibly empty, possibly
+    /// with obs-text bytes, which are relayed unchanged).
     pub reason: Range<usize>,
     pub fields: Fields,
     pub framing: Framing,
     /// Whether the connection can carry another request after this body.
     pub keep_alive: bool,
+    /// The head has no body here (HEAD, 1xx, 204, 304) yet declares one: a
+    /// backend that sends it anyway leaves bytes nobody asked for.
+    pub declares_unsent_body: bool,
 }
 
 impl ResponseHead {
@@ -294,16 +397,18 @@ impl ResponseHead {
             Ok(httparse::Status::Partial) if buf.len() >= limit => return Err(HeadError::TooLarge),
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyFields),
+            Err(httparse::Error::Version) => {
+                return parse_as_http11(buf, limit, Line::Status, |b, l| {
+                    ResponseHead::parse(b, l, head_request)
+                })
+            }
             Err(_) => return Err(HeadError::Malformed("not an HTTP/1 response")),
         };
         let (Some(status), Some(minor)) = (resp.code, resp.version) else {
             return Ok(None);
         };
-        let reason = resp.reason.map_or(0..0, |r| {
-            let start = r.as_ptr() as usize - buf.as_ptr() as usize;
-            start..start + r.len()
-        });
-        let fields = Fields::collect(buf, resp.headers);
+        let reason = raw_reason(buf);
+        let fields = Fields::collect(buf, resp.headers)?;
         let framing =
             if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
                 Framing::None
@@ -326,8 +431,10 @@ impl ResponseHead {
         // §6.3), so the connection is not reused.
         let ambiguous = fields.chunked_last(buf).is_some()
             && (minor == 0 || fields.get(buf, FieldKind::ContentLength).is_some());
-        let keep_alive =
-            framing != Framing::UntilClose && !ambiguous && fields.persistent(buf, minor);
+        let keep_alive = framing != Framing::UntilClose && !ambiguous && fields.persistent(minor);
+        let declares_unsent_body = framing == Framing::None
+            && (fields.chunked_last(buf).is_some()
+                || fields.content_length(buf).ok().flatten().unwrap_or(0) > 0);
         Ok(Some(ResponseHead {
             len,
             status,
@@ -335,8 +442,222 @@ impl ResponseHead {
             fields,
             framing,
             keep_alive,
+            declares_unsent_body,
         }))
     }
+
+    /// The idle time the backend announces in `Keep-Alive: timeout=N`, in seconds.
+    pub fn keep_alive_timeout(&self, buf: &[u8]) -> Option<u64> {
+        self.fields
+            .list
+            .iter()
+            .filter(|f| buf[f.name.clone()].eq_ignore_ascii_case(b"keep-alive"))
+            .flat_map(|f| tokens(&buf[f.value.clone()]))
+            .find_map(|param| {
+                let (name, value) = param.split_at(param.iter().position(|&b| b == b'=')?);
+                let value = value[1..].trim_ascii();
+                name.trim_ascii()
+                    .eq_ignore_ascii_case(b"timeout")
+                    .then(|| parse_decimal(value))?
+            })
+    }
+}
+
+/// Which start line a head has.
+#[derive(Clone, Copy)]
+enum Line {
+    /// `method SP target SP HTTP/1.x`
+    Request,
+    /// `HTTP/1.x SP code [SP reason]`
+    Status,
+}
+
+/// Where the start line begins: after the empty lines `httparse` skips.
+fn line_start(buf: &[u8]) -> usize {
+    let mut at = 0;
+    loop {
+        match buf.get(at..) {
+            Some([b'\r', b'\n', ..]) => at += 2,
+            Some([b'\n', ..]) => at += 1,
+            _ => return at,
+        }
+    }
+}
+
+/// A head whose version `httparse` refused. `HTTP/1.x` with x > 1 is served
+/// as HTTP/1.1 (RFC 9110 §2.5: a recipient of a higher minor version treats
+/// it as the highest it implements); another major version is refused (505);
+/// anything else is malformed, as soon as a byte shows it. The head is parsed
+/// again from a copy with the minor digit replaced, which keeps every byte
+/// offset (and so every range) valid in the original buffer. Rare, so the
+/// copy does not matter.
+fn parse_as_http11<T>(
+    buf: &[u8],
+    limit: usize,
+    line: Line,
+    parse: impl Fn(&[u8], usize) -> Result<Option<T>, HeadError>,
+) -> Result<Option<T>, HeadError> {
+    let malformed = HeadError::Malformed("not an HTTP/1 message");
+    let more = || {
+        if buf.len() >= limit {
+            Err(HeadError::TooLarge)
+        } else {
+            Ok(None)
+        }
+    };
+    let start = line_start(buf);
+    let version_at = match line {
+        Line::Status => start,
+        // After `method SP target SP` (httparse accepted both).
+        Line::Request => {
+            let mut spaces = buf[start..]
+                .iter()
+                .enumerate()
+                .filter(|&(_, &b)| b == b' ')
+                .map(|(i, _)| start + i + 1);
+            match (spaces.next(), spaces.next()) {
+                (Some(_), Some(at)) => at,
+                _ => return more(),
+            }
+        }
+    };
+    // `HTTP/D.D`, then what must follow it.
+    const SHAPE: &[u8; 8] = b"HTTP/#.#";
+    let version = &buf[version_at..buf.len().min(version_at + 8)];
+    let fits = version.iter().zip(SHAPE).all(|(&b, &want)| {
+        if want == b'#' {
+            b.is_ascii_digit()
+        } else {
+            b == want
+        }
+    });
+    if !fits {
+        return Err(malformed);
+    }
+    let Some(&after) = buf.get(version_at + 8) else {
+        return more();
+    };
+    let ends_right = match line {
+        Line::Request => after == b'\r' || after == b'\n',
+        Line::Status => after == b' ' || after == b'\r' || after == b'\n',
+    };
+    match (ends_right, version[5], version[7]) {
+        (false, _, _) => Err(malformed),
+        // 1.0 and 1.1 were refused for another reason.
+        (true, b'1', b'0' | b'1') => Err(malformed),
+        (true, b'1', _) => {
+            let mut copy = buf[..buf.len().min(limit.saturating_add(1))].to_vec();
+            copy[version_at + 7] = b'1';
+            parse(&copy, limit)
+        }
+        (true, _, _) => Err(HeadError::UnsupportedVersion),
+    }
+}
+
+/// The reason phrase of a complete status line, from the bytes themselves:
+/// after `HTTP/1.x SP DDD` and one SP, to the line's end.
+fn raw_reason(buf: &[u8]) -> Range<usize> {
+    let start = line_start(buf);
+    let Some(len) = buf[start..].iter().position(|&b| b == b'\n') else {
+        return 0..0;
+    };
+    let mut end = start + len;
+    if end > start && buf[end - 1] == b'\r' {
+        end -= 1;
+    }
+    (start + 13).min(end)..end
+}
+
+/// Which form the request target has; refuses a fragment, an absolute form
+/// with another scheme or with userinfo, and any other form.
+fn target_form(buf: &[u8], target: Range<usize>, method: &[u8]) -> Result<TargetForm, HeadError> {
+    let t = &buf[target.clone()];
+    if t.contains(&b'#') {
+        return Err(HeadError::Malformed("fragment in request target"));
+    }
+    match t {
+        [b'/', ..] => return Ok(TargetForm::Origin),
+        b"*" if method == b"OPTIONS" => return Ok(TargetForm::Asterisk),
+        _ => {}
+    }
+    let Some(colon) = t.iter().position(|&b| b == b':') else {
+        return Err(HeadError::Malformed("unsupported request target"));
+    };
+    let (scheme, rest) = t.split_at(colon);
+    let is_http = scheme.eq_ignore_ascii_case(b"http") || scheme.eq_ignore_ascii_case(b"https");
+    let Some(after) = rest.strip_prefix(b"://").filter(|_| is_http) else {
+        return Err(HeadError::Malformed("unsupported request target"));
+    };
+    let start = target.start + colon + 3;
+    let end = start
+        + after
+            .iter()
+            .position(|&b| b == b'/' || b == b'?')
+            .unwrap_or(after.len());
+    let authority = &buf[start..end];
+    if authority.is_empty() || authority.contains(&b'@') || !valid_host(authority) {
+        return Err(HeadError::Malformed("invalid authority in request target"));
+    }
+    Ok(TargetForm::Absolute {
+        authority: start..end,
+        path: end..target.end,
+    })
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request has exactly one `Host`, any request
+/// at most one, and its value must be a valid `uri-host [":" port]`.
+fn check_host(buf: &[u8], fields: &Fields, minor: u8, form: &TargetForm) -> Result<(), HeadError> {
+    let mut hosts = fields.all(buf, FieldKind::Host);
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => Err(HeadError::Malformed("more than one host field")),
+        (None, None) if minor >= 1 => Err(HeadError::Malformed("missing host field")),
+        (None, None) => Ok(()),
+        // An absolute-form target's authority replaces Host, whatever it says.
+        (Some(_), None) if matches!(form, TargetForm::Absolute { .. }) => Ok(()),
+        (Some(value), None) if valid_host(value) => Ok(()),
+        (Some(_), None) => Err(HeadError::Malformed("invalid host field")),
+    }
+}
+
+/// `uri-host [":" port]` (RFC 3986 §3.2.2): an IP literal in brackets, or a
+/// reg-name (unreserved, percent-encoded, sub-delims), then digits. Empty is
+/// allowed (a target without an authority).
+pub fn valid_host(value: &[u8]) -> bool {
+    let (host, port) = match value {
+        [b'[', ..] => match value.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let literal = &value[1..end];
+                let ok = !literal.is_empty()
+                    && literal
+                        .iter()
+                        .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+                if !ok {
+                    return false;
+                }
+                (&[][..], &value[end + 1..])
+            }
+            None => return false,
+        },
+        _ => match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon..]),
+            None => (value, &[][..]),
+        },
+    };
+    let reg_name = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(b);
+    let port_ok = match port {
+        [] => true,
+        [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    host.iter().all(reg_name) && port_ok
+}
+
+/// Whether `bytes` hold the empty line that ends a head (`\n\n` or
+/// `\n\r\n`): worth parsing again once they do.
+pub fn may_end_head(bytes: &[u8]) -> bool {
+    bytes
+        .windows(2)
+        .any(|w| w[0] == b'\n' && (w[1] == b'\n' || w[1] == b'\r'))
 }
 
 /// The comma-separated tokens of a list-valued field, trimmed, empty ones skipped.
@@ -345,6 +666,19 @@ pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)
         .filter(|t| !t.is_empty())
+}
+
+/// A total order on field names, equal exactly when they are equal without
+/// regard to ASCII case: by length, then bytewise lowercased (what the
+/// binary search in `read_connection` needs; not alphabetical).
+fn cmp_ignore_case(a: &[u8], b: &[u8]) -> Ordering {
+    #[cfg(test)]
+    tests::count_comparison();
+    a.len().cmp(&b.len()).then_with(|| {
+        a.iter()
+            .map(u8::to_ascii_lowercase)
+            .cmp(b.iter().map(u8::to_ascii_lowercase))
+    })
 }
 
 /// A non-empty run of ASCII digits that fits in a u64.

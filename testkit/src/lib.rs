@@ -19,6 +19,7 @@
 //! - `rpc.rs`: the JSON-RPC methods and tools behind both transports.
 //! - `sse.rs`: SSE wire format: the channel-fed response body and the client-side parser.
 //! - `client/`: the test clients and their HTTP/1.1 transport.
+//! - `raw.rs`: a hand-written HTTP/1.1 backend for fault injection, and raw-socket client helpers.
 //!
 //! Nothing here panics on network input; the replica answers bad input with a 4xx, the clients
 //! return a [`ClientError`].
@@ -27,6 +28,7 @@
 
 mod client;
 mod legacy;
+pub mod raw;
 mod replica;
 mod rpc;
 mod service;

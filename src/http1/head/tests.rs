@@ -156,7 +156,7 @@ fn request_head_larger_than_the_limit_is_refused() {
 
 #[test]
 fn request_with_too_many_fields_is_refused() {
-    let head = |n: usize| format!("GET / HTTP/1.1\r\n{}\r\n", many_fields(n));
+    let head = |n: usize| format!("GET / HTTP/1.0\r\n{}\r\n", many_fields(n));
     let ok = head(MAX_FIELDS);
     let parsed = RequestHead::parse(ok.as_bytes(), 1 << 20).unwrap().unwrap();
     assert_eq!(parsed.fields.list.len(), MAX_FIELDS);
@@ -171,10 +171,8 @@ fn request_with_too_many_fields_is_refused() {
 fn garbage_requests_are_malformed() {
     let cases: &[&[u8]] = &[
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
-        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-        b"GET / HTTP/2.0\r\n\r\n",
-        b"GET / HTTP/1.2\r\n\r\n",
         b"GET / FTP/1.1\r\n\r\n",
+        b"GET / FTP/",
         b"GET\x00 / HTTP/1.1\r\n\r\n",
         b"GET / HTTP/1.1\r\nNo colon here\r\n\r\n",
         // Whitespace between name and colon (RFC 9112 §5.1: MUST reject).
@@ -418,7 +416,7 @@ fn field_kinds_match_names_case_insensitively() {
         ("Trailers", FieldKind::Other),
         ("Content-Length2", FieldKind::Other),
         ("X-Forwarded-Host", FieldKind::Other),
-        ("Mcp-Protocol-Version", FieldKind::Other),
+        ("Mcp-Protocol-Version", FieldKind::ProtocolVersion),
         ("Accept", FieldKind::Other),
     ];
     for (name, want) in cases {
@@ -444,7 +442,7 @@ fn field_kinds_match_names_case_insensitively() {
 fn fields_named_in_connection_become_hop_by_hop() {
     let s = "GET / HTTP/1.1\r\nX-Before: 0\r\nConnection: x-secret, X-BEFORE\r\n\
              X-Secret: 1\r\nx-secret: 2\r\nX-Other: 3\r\nConnection: X-Late\r\n\
-             x-late: 4\r\nX-Secret-2: 5\r\n\r\n";
+             x-late: 4\r\nX-Secret-2: 5\r\nHost: h\r\n\r\n";
     let head = req_ok(s);
     let buf = s.as_bytes();
     let kinds: Vec<(&[u8], FieldKind)> = head
@@ -462,6 +460,7 @@ fn fields_named_in_connection_become_hop_by_hop() {
         (b"Connection", FieldKind::Connection),
         (b"x-late", FieldKind::HopByHop),
         (b"X-Secret-2", FieldKind::Other),
+        (b"Host", FieldKind::Host),
     ];
     assert_eq!(kinds, want);
     assert!(head.keep_alive);
@@ -507,11 +506,12 @@ fn fields_named_in_connection_become_hop_by_hop() {
 #[test]
 fn fields_get_returns_the_first_value_of_a_kind() {
     let s = "GET / HTTP/1.1\r\nX-A: 0\r\nHost: first\r\nmcp-session-id: s1\r\n\
-             HOST: second\r\nMcp-Session-Id: s2\r\nContent-Type:\r\nConnection: x-a\r\n\r\n";
+             Mcp-Session-Id: s2\r\nContent-Type:\r\nConnection: x-a\r\n\r\n";
     let head = req_ok(s);
     let buf = s.as_bytes();
     let get = |kind| head.fields.get(buf, kind);
     assert_eq!(get(FieldKind::Host), Some(&b"first"[..]));
+    assert_eq!(head.fields.count(FieldKind::SessionId), 2);
     assert_eq!(get(FieldKind::SessionId), Some(&b"s1"[..]));
     assert_eq!(get(FieldKind::ContentType), Some(&b""[..]));
     assert_eq!(get(FieldKind::HopByHop), Some(&b"0"[..]));
@@ -818,4 +818,231 @@ fn response_keep_alive() {
             "{s:?} head={head_request}"
         );
     }
+}
+
+// ---- robustness (issue 8) ----
+
+thread_local! {
+    static COMPARISONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Called by `cmp_ignore_case`: how many field-name comparisons a parse made.
+pub(super) fn count_comparison() {
+    COMPARISONS.with(|c| c.set(c.get() + 1));
+}
+
+fn comparisons_during(f: impl FnOnce()) -> usize {
+    COMPARISONS.with(|c| c.set(0));
+    f();
+    COMPARISONS.with(std::cell::Cell::get)
+}
+
+#[test]
+fn a_status_line_without_reason_or_with_obs_text_keeps_its_bytes() {
+    // `httparse` gives a static "" for these, not a slice of the buffer.
+    for (s, reason) in [
+        ("HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", &b""[..]),
+        ("HTTP/1.1 200\nContent-Length: 0\n\n", b""),
+        (
+            "HTTP/1.1 200 Tr\u{e8}s bien\r\nContent-Length: 0\r\n\r\n",
+            "Tr\u{e8}s bien".as_bytes(),
+        ),
+        ("\r\nHTTP/1.1 404 \u{fc}\r\n\r\n", "\u{fc}".as_bytes()),
+        ("HTTP/1.1 200 OK\r\n\r\n", b"OK"),
+    ] {
+        let head = resp_ok(s, false);
+        assert_eq!(&s.as_bytes()[head.reason.clone()], reason, "{s:?}");
+    }
+}
+
+#[test]
+fn spans_are_only_taken_from_slices_of_the_buffer() {
+    let buf = b"abcdef";
+    assert_eq!(span(buf, &buf[2..4]), Some(2..4));
+    assert_eq!(span(buf, &buf[6..]), Some(6..6));
+    assert_eq!(span(buf, b""), None, "a static empty string is not inside");
+    let other = b"abcdef".to_vec();
+    assert_eq!(span(buf, &other[1..2]), None);
+    assert_eq!(span(&buf[..3], &buf[2..5]), None, "runs past the end");
+}
+
+#[test]
+fn later_http1_minor_versions_are_served_as_11_and_other_majors_refused() {
+    for s in [
+        "GET /x HTTP/1.2\r\nHost: a\r\n\r\n",
+        "GET /x HTTP/1.9\r\nHost: a\r\nContent-Length: 2\r\n\r\nok",
+    ] {
+        let head = req_ok(s);
+        assert_eq!(head.minor, 1, "{s:?}");
+        assert_eq!(&s.as_bytes()[head.target.clone()], b"/x");
+        assert_eq!(
+            head.fields.get(s.as_bytes(), FieldKind::Host),
+            Some(&b"a"[..])
+        );
+    }
+    // Incomplete: more bytes are needed, not an error.
+    assert!(matches!(req("GET /x HTTP/1.2\r\nHost: a\r\n"), Ok(None)));
+    for s in [
+        "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+        "GET / HTTP/0.9\r\n\r\n",
+        "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    ] {
+        assert_eq!(req(s).unwrap_err(), HeadError::UnsupportedVersion, "{s:?}");
+    }
+    for s in [
+        "GET / HTTP/1.10\r\nHost: a\r\n\r\n",
+        "GET / http/1.1\r\nHost: a\r\n\r\n",
+        "GET / HTTP/1.x\r\n\r\n",
+    ] {
+        assert!(
+            matches!(req(s), Err(HeadError::Malformed(_))),
+            "{s:?}: {:?}",
+            req(s)
+        );
+    }
+    let head = resp_ok("HTTP/1.2 201 Created\r\nContent-Length: 0\r\n\r\n", false);
+    assert_eq!((head.status, head.keep_alive), (201, true));
+    assert_eq!(
+        resp("HTTP/2.0 200 OK\r\n\r\n", false).unwrap_err(),
+        HeadError::UnsupportedVersion
+    );
+}
+
+#[test]
+fn only_a_target_that_begins_with_a_scheme_is_absolute() {
+    let s = "GET /authorize?redirect_uri=http://h/cb HTTP/1.1\r\nHost: lb\r\n\r\n";
+    assert_eq!(req_ok(s).form, TargetForm::Origin);
+    let s = "GET http://lb:8080/messages?sessionId=a HTTP/1.1\r\nHost: other\r\n\r\n";
+    let head = req_ok(s);
+    let TargetForm::Absolute { authority, path } = head.form.clone() else {
+        panic!("{:?}", head.form)
+    };
+    assert_eq!(&s.as_bytes()[authority], b"lb:8080");
+    assert_eq!(&s.as_bytes()[path], b"/messages?sessionId=a");
+    let s = "GET HTTPS://lb?x=1 HTTP/1.1\r\nHost: lb\r\n\r\n";
+    let TargetForm::Absolute { path, .. } = req_ok(s).form else {
+        panic!()
+    };
+    assert_eq!(&s.as_bytes()[path], b"?x=1");
+    assert_eq!(
+        req_ok("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").form,
+        TargetForm::Asterisk
+    );
+    for target in [
+        "*",
+        "lb:8080",
+        "ftp://lb/x",
+        "http:/x",
+        "http://user@lb/x",
+        "http:///x",
+        "http://l b/x",
+        "/a#frag",
+        "/a?b#c",
+        "authorize?x=http://h/cb",
+    ] {
+        let s = format!("GET {target} HTTP/1.1\r\nHost: lb\r\n\r\n");
+        assert!(
+            matches!(req(&s), Err(HeadError::Malformed(_))),
+            "{target}: {:?}",
+            req(&s)
+        );
+    }
+}
+
+#[test]
+fn host_must_be_present_once_and_valid() {
+    for (s, ok) in [
+        ("GET / HTTP/1.1\r\nHost: a.example:8080\r\n\r\n", true),
+        ("GET / HTTP/1.1\r\nHost: [::1]:3000\r\n\r\n", true),
+        ("GET / HTTP/1.1\r\nHost: \r\n\r\n", true),
+        ("GET / HTTP/1.0\r\n\r\n", true),
+        (
+            "GET http://a/ HTTP/1.1\r\nHost: whatever here\r\n\r\n",
+            true,
+        ),
+        ("GET / HTTP/1.1\r\n\r\n", false),
+        ("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", false),
+        ("GET / HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n", false),
+        ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", false),
+        ("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", false),
+        ("GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", false),
+        ("GET / HTTP/1.1\r\nHost: a:80x\r\n\r\n", false),
+        ("GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", false),
+        (
+            "GET http://a/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            false,
+        ),
+    ] {
+        assert_eq!(
+            req(s).map(|h| h.is_some()).unwrap_or(false),
+            ok,
+            "{s:?}: {:?}",
+            req(s)
+        );
+    }
+    let s = "GET http://lb.example/x HTTP/1.1\r\nHost: evil\r\n\r\n";
+    let head = req_ok(s);
+    assert_eq!(
+        &s.as_bytes()[head.target_authority().unwrap()],
+        b"lb.example"
+    );
+}
+
+#[test]
+fn connection_tokens_cost_a_few_comparisons_each() {
+    // 100 fields and 5,000 tokens: matched one by one against every field,
+    // that is 500,000 comparisons; by binary search, about 8 per token.
+    let fields: Vec<String> = (0..100).map(|i| format!("X-F{i:03}: v")).collect();
+    let tokens: Vec<String> = (0..5000).map(|i| format!("t{i:04}")).collect();
+    let mut all: Vec<&str> = fields.iter().map(String::as_str).collect();
+    let connection = format!("Connection: {}, x-f042", tokens.join(","));
+    all.push(&connection);
+    let s = request_with(1, &all);
+    let mut head = None;
+    let n = comparisons_during(|| {
+        head = Some(RequestHead::parse(s.as_bytes(), 1 << 20).unwrap().unwrap())
+    });
+    assert!(n < 5001 * 10 + 1000, "{n} comparisons");
+    let head = head.unwrap();
+    let hop: Vec<&[u8]> = head
+        .fields
+        .list
+        .iter()
+        .filter(|f| f.kind == FieldKind::HopByHop)
+        .map(|f| &s.as_bytes()[f.name.clone()])
+        .collect();
+    assert_eq!(hop, [&b"X-F042"[..]]);
+}
+
+#[test]
+fn keep_alive_timeout_is_read_from_the_response() {
+    for (field, want) in [
+        ("Keep-Alive: timeout=5", Some(5)),
+        ("keep-alive: max=100, timeout = 7", Some(7)),
+        ("Keep-Alive: timeout=", None),
+        ("Keep-Alive: max=3", None),
+        ("Keep-Alive: timeout=-1", None),
+    ] {
+        let s = response_with(1, 200, &[field, "Content-Length: 0"]);
+        let head = resp_ok(&s, false);
+        assert_eq!(head.keep_alive_timeout(s.as_bytes()), want, "{field}");
+    }
+}
+
+#[test]
+fn mcp_fields_have_their_kinds() {
+    let s = request_with(
+        1,
+        &["mcp-method: tools/call", "MCP-Protocol-Version: 2026-07-28"],
+    );
+    let head = req_ok(&s);
+    let buf = s.as_bytes();
+    assert_eq!(
+        head.fields.get(buf, FieldKind::McpMethod),
+        Some(&b"tools/call"[..])
+    );
+    assert_eq!(
+        head.fields.get(buf, FieldKind::ProtocolVersion),
+        Some(&b"2026-07-28"[..])
+    );
 }

@@ -4,28 +4,31 @@
 //! JSON-RPC error Tether writes), a metric and, when it is news, a log line.
 //! A request that carries a session goes to its owner or gets 404, never
 //! elsewhere; a request without one goes to the pool's pick, and to the next
-//! backend if that one refused the connection.
+//! backend if that one refused the connection. `respond` turns a backend's
+//! response head into the client's and hands the body to the relay.
+
+mod respond;
 
 use std::future::Future as _;
+use std::ops::Range;
 use std::sync::Arc;
 use std::task::Poll;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
-use crate::affinity::{Affinity, Owned, ResponseId, Restored, TokenKind, Unroutable};
+use crate::affinity::{Affinity, Restored, Unroutable};
 use crate::classify::{self, SessionRef};
 use crate::config::Config;
 use crate::conn::{Body, Client, Watch};
 use crate::error::{jsonrpc_id, ProxyError, UpstreamFailure};
-use crate::forward::headers::{self, Downstream, ToUpstream};
-use crate::forward::relay::{self, End, Relay};
-use crate::forward::sse::EndpointRewriter;
+use crate::forward::headers::{self, ToUpstream};
 use crate::forward::upstream::{Response, Upstream, UpstreamError, UpstreamSettings};
 use crate::http1::buf;
-use crate::http1::head::{FieldKind, Framing, RequestHead};
+use crate::http1::head::{FieldKind, RequestHead, TargetForm};
 use crate::metrics::{self, Metrics};
-use crate::pool::{Backend, Outstanding, Pool};
+use crate::pool::{Backend, Pool};
+pub use respond::PendingRelay;
 
 /// What the request path needs from the configuration.
 #[derive(Debug, Clone)]
@@ -44,17 +47,49 @@ pub struct Proxy {
     settings: Settings,
 }
 
+/// The request target in origin form, where it is.
+enum Target {
+    /// In the client's buffer (an origin-form target, or the path of an
+    /// absolute-form one).
+    InBuf(Range<usize>),
+    /// Made up: the path `/` of an absolute-form target that has none.
+    Owned(String),
+}
+
+impl Target {
+    fn of(head: &RequestHead, buf: &[u8]) -> Target {
+        match &head.form {
+            TargetForm::Origin | TargetForm::Asterisk => Target::InBuf(head.target.clone()),
+            TargetForm::Absolute { path, .. } if buf[path.clone()].starts_with(b"/") => {
+                Target::InBuf(path.clone())
+            }
+            TargetForm::Absolute { path, .. } => {
+                Target::Owned(format!("/{}", String::from_utf8_lossy(&buf[path.clone()])))
+            }
+        }
+    }
+
+    /// The target as text (the parser accepted it as UTF-8).
+    fn as_str<'a>(&'a self, buf: &'a [u8]) -> &'a str {
+        match self {
+            Target::InBuf(range) => std::str::from_utf8(&buf[range.clone()]).unwrap_or("/"),
+            Target::Owned(target) => target,
+        }
+    }
+}
+
 /// One request, as the stages after the head need it.
 struct Request<'a> {
     head: &'a RequestHead,
     body: &'a Body,
     /// Bytes of the client's buffer this request occupies.
     consumed: usize,
-    /// The request target in origin form.
-    target: String,
+    target: Target,
     head_request: bool,
     delete: bool,
     legacy_get: bool,
+    /// 2026-07-28 or later: closing the connection cancels the request.
+    modern: bool,
 }
 
 /// How `Proxy::handle` left a request.
@@ -68,34 +103,6 @@ pub enum Outcome {
 
 impl Outcome {
     const CLOSE: Outcome = Outcome::Answered { keep_alive: false };
-}
-
-/// A response whose body is relayed by the connection's task, with what must
-/// stay counted until it ends.
-pub struct PendingRelay {
-    proxy: Arc<Proxy>,
-    backend: Arc<Backend>,
-    relay: Relay,
-    /// Close the client connection after this response.
-    close: bool,
-    _outstanding: Outstanding,
-    _stream: Option<StreamGuard>,
-}
-
-impl PendingRelay {
-    /// Relays the body; returns whether the client connection may carry
-    /// another request.
-    pub async fn run(mut self: Box<Self>, client: &mut Client) -> bool {
-        let end = self.relay.run(client).await;
-        let PendingRelay {
-            proxy,
-            backend,
-            relay,
-            close,
-            ..
-        } = *self;
-        proxy.relay_ended(end, relay, &backend, close)
-    }
 }
 
 /// Why a call to a backend gave no response.
@@ -147,13 +154,12 @@ impl Proxy {
         head: &RequestHead,
         body: Body,
     ) -> Outcome {
+        #[cfg(test)]
+        if client.buf.starts_with(b"GET /__tether_test_panic ") {
+            panic!("a panic the tests asked for");
+        }
         let buf = &client.buf;
         let method = &buf[head.method.clone()];
-        let raw_target = &buf[head.target.clone()];
-        let target = match std::str::from_utf8(raw_target) {
-            Ok(target) => std::borrow::Cow::Borrowed(target),
-            Err(_) => String::from_utf8_lossy(raw_target),
-        };
         let req = Request {
             head,
             body: &body,
@@ -161,17 +167,18 @@ impl Proxy {
                 Body::InBuf(range) => range.end,
                 Body::Owned(_) => head.len,
             },
-            target: classify::origin_form(&target).into_owned(),
+            target: Target::of(head, buf),
             head_request: method == b"HEAD",
             delete: method == b"DELETE",
             legacy_get: classify::may_open_legacy_stream(method),
+            modern: classify::is_modern(buf, &head.fields),
         };
-        let session =
-            classify::session_ref(head.fields.get(buf, FieldKind::SessionId), &req.target);
+        let session = classify::session_ref(buf, &head.fields, req.target.as_str(buf));
         let pool = self.pool.load_full();
         match session {
-            Some(session) => self.forward_owned(client, &req, session, &pool).await,
-            None => self.forward_new(client, &req, &pool).await,
+            Ok(Some(session)) => self.forward_owned(client, &req, session, &pool).await,
+            Ok(None) => self.forward_new(client, &req, &pool).await,
+            Err(classify::Ambiguous) => self.unroutable(client, &req, Unroutable::Ambiguous).await,
         }
     }
 
@@ -183,27 +190,32 @@ impl Proxy {
         session: SessionRef,
         pool: &Pool,
     ) -> Outcome {
+        let target = req.target.as_str(&client.buf);
         let resolved = self.affinity.resolve(&session, pool).and_then(|owned| {
-            let restored = self.affinity.restore(&req.target, &session, &owned)?;
+            let restored = self.affinity.restore(target, &session, &owned)?;
             Ok((owned, restored))
         });
         let (owned, restored) = match resolved {
             Ok(found) => found,
             Err(why) => return self.unroutable(client, req, why).await,
         };
-        let (target, session_id) = match &restored {
-            Restored::Header => (req.target.as_str(), Some(owned.upstream_id.as_bytes())),
-            Restored::Target(target) => (target.as_str(), None),
-        };
         let backend = owned.backend.clone();
         let outstanding = backend.track();
-        let request = self.upstream_request(client, req, &backend, target, session_id);
+        let request = match &restored {
+            Restored::Header => {
+                let id = Some(owned.upstream_id.as_bytes());
+                self.upstream_request(client, req, &backend, None, id)
+            }
+            Restored::Target(target) => {
+                self.upstream_request(client, req, &backend, Some(target.as_bytes()), None)
+            }
+        };
         let result = self.call(client, req, &backend, &request).await;
         buf::give(request);
         match result {
             Ok(resp) => {
                 client.consume(req.consumed);
-                self.respond(req, resp, &backend, outstanding, Some(&owned))
+                self.respond(client, req, resp, &backend, outstanding, Some(&owned))
             }
             Err(CallError::ClientGone) => Outcome::CLOSE,
             Err(CallError::Upstream(e)) => {
@@ -237,13 +249,13 @@ impl Proxy {
         let mut last_error = None;
         while let Some(backend) = pool.pick(&tried) {
             let outstanding = backend.track();
-            let request = self.upstream_request(client, req, &backend, &req.target, None);
+            let request = self.upstream_request(client, req, &backend, None, None);
             let result = self.call(client, req, &backend, &request).await;
             buf::give(request);
             match result {
                 Ok(resp) => {
                     client.consume(req.consumed);
-                    return self.respond(req, resp, &backend, outstanding, None);
+                    return self.respond(client, req, resp, &backend, outstanding, None);
                 }
                 Err(CallError::ClientGone) => return Outcome::CLOSE,
                 Err(CallError::Upstream(e)) => {
@@ -272,35 +284,39 @@ impl Proxy {
         .await
     }
 
-    /// The request as `backend` gets it.
+    /// The request as `backend` gets it: `target` replaces the client's
+    /// (a restored legacy session), `session_id` its `Mcp-Session-Id`.
     fn upstream_request(
         &self,
         client: &Client,
         req: &Request<'_>,
         backend: &Backend,
-        target: &str,
+        target: Option<&[u8]>,
         session_id: Option<&[u8]>,
     ) -> Vec<u8> {
+        let buf = &client.buf;
         let mut out = buf::take();
         let to = ToUpstream {
-            target: target.as_bytes(),
+            target: target.unwrap_or_else(|| req.target.as_str(buf).as_bytes()),
             session_id,
             peer: &client.peer_ip,
             authority: backend.authority.as_str(),
             preserve_host: self.settings.preserve_host,
+            host: req.head.target_authority().map(|a| &buf[a]),
         };
-        headers::request(
-            &mut out,
-            &client.buf,
-            req.head,
-            &to,
-            req.body.bytes(&client.buf),
-        );
+        headers::request(&mut out, buf, req.head, &to, req.body.bytes(buf));
         out
     }
 
     /// Sends `request` and waits for the response head, watching the client:
     /// one that goes away ends the call (and closes the backend connection).
+    ///
+    /// A client that only shuts down its sending side is half-closed: for
+    /// the revisions before 2026-07-28 that is no cancellation (their spec
+    /// says a disconnection is not one; HAProxy also answers such a client),
+    /// so the call goes on and its answer is written. From 2026-07-28 on,
+    /// closing the response stream *is* the cancellation, so the call ends
+    /// at once. Either way a reset ends it.
     async fn call(
         &self,
         client: &mut Client,
@@ -315,140 +331,19 @@ impl Proxy {
             if let Poll::Ready(result) = exchange.as_mut().poll(cx) {
                 return Poll::Ready(result.map_err(CallError::Upstream));
             }
-            while client.stream.poll_read_ready(cx).is_ready() {
-                if client.on_readable() == Watch::Gone {
-                    tracing::debug!(backend = %backend.id, "client left while its request was being answered");
-                    return Poll::Ready(Err(CallError::ClientGone));
+            match client.poll_watch(cx) {
+                Poll::Ready(Watch::Closed) if !req.modern => {
+                    tracing::debug!(backend = %backend.id, "client half-closed; its request goes on");
+                    Poll::Pending
                 }
+                Poll::Ready(_) => {
+                    tracing::debug!(backend = %backend.id, "client left while its request was being answered");
+                    Poll::Ready(Err(CallError::ClientGone))
+                }
+                Poll::Pending => Poll::Pending,
             }
-            Poll::Pending
         })
         .await
-    }
-
-    /// Turns a backend's response into Tether's: session ids sealed, hop-by-hop
-    /// fields dropped, the body relayed (and scanned if it may be a legacy stream).
-    fn respond(
-        self: &Arc<Self>,
-        req: &Request<'_>,
-        resp: Response,
-        backend: &Arc<Backend>,
-        outstanding: Outstanding,
-        owned: Option<&Owned>,
-    ) -> Outcome {
-        let head = &resp.head;
-        let sealed = head
-            .fields
-            .get(&resp.buf, FieldKind::SessionId)
-            .map(|value| self.affinity.seal_response(value, backend, owned));
-        let session_id = match &sealed {
-            Some(ResponseId::Same(token) | ResponseId::New(token)) => Some(token.as_bytes()),
-            Some(ResponseId::Unsealed) | None => None,
-        };
-        if matches!(sealed, Some(ResponseId::New(_))) {
-            self.count_session(backend, "streamable");
-        }
-        let success = (200..300).contains(&head.status);
-        if owned.is_some() && req.delete && success {
-            self.metrics
-                .sessions_deleted
-                .get_or_create(&Metrics::backend(&backend.id))
-                .inc();
-        }
-        let event_stream =
-            headers::is_event_stream(head.fields.get(&resp.buf, FieldKind::ContentType));
-        let rewrite = event_stream && req.legacy_get && success;
-        let downstream = match head.framing {
-            Framing::None => Downstream::None,
-            Framing::Length(n) if !rewrite => Downstream::Length(n),
-            _ if req.head.minor == 1 => Downstream::Chunked,
-            _ => Downstream::Close,
-        };
-        let close = !req.head.keep_alive || downstream == Downstream::Close;
-        let mut out = buf::take();
-        let connection: Option<&[u8]> = match (close, req.head.minor) {
-            (true, _) => Some(b"close"),
-            // HTTP/1.0 keeps a connection only when told so.
-            (false, 0) => Some(b"keep-alive"),
-            (false, _) => None,
-        };
-        headers::response(
-            &mut out, &resp.buf, head, session_id, downstream, connection,
-        );
-        self.count_request(&backend.id, head.status);
-        let stream = event_stream.then(|| StreamGuard::new(self.metrics.clone(), &backend.id));
-        let metrics = self.metrics.clone();
-        let options = relay::Options {
-            downstream,
-            idle_timeout: self.settings.stream_idle,
-            event_stream,
-            rewriter: rewrite.then(|| self.endpoint_rewriter(backend)),
-            on_first_event: Box::new(move |outcome| {
-                metrics
-                    .sse_first_events
-                    .get_or_create(&metrics::Result {
-                        result: outcome.as_str(),
-                    })
-                    .inc();
-            }),
-        };
-        Outcome::Relay(Box::new(PendingRelay {
-            proxy: self.clone(),
-            backend: backend.clone(),
-            relay: Relay::new(resp, out, options),
-            close,
-            _outstanding: outstanding,
-            _stream: stream,
-        }))
-    }
-
-    /// What a finished relay means for the connections and the counts.
-    fn relay_ended(&self, end: End, relay: Relay, backend: &Arc<Backend>, close: bool) -> bool {
-        match end {
-            End::Complete { reusable } => {
-                if reusable {
-                    self.upstream.checkin(backend, relay.into_upstream());
-                }
-                !close
-            }
-            End::IdleTimeout { clean } => {
-                tracing::debug!(backend = %backend.id, clean, "response body idle, ended");
-                self.metrics
-                    .stream_idle_timeouts
-                    .get_or_create(&Metrics::backend(&backend.id))
-                    .inc();
-                clean && !close
-            }
-            End::ClientGone => {
-                tracing::debug!(backend = %backend.id, "client left during the response body");
-                false
-            }
-            End::Cut(why) => {
-                tracing::info!(backend = %backend.id, why, "response body cut");
-                self.count_upstream_error(backend, UpstreamFailure::Io);
-                false
-            }
-        }
-    }
-
-    /// Seals the session id of a legacy `endpoint` event for `backend`.
-    fn endpoint_rewriter(self: &Arc<Self>, backend: &Arc<Backend>) -> EndpointRewriter {
-        let proxy = self.clone();
-        let backend_for_seal = backend.clone();
-        let seal = move |upstream_id: &str| {
-            let token = proxy.affinity.sealer().seal(
-                TokenKind::Legacy,
-                &backend_for_seal.id,
-                upstream_id,
-            )?;
-            proxy.count_session(&backend_for_seal, "legacy");
-            Some(token)
-        };
-        EndpointRewriter::new(
-            self.settings.sse_scan_bytes,
-            backend.authority.as_str().to_owned(),
-            Box::new(seal),
-        )
     }
 
     /// 404 for a session that leads nowhere, counted by why.
@@ -484,8 +379,8 @@ impl Proxy {
     ) -> Outcome {
         let body = self.reject(&err, backend, req.body.bytes(&client.buf));
         client.consume(req.consumed);
-        let close = !req.head.keep_alive;
-        let keep_alive = client.send_own(err.status(), &body, close).await.is_ok() && !close;
+        let close = !req.head.keep_alive || client.half_closed();
+        let keep_alive = client.send_error(&err, &body, close).await.is_ok() && !close;
         Outcome::Answered { keep_alive }
     }
 
@@ -542,26 +437,7 @@ impl Proxy {
     }
 }
 
-/// Counts an open event stream for as long as it lives.
-struct StreamGuard {
-    metrics: Arc<Metrics>,
-    backend: metrics::BackendLabel,
-}
-
-impl StreamGuard {
-    fn new(metrics: Arc<Metrics>, backend: &str) -> Self {
-        let backend = Metrics::backend(backend);
-        metrics.active_streams.get_or_create(&backend).inc();
-        StreamGuard { metrics, backend }
-    }
-}
-
-impl Drop for StreamGuard {
-    fn drop(&mut self) {
-        self.metrics
-            .active_streams
-            .get_or_create(&self.backend)
-            .dec();
-        tracing::debug!(backend = %self.backend.backend, "event stream closed");
-    }
+/// The value a response's `Mcp-Session-Id` had, as a field kind lookup.
+fn response_session_id(resp: &Response) -> Option<&[u8]> {
+    resp.head.fields.get(&resp.buf, FieldKind::SessionId)
 }

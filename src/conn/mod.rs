@@ -1,0 +1,444 @@
+//! Stage 1, per connection: one client's HTTP/1.1 connection.
+//!
+//! Reads each request head within its size and time limits, then its body
+//! (MCP bodies are single JSON-RPC messages, held whole: why in
+//! `docs/config.md`; `body` reads them, within a global budget), hands the
+//! request to `Proxy::handle`, and goes round again while both sides keep the
+//! connection alive. One task per connection drives the client socket and,
+//! during an exchange, the upstream socket too.
+//!
+//! Every close after an error lingers briefly: closing a socket with unread
+//! data makes the kernel send a reset, which destroys the answer before the
+//! client reads it (nginx's "lingering close" exists for the same reason).
+//!
+//! A client that shuts down its sending side after a request (`nc -N`, some
+//! HTTP/1.0 tools) is half-closed, not gone: it is answered, then the
+//! connection closes. Whether such a close cancels the request depends on the
+//! protocol revision (`Proxy::call`).
+//!
+//! This stage never panics on input; if anything below it does, the request
+//! is answered 502 (when nothing was written yet), counted and logged once,
+//! and the connection closes (`crate::panic`).
+
+mod body;
+pub mod budget;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+pub use body::Body;
+pub use budget::BodyBudget;
+
+use crate::error::ProxyError;
+use crate::forward::headers;
+use crate::http1::head::{may_end_head, HeadError, RequestHead};
+use crate::http1::{buf, io};
+use crate::metrics::{self, Metrics};
+use crate::panic::CatchUnwind;
+use crate::proxy::{Outcome, Proxy};
+
+/// Longest wait for a client to finish sending after an error answer.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// The limits a client connection is held to.
+#[derive(Clone)]
+pub struct ConnSettings {
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_request_body: usize,
+    pub request_body_timeout: Duration,
+    /// Shared by every connection: body bytes held in memory, in all.
+    pub budget: Arc<BodyBudget>,
+}
+
+/// A client connection.
+pub struct Client {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    /// `peer`'s address as text, for `X-Forwarded-For`.
+    pub peer_ip: String,
+    /// Bytes received and not yet used: the current request, perhaps the
+    /// start of the next. Unallocated while empty.
+    pub buf: Vec<u8>,
+    /// Most bytes kept in `buf` while an exchange runs (a pipelining client).
+    watch_limit: usize,
+    /// Bytes at the start of `buf` that belong to the request being answered.
+    held: usize,
+    /// A pipelining client sent more than `watch_limit` during an exchange:
+    /// bytes were dropped, so the connection must close after it.
+    overflowed: bool,
+    /// The client shut down its sending side: nothing more will come, the
+    /// connection closes after the current answer.
+    half_closed: bool,
+    /// Bytes of an answer to the current request have been written.
+    answering: bool,
+}
+
+/// What the client did while an exchange was running.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Watch {
+    /// Closed its sending side (it may still read): from now on it is not
+    /// watched, and the connection closes after the current answer.
+    Closed,
+    /// Reset its connection, or it failed.
+    Gone,
+}
+
+enum ReadError {
+    /// Closed by the client between requests, or idle too long after one.
+    Done,
+    Head(HeadError),
+    Timeout,
+    Io(std::io::Error),
+    Body(ProxyError),
+}
+
+/// What to do after one request.
+enum Next {
+    Again,
+    Close,
+    /// The connection was ended already (an error answered, or a close).
+    Ended,
+}
+
+/// Serves one client connection until either side closes it.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    proxy: Arc<Proxy>,
+    metrics: Arc<Metrics>,
+    settings: Arc<ConnSettings>,
+) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "set_nodelay failed");
+    }
+    let _open = ConnGuard::new(&metrics);
+    let mut client = Client {
+        stream,
+        peer,
+        peer_ip: peer.ip().to_string(),
+        buf: Vec::new(),
+        watch_limit: settings.max_header_bytes,
+        held: 0,
+        overflowed: false,
+        half_closed: false,
+        answering: false,
+    };
+    let mut served = 0usize;
+    loop {
+        let one = client.serve_one(&proxy, &metrics, &settings, served > 0);
+        match CatchUnwind::new(one).await {
+            Ok(Next::Again) => served += 1,
+            Ok(Next::Close) => {
+                let _ = client.stream.shutdown().await;
+                return;
+            }
+            Ok(Next::Ended) => return,
+            Err(panic) => {
+                let what = crate::panic::describe(&*panic);
+                return client.after_panic(what, &metrics).await;
+            }
+        }
+        buf::release_if_empty(&mut client.buf);
+    }
+}
+
+impl Client {
+    /// Reads one request, has it answered, and says what comes next.
+    async fn serve_one(
+        &mut self,
+        proxy: &Arc<Proxy>,
+        metrics: &Metrics,
+        settings: &Arc<ConnSettings>,
+        kept_alive: bool,
+    ) -> Next {
+        self.answering = false;
+        let head = match self.read_head(settings, kept_alive).await {
+            Ok(head) => head,
+            Err(e) => return Box::pin(self.fail(e, proxy, metrics)).await,
+        };
+        // Most bodies arrive with their head; waiting for one is boxed so its
+        // future does not enlarge every connection's task.
+        let (body, held) = match self.body_in_buf(&head, settings) {
+            Some(body) => (body, budget::Held::default()),
+            None => match Box::pin(self.read_body(&head, settings)).await {
+                Ok(read) => read,
+                Err(e) => return Box::pin(self.fail(e, proxy, metrics)).await,
+            },
+        };
+        // Boxed: routing and the upstream call are a large future, needed only
+        // until the response head is in; a relay that follows (perhaps a held
+        // stream for hours) runs in this task's small state instead.
+        let outcome = Box::pin(proxy.handle(self, &head, body)).await;
+        // The body has been forwarded (or refused): its budget goes back.
+        drop(held);
+        let keep_alive = match outcome {
+            Outcome::Answered { keep_alive } => keep_alive,
+            Outcome::Relay(relay) => relay.run(self).await,
+        };
+        if keep_alive && !self.overflowed && !self.half_closed {
+            Next::Again
+        } else {
+            Next::Close
+        }
+    }
+
+    /// Waits for a whole request head at the start of `buf`.
+    async fn read_head(
+        &mut self,
+        settings: &ConnSettings,
+        kept_alive: bool,
+    ) -> Result<RequestHead, ReadError> {
+        // Armed only if the head is not there yet (a kept-alive client's next
+        // request often is): no clock read on the common path.
+        let mut deadline = None;
+        // Bytes already known to hold no end of head. A head is parsed again
+        // only once an empty line may have arrived (or the limit is reached),
+        // so a client trickling a large head byte by byte costs linear time,
+        // not a full parse per byte.
+        let mut searched = 0usize;
+        let mut parsed_once = false;
+        loop {
+            let limit = settings.max_header_bytes;
+            let fresh = &self.buf[searched.saturating_sub(3).min(self.buf.len())..];
+            // Parsed at least once as soon as bytes arrive, so garbage is
+            // refused at once rather than when the head timer fires.
+            let worth_parsing = !parsed_once || self.buf.len() >= limit || may_end_head(fresh);
+            if !self.buf.is_empty() && worth_parsing {
+                parsed_once = true;
+                if let Some(head) = RequestHead::parse(&self.buf, limit).map_err(ReadError::Head)? {
+                    return Ok(head);
+                }
+            }
+            searched = self.buf.len();
+            let started = !self.buf.is_empty();
+            let deadline =
+                *deadline.get_or_insert_with(|| Instant::now() + settings.header_read_timeout);
+            match self.read_more(deadline).await {
+                Ok(0) if started => {
+                    return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()))
+                }
+                Ok(0) => return Err(ReadError::Done),
+                Ok(_) => {}
+                // An idle kept-alive connection ends quietly; not an error.
+                Err(ReadError::Timeout) if kept_alive && !started => return Err(ReadError::Done),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads what the client sent next into `buf`, by `deadline`. Ok(0): closed.
+    async fn read_more(&mut self, deadline: Instant) -> Result<usize, ReadError> {
+        loop {
+            buf::ensure(&mut self.buf);
+            if self.buf.len() == self.buf.capacity() {
+                self.buf.reserve(self.buf.len());
+            }
+            // Try first: a kept-alive client's next request has often arrived
+            // already, and then no timer is armed at all.
+            match io::read_now(&mut self.stream, &mut self.buf) {
+                Ok(Some(n)) => return Ok(n),
+                Ok(None) => {}
+                Err(e) => return Err(ReadError::Io(e)),
+            }
+            buf::release_if_empty(&mut self.buf);
+            let ready = std::future::poll_fn(|cx| self.stream.poll_read_ready(cx));
+            match tokio::time::timeout_at(deadline, ready).await {
+                Err(_) => return Err(ReadError::Timeout),
+                Ok(Err(e)) => return Err(ReadError::Io(e)),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+
+    /// Watches the client during an exchange: keeps what it sends (a
+    /// pipelining client's next requests, up to the head limit beyond the
+    /// request being answered), and reports a close or a reset. Past the
+    /// limit, bytes are read and dropped, so a disconnect is still seen, and
+    /// the connection closes after this exchange (`overflowed`). Once the
+    /// client has closed its side it is not watched any more (its socket
+    /// stays readable for good).
+    pub fn poll_watch(&mut self, cx: &mut Context<'_>) -> Poll<Watch> {
+        if self.half_closed {
+            return Poll::Pending;
+        }
+        while self.stream.poll_read_ready(cx).is_ready() {
+            let result = if self.buf.len().saturating_sub(self.held) < self.watch_limit {
+                buf::ensure(&mut self.buf);
+                let result = self.stream.try_read_buf(&mut self.buf);
+                buf::release_if_empty(&mut self.buf);
+                result
+            } else {
+                let mut scratch = [0u8; 4096];
+                let result = self.stream.try_read(&mut scratch);
+                if matches!(result, Ok(n) if n > 0) {
+                    self.overflowed = true;
+                }
+                result
+            };
+            match result {
+                Ok(0) => {
+                    self.half_closed = true;
+                    return Poll::Ready(Watch::Closed);
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return Poll::Ready(Watch::Gone),
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Whether the client has shut down its sending side.
+    pub fn half_closed(&self) -> bool {
+        self.half_closed
+    }
+
+    /// Marks the first `n` bytes of `buf` as the request being answered (they
+    /// do not count against what a pipelining client may send meanwhile).
+    pub fn hold(&mut self, n: usize) {
+        self.held = n;
+    }
+
+    /// Drops the first `n` bytes of `buf` (a request that has been handled).
+    pub fn consume(&mut self, n: usize) {
+        self.held = 0;
+        self.buf.drain(..n.min(self.buf.len()));
+        buf::release_if_empty(&mut self.buf);
+    }
+
+    /// Notes that bytes of the answer to the current request are on their way.
+    pub fn answering(&mut self) {
+        self.answering = true;
+    }
+
+    /// Writes an error answer Tether made itself (a JSON-RPC body).
+    pub async fn send_error(
+        &mut self,
+        err: &ProxyError,
+        body: &[u8],
+        close: bool,
+    ) -> std::io::Result<()> {
+        self.answering = true;
+        let mut out = buf::take();
+        headers::own_response(&mut out, err.status(), err.retry_after(), body, close);
+        let result = self.stream.write_all(&out).await;
+        buf::give(out);
+        result
+    }
+
+    /// Ends the connection after a failed read: answers when there is
+    /// something to say, counts it, closes.
+    async fn fail(&mut self, e: ReadError, proxy: &Proxy, metrics: &Metrics) -> Next {
+        let kind = match &e {
+            ReadError::Done => return Next::Ended,
+            ReadError::Head(HeadError::TooLarge | HeadError::TooManyFields) => "header_too_large",
+            ReadError::Head(_) => "parse",
+            ReadError::Timeout => "header_timeout",
+            ReadError::Io(e) if is_disconnect(e) => {
+                tracing::debug!(error = %e, "client connection closed early");
+                return Next::Ended;
+            }
+            ReadError::Io(_) => "io",
+            ReadError::Body(err) => {
+                let body = proxy.reject(err, None, &[]);
+                if self.send_error(err, &body, true).await.is_ok() {
+                    self.linger().await;
+                }
+                return Next::Ended;
+            }
+        };
+        let detail = match &e {
+            ReadError::Head(h) => h.to_string(),
+            ReadError::Io(io) => io.to_string(),
+            _ => "head not received within the header read timeout".into(),
+        };
+        tracing::info!(kind, error = %detail, "client connection error");
+        metrics
+            .connection_errors
+            .get_or_create(&metrics::Kind { kind })
+            .inc();
+        if let ReadError::Head(head) = e {
+            let err = ProxyError::Head(head);
+            let body = err.body(&serde_json::Value::Null);
+            if self.send_error(&err, &body, true).await.is_ok() {
+                self.linger().await;
+            }
+        }
+        Next::Ended
+    }
+
+    /// After a panic below this connection: answers 502 if nothing of an
+    /// answer was written yet, counts and logs it once, closes.
+    async fn after_panic(mut self, what: String, metrics: &Metrics) {
+        metrics.internal_errors.inc();
+        tracing::error!(
+            peer = %self.peer,
+            panic = %what,
+            answered = self.answering,
+            "internal error in a connection task; connection closed"
+        );
+        if !self.answering {
+            let err = ProxyError::Internal;
+            let body = err.body(&serde_json::Value::Null);
+            let _ = self.send_error(&err, &body, true).await;
+        }
+        let _ = self.stream.shutdown().await;
+    }
+
+    /// Closes our side, then reads and drops whatever the client still sends
+    /// for a short while, so our answer is not destroyed by a reset.
+    async fn linger(&mut self) {
+        let _ = self.stream.shutdown().await;
+        let mut scratch = buf::take();
+        let drain = async {
+            let mut total = 0u64;
+            loop {
+                scratch.clear();
+                match self.stream.read_buf(&mut scratch).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n as u64,
+                }
+                if total > body::DRAIN_CAP {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+        buf::give(scratch);
+    }
+}
+
+/// A client that went away: not a fault of anyone's.
+fn is_disconnect(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
+}
+
+/// Counts an open client connection for as long as it lives.
+struct ConnGuard(Arc<Metrics>);
+
+impl ConnGuard {
+    fn new(metrics: &Arc<Metrics>) -> Self {
+        metrics.connections.inc();
+        ConnGuard(metrics.clone())
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.connections.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,205 @@
+//! A backend's response on its way back: the head rewritten for the client
+//! (session id sealed, hop-by-hop fields dropped, framing chosen), then the
+//! body relayed by the connection's task, and what its end means for the
+//! upstream connection and the counts.
+
+use std::sync::Arc;
+
+use super::{response_session_id, Outcome, Proxy, Request};
+use crate::affinity::{Owned, ResponseId, TokenKind};
+use crate::conn::Client;
+use crate::error::UpstreamFailure;
+use crate::forward::headers::{self, Downstream};
+use crate::forward::relay::{self, End, Relay};
+use crate::forward::sse::EndpointRewriter;
+use crate::forward::upstream::Response;
+use crate::http1::buf;
+use crate::http1::head::{FieldKind, Framing};
+use crate::metrics::{self, Metrics};
+use crate::pool::{Backend, Outstanding};
+
+/// A response whose body is relayed by the connection's task, with what must
+/// stay counted until it ends.
+pub struct PendingRelay {
+    proxy: Arc<Proxy>,
+    backend: Arc<Backend>,
+    relay: Relay,
+    /// Close the client connection after this response.
+    close: bool,
+    _outstanding: Outstanding,
+    _stream: Option<StreamGuard>,
+}
+
+impl PendingRelay {
+    /// Relays the body; returns whether the client connection may carry
+    /// another request.
+    pub async fn run(mut self: Box<Self>, client: &mut Client) -> bool {
+        let end = self.relay.run(client).await;
+        let PendingRelay {
+            proxy,
+            backend,
+            relay,
+            close,
+            ..
+        } = *self;
+        proxy.relay_ended(end, relay, &backend, close)
+    }
+}
+
+impl Proxy {
+    /// Turns a backend's response into Tether's: session ids sealed, hop-by-hop
+    /// fields dropped, the body relayed (and scanned if it may be a legacy stream).
+    pub(super) fn respond(
+        self: &Arc<Self>,
+        client: &Client,
+        req: &Request<'_>,
+        resp: Response,
+        backend: &Arc<Backend>,
+        outstanding: Outstanding,
+        owned: Option<&Owned>,
+    ) -> Outcome {
+        let head = &resp.head;
+        let sealed = response_session_id(&resp)
+            .map(|value| self.affinity.seal_response(value, backend, owned));
+        let session_id = match &sealed {
+            Some(ResponseId::Same(token) | ResponseId::New(token)) => Some(token.as_bytes()),
+            Some(ResponseId::Unsealed | ResponseId::Invalid) | None => None,
+        };
+        match sealed {
+            Some(ResponseId::New(_)) => self.count_session(backend, "streamable"),
+            Some(ResponseId::Invalid) => {
+                self.metrics
+                    .invalid_upstream_session_ids
+                    .get_or_create(&Metrics::backend(&backend.id))
+                    .inc();
+            }
+            _ => {}
+        }
+        let success = (200..300).contains(&head.status);
+        if owned.is_some() && req.delete && success {
+            self.metrics
+                .sessions_deleted
+                .get_or_create(&Metrics::backend(&backend.id))
+                .inc();
+        }
+        let event_stream =
+            headers::is_event_stream(head.fields.get(&resp.buf, FieldKind::ContentType));
+        let rewrite = event_stream && req.legacy_get && success;
+        let downstream = match head.framing {
+            Framing::None => Downstream::None,
+            Framing::Length(n) if !rewrite => Downstream::Length(n),
+            _ if req.head.minor == 1 => Downstream::Chunked,
+            _ => Downstream::Close,
+        };
+        let close = !req.head.keep_alive || downstream == Downstream::Close || client.half_closed();
+        let mut out = buf::take();
+        let connection: Option<&[u8]> = match (close, req.head.minor) {
+            (true, _) => Some(b"close"),
+            // HTTP/1.0 keeps a connection only when told so.
+            (false, 0) => Some(b"keep-alive"),
+            (false, _) => None,
+        };
+        headers::response(
+            &mut out, &resp.buf, head, session_id, downstream, connection,
+        );
+        self.count_request(&backend.id, head.status);
+        let stream = event_stream.then(|| StreamGuard::new(self.metrics.clone(), &backend.id));
+        let metrics = self.metrics.clone();
+        let options = relay::Options {
+            downstream,
+            idle_timeout: self.settings.stream_idle,
+            event_stream,
+            rewriter: rewrite.then(|| self.endpoint_rewriter(backend)),
+            on_first_event: Box::new(move |outcome| {
+                metrics
+                    .sse_first_events
+                    .get_or_create(&metrics::Result {
+                        result: outcome.as_str(),
+                    })
+                    .inc();
+            }),
+        };
+        Outcome::Relay(Box::new(PendingRelay {
+            proxy: self.clone(),
+            backend: backend.clone(),
+            relay: Relay::new(resp, out, options),
+            close,
+            _outstanding: outstanding,
+            _stream: stream,
+        }))
+    }
+
+    /// What a finished relay means for the connections and the counts.
+    fn relay_ended(&self, end: End, relay: Relay, backend: &Arc<Backend>, close: bool) -> bool {
+        match end {
+            End::Complete { reusable } => {
+                if reusable {
+                    let (stream, idle_hint) = relay.into_upstream();
+                    self.upstream.checkin(backend, stream, idle_hint);
+                }
+                !close
+            }
+            End::IdleTimeout { clean } => {
+                tracing::debug!(backend = %backend.id, clean, "response body idle, ended");
+                self.metrics
+                    .stream_idle_timeouts
+                    .get_or_create(&Metrics::backend(&backend.id))
+                    .inc();
+                clean && !close
+            }
+            End::ClientGone => {
+                tracing::debug!(backend = %backend.id, "client left during the response body");
+                false
+            }
+            End::Cut(why) => {
+                tracing::info!(backend = %backend.id, why, "response body cut");
+                self.count_upstream_error(backend, UpstreamFailure::Io);
+                false
+            }
+        }
+    }
+
+    /// Seals the session id of a legacy `endpoint` event for `backend`.
+    fn endpoint_rewriter(self: &Arc<Self>, backend: &Arc<Backend>) -> EndpointRewriter {
+        let proxy = self.clone();
+        let backend_for_seal = backend.clone();
+        let seal = move |upstream_id: &str| {
+            let token = proxy.affinity.sealer().seal(
+                TokenKind::Legacy,
+                &backend_for_seal.id,
+                upstream_id,
+            )?;
+            proxy.count_session(&backend_for_seal, "legacy");
+            Some(token)
+        };
+        EndpointRewriter::new(
+            self.settings.sse_scan_bytes,
+            backend.authority.as_str().to_owned(),
+            Box::new(seal),
+        )
+    }
+}
+
+/// Counts an open event stream for as long as it lives.
+struct StreamGuard {
+    metrics: Arc<Metrics>,
+    backend: metrics::BackendLabel,
+}
+
+impl StreamGuard {
+    fn new(metrics: Arc<Metrics>, backend: &str) -> Self {
+        let backend = Metrics::backend(backend);
+        metrics.active_streams.get_or_create(&backend).inc();
+        StreamGuard { metrics, backend }
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.metrics
+            .active_streams
+            .get_or_create(&self.backend)
+            .dec();
+        tracing::debug!(backend = %self.backend.backend, "event stream closed");
+    }
+}
