@@ -4,10 +4,12 @@
 //! # Layout: a request's path
 //!
 //! 1. [`server`]: listeners; [`conn`]: one client connection, its request
-//!    heads and bodies within their size and time limits; [`http1`]: the
-//!    hand-written HTTP/1.1 parts (heads, chunked coding, buffer pool).
+//!    heads and bodies within their size and time limits and the global body
+//!    budget; [`http1`]: the hand-written HTTP/1.1 parts (heads, chunked
+//!    coding, buffer pool).
 //! 2. [`classify`]: what routing needs from the request head (a session
-//!    reference in `Mcp-Session-Id` or a legacy `sessionId`/`session_id` query).
+//!    reference in `Mcp-Session-Id` or a legacy `sessionId`/`session_id` query,
+//!    found as servers find it; the protocol era).
 //! 3. [`affinity`]: sealed tokens; which backend owns a session; the id swap
 //!    on the way in (restore) and on the way out (seal).
 //! 4. [`pool`]: the backends and the choice for a request without a session.
@@ -16,7 +18,8 @@
 //! 6. [`admin`]: `/healthz` and `/metrics`.
 //!
 //! [`proxy`] strings the stages together for one request; [`error`] is the
-//! one error a request can end in (an HTTP status and a JSON-RPC body).
+//! one error a request can end in (an HTTP status and a JSON-RPC body);
+//! [`panic`] keeps a bug in one connection from going silent.
 //! [`config`] is file -> flags -> validated [`config::Config`]; [`demo`] runs
 //! demo replicas behind Tether. Design notes: `docs/design.md`.
 

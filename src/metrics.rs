@@ -1,35 +1,54 @@
 //! Every metric Tether exports, in one place. Documented in `docs/metrics.md`;
 //! add a line there when you add one here.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-/// Requests Tether answered itself, without a backend.
+/// A backend's identity as a label value: shared, so a label costs a
+/// reference count, not an allocation, on every request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Name(pub Arc<str>);
+
+impl EncodeLabelValue for Name {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&&*self.0, encoder)
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The `backend` label of requests Tether answered itself, without a backend.
 pub const NO_BACKEND: &str = "none";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendStatus {
-    pub backend: String,
+    pub backend: Name,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabel {
-    pub backend: String,
+    pub backend: Name,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendTransport {
-    pub backend: String,
+    pub backend: Name,
     pub transport: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendKind {
-    pub backend: String,
+    pub backend: Name,
     pub kind: &'static str,
 }
 
@@ -44,7 +63,7 @@ pub struct Kind {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Result {
+pub struct FirstEventResult {
     pub result: &'static str,
 }
 
@@ -60,7 +79,7 @@ pub struct Metrics {
     pub upstream_errors: Family<BackendKind, Counter>,
     pub rejected_requests: Family<Reason, Counter>,
     pub connection_errors: Family<Kind, Counter>,
-    pub sse_first_events: Family<Result, Counter>,
+    pub sse_first_events: Family<FirstEventResult, Counter>,
     pub stream_idle_timeouts: Family<BackendLabel, Counter>,
     pub invalid_upstream_session_ids: Family<BackendLabel, Counter>,
     pub connections: Gauge,
@@ -161,9 +180,9 @@ impl Metrics {
         );
     }
 
-    pub fn backend(backend: &str) -> BackendLabel {
+    pub fn backend(backend: &Arc<str>) -> BackendLabel {
         BackendLabel {
-            backend: backend.to_owned(),
+            backend: Name(backend.clone()),
         }
     }
 }

@@ -9,9 +9,11 @@
 //! "is this identity still here".
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use http::uri::{Authority, Scheme};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// How a request without a session is given a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -31,10 +33,23 @@ pub enum Balance {
 pub struct Backend {
     /// The identity sealed into tokens: the URL's `host:port` as configured.
     /// Every Tether replica that shares a key must name a backend the same way.
-    pub id: String,
+    /// Shared, so metric labels clone it without allocating.
+    pub id: Arc<str>,
     pub scheme: Scheme,
     pub authority: Authority,
     outstanding: AtomicUsize,
+    /// Its idle keep-alive connections, most recently used last
+    /// (`forward::upstream` keeps them).
+    pub idle: Mutex<Vec<IdleConn>>,
+}
+
+/// A kept-alive connection to a backend, waiting for a request.
+#[derive(Debug)]
+pub struct IdleConn {
+    pub stream: TcpStream,
+    pub since: Instant,
+    /// When it stops being used: the idle timeout, or the backend's own.
+    pub expires: Instant,
 }
 
 impl Backend {
@@ -45,10 +60,11 @@ impl Backend {
             None => format!("{}:80", authority.as_str().to_ascii_lowercase()),
         };
         Backend {
-            id,
+            id: id.into(),
             scheme,
             authority,
             outstanding: AtomicUsize::new(0),
+            idle: Mutex::new(Vec::new()),
         }
     }
 
@@ -98,7 +114,7 @@ impl Pool {
     /// The backend with this identity, if it is still in the pool. A linear
     /// scan: pools are small and this beats hashing below a few dozen entries.
     pub fn get(&self, id: &str) -> Option<&Arc<Backend>> {
-        self.backends.iter().find(|b| b.id == id)
+        self.backends.iter().find(|b| &*b.id == id)
     }
 
     /// Chooses a backend for a request without a session, skipping those in
@@ -186,7 +202,7 @@ mod tests {
     #[test]
     fn identity_is_lowercase_host_port() {
         let b = Backend::new(Scheme::HTTP, "Replica-A.local".parse().unwrap());
-        assert_eq!(b.id, "replica-a.local:80");
+        assert_eq!(&*b.id, "replica-a.local:80");
         assert!(pool(2, Balance::RoundRobin).get("127.0.0.1:9001").is_some());
     }
 }

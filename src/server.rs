@@ -142,7 +142,7 @@ async fn accept_loop(
                 Err(e) => errors.failed(&e).await,
             },
             Some(joined) = conns.join_next(), if !conns.is_empty() => task_ended(joined, &metrics),
-            _ = sweep.tick() => proxy.upstream().sweep(),
+            _ = sweep.tick() => proxy.upstream().sweep(proxy.pool().backends()),
             _ = shutdown.changed() => break,
         }
     }

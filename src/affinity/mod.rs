@@ -47,10 +47,14 @@ impl Unroutable {
 #[derive(Debug)]
 pub struct Owned {
     pub backend: Arc<Backend>,
+    sealed: Sealed,
+}
+
+impl Owned {
     /// The server's own session id.
-    pub upstream_id: String,
-    /// The token as the client sent it, to hand back unchanged.
-    pub token: String,
+    pub fn upstream_id(&self) -> &str {
+        self.sealed.upstream_id()
+    }
 }
 
 /// Opens and seals session tokens with one key.
@@ -69,9 +73,14 @@ impl Affinity {
         &self.sealer
     }
 
-    /// Finds the owner of the session a request refers to.
-    pub fn resolve(&self, session: &SessionRef, pool: &Pool) -> Result<Owned, Unroutable> {
-        let sealed = self.sealer.open(&session.token)?;
+    /// Finds the owner of the session `token` (the reference's text) names.
+    pub fn resolve(
+        &self,
+        token: &str,
+        session: &SessionRef,
+        pool: &Pool,
+    ) -> Result<Owned, Unroutable> {
+        let sealed = self.sealer.open(token)?;
         let expected = match session.carrier {
             Carrier::Header => TokenKind::Streamable,
             Carrier::Query { .. } => TokenKind::Legacy,
@@ -80,14 +89,10 @@ impl Affinity {
             return Err(Unroutable::WrongTransport);
         }
         let backend = pool
-            .get(&sealed.backend)
-            .ok_or(Unroutable::OwnerGone(sealed.backend))?
+            .get(sealed.backend())
+            .ok_or_else(|| Unroutable::OwnerGone(sealed.backend().to_owned()))?
             .clone();
-        Ok(Owned {
-            backend,
-            upstream_id: sealed.upstream_id,
-            token: session.token.clone(),
-        })
+        Ok(Owned { backend, sealed })
     }
 
     /// Where the server's own session id goes instead of the client's token.
@@ -100,12 +105,14 @@ impl Affinity {
     ) -> Result<Restored, Unroutable> {
         let malformed = Unroutable::Invalid(TokenError::Malformed);
         match &session.carrier {
-            Carrier::Header if is_session_id(owned.upstream_id.as_bytes()) => Ok(Restored::Header),
+            Carrier::Header if is_session_id(owned.upstream_id().as_bytes()) => {
+                Ok(Restored::Header)
+            }
             Carrier::Header => Err(malformed),
             Carrier::Query { value } => {
                 // The id goes back as the server wrote it in its endpoint URL
                 // (still percent-encoded); it must not end the parameter.
-                let id = &owned.upstream_id;
+                let id = owned.upstream_id();
                 let fits = id
                     .bytes()
                     .all(|b| b.is_ascii_graphic() && !matches!(b, b'#' | b'&' | b';'));
@@ -126,18 +133,16 @@ impl Affinity {
     ///
     /// Within a known session the client's own token goes back unchanged (the
     /// TypeScript client adopts any id it is shown, so it must never see a new
-    /// one mid-session). A new id is sealed; one that cannot be (not visible
-    /// ASCII, too long) passes as it is, with a warning.
+    /// one mid-session). A new id is sealed; one that cannot be (not a session
+    /// id, too long) passes as it is, with a warning.
     pub fn seal_response(
         &self,
         value: &[u8],
         backend: &Backend,
         owned: Option<&Owned>,
     ) -> ResponseId {
-        if let Some(owned) = owned {
-            if value == owned.upstream_id.as_bytes() {
-                return ResponseId::Same(owned.token.clone());
-            }
+        if owned.is_some_and(|owned| value == owned.upstream_id().as_bytes()) {
+            return ResponseId::Same;
         }
         // The spec's session id: visible ASCII (0x21-0x7E), so never empty.
         // Anything else is not sealed (nor counted as a session): it passes
@@ -174,8 +179,9 @@ pub enum Restored {
 /// The `Mcp-Session-Id` a response carries to the client.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ResponseId {
-    /// The session's own token (the server echoed the id it was sent).
-    Same(String),
+    /// The session's own token, as the client sent it (the server echoed
+    /// the id it was sent).
+    Same,
     /// A new session: its token.
     New(String),
     /// Passed as the server sent it: too long to seal.

@@ -16,13 +16,26 @@ fn pool(ports: &[u16]) -> Pool {
     Pool::new(backends, Balance::RoundRobin)
 }
 
-fn request(uri: &str, session: Option<&str>) -> Option<crate::classify::SessionRef> {
+/// A request's session reference, with the head it points into.
+struct Request {
+    head: Vec<u8>,
+    session: crate::classify::SessionRef,
+}
+
+impl Request {
+    fn resolve(&self, a: &Affinity, pool: &Pool) -> Result<Owned, Unroutable> {
+        a.resolve(self.session.token(&self.head), &self.session, pool)
+    }
+}
+
+fn request(uri: &str, session: Option<&str>) -> Option<Request> {
     let field = session.map_or(String::new(), |s| format!("Mcp-Session-Id: {s}\r\n"));
-    let head = format!("POST {uri} HTTP/1.1\r\nHost: x\r\n{field}\r\n");
-    let parsed = crate::http1::head::RequestHead::parse(head.as_bytes(), 1 << 16)
+    let head = format!("POST {uri} HTTP/1.1\r\nHost: x\r\n{field}\r\n").into_bytes();
+    let parsed = crate::http1::head::RequestHead::parse(&head, 1 << 16)
         .unwrap()
         .unwrap();
-    session_ref(head.as_bytes(), &parsed.fields, uri).unwrap()
+    let session = session_ref(&head, &parsed.fields, uri).unwrap()?;
+    Some(Request { head, session })
 }
 
 fn affinity() -> Affinity {
@@ -38,10 +51,13 @@ fn header_session_goes_to_its_owner_with_the_server_id_restored() {
         .seal(TokenKind::Streamable, "127.0.0.1:9002", "srv-id")
         .unwrap();
     let session = request("/mcp", Some(&token)).unwrap();
-    let owned = a.resolve(&session, &p).unwrap();
-    assert_eq!(owned.backend.id, "127.0.0.1:9002");
-    assert_eq!(a.restore("/mcp", &session, &owned), Ok(Restored::Header));
-    assert_eq!(owned.upstream_id, "srv-id");
+    let owned = session.resolve(&a, &p).unwrap();
+    assert_eq!(&*owned.backend.id, "127.0.0.1:9002");
+    assert_eq!(
+        a.restore("/mcp", &session.session, &owned),
+        Ok(Restored::Header)
+    );
+    assert_eq!(owned.upstream_id(), "srv-id");
 }
 
 #[test]
@@ -54,9 +70,9 @@ fn legacy_query_session_is_restored_in_place() {
         .unwrap();
     let target = format!("/messages/?x=1&session_id={token}&y=2");
     let session = request(&target, None).unwrap();
-    let owned = a.resolve(&session, &p).unwrap();
+    let owned = session.resolve(&a, &p).unwrap();
     assert_eq!(
-        a.restore(&target, &session, &owned),
+        a.restore(&target, &session.session, &owned),
         Ok(Restored::Target(
             "/messages/?x=1&session_id=abc-123&y=2".into()
         ))
@@ -73,15 +89,16 @@ fn unroutable_references_say_why() {
         .unwrap();
     let legacy_session = request(&format!("/m?sessionId={streamable}"), None).unwrap();
     assert_eq!(
-        a.resolve(&legacy_session, &p).unwrap_err(),
+        legacy_session.resolve(&a, &p).unwrap_err(),
         Unroutable::WrongTransport
     );
     let gone = a
         .sealer()
         .seal(TokenKind::Streamable, "127.0.0.1:9999", "s")
         .unwrap();
-    let err = a
-        .resolve(&request("/mcp", Some(&gone)).unwrap(), &p)
+    let err = request("/mcp", Some(&gone))
+        .unwrap()
+        .resolve(&a, &p)
         .unwrap_err();
     assert_eq!(err, Unroutable::OwnerGone("127.0.0.1:9999".into()));
     assert_eq!(err.invalid_reason(), None);
@@ -89,13 +106,14 @@ fn unroutable_references_say_why() {
         .sealer()
         .seal(TokenKind::Streamable, "127.0.0.1:9001", "s")
         .unwrap();
-    let err = a
-        .resolve(&request("/mcp", Some(&foreign)).unwrap(), &p)
+    let err = request("/mcp", Some(&foreign))
+        .unwrap()
+        .resolve(&a, &p)
         .unwrap_err();
     assert_eq!(err.invalid_reason(), Some("forged"));
     let raw = request("/mcp", Some("0123456789abcdef")).unwrap();
     assert_eq!(
-        a.resolve(&raw, &p).unwrap_err().invalid_reason(),
+        raw.resolve(&a, &p).unwrap_err().invalid_reason(),
         Some("format")
     );
 }
@@ -113,17 +131,17 @@ fn response_ids_are_sealed_once_and_kept_for_the_session() {
     // A later response in the same session echoes the server id: the client
     // must get its own token back, byte for byte.
     let session = request("/mcp", Some(&token)).unwrap();
-    let owned = a.resolve(&session, &p).unwrap();
+    let owned = session.resolve(&a, &p).unwrap();
     assert_eq!(
         a.seal_response(b"srv-1", &backend, Some(&owned)),
-        ResponseId::Same(token.clone())
+        ResponseId::Same
     );
 
     // A server that changes the id mid-way gets a new token for the new id.
     let ResponseId::New(new) = a.seal_response(b"srv-2", &backend, Some(&owned)) else {
         panic!("a changed id is sealed")
     };
-    assert_eq!(a.sealer().open(&new).unwrap().upstream_id, "srv-2");
+    assert_eq!(a.sealer().open(&new).unwrap().upstream_id(), "srv-2");
 
     // Ids that are not session ids (empty, not visible ASCII) pass as
     // they are, unsealed; so do ids too long to seal.
@@ -156,9 +174,9 @@ fn restore_refuses_ids_that_cannot_travel() {
             TokenKind::Streamable => (target.to_owned(), Some(token.as_str())),
         };
         let session = request(&target, header).unwrap();
-        let owned = a.resolve(&session, &p).unwrap();
+        let owned = session.resolve(&a, &p).unwrap();
         assert_eq!(
-            a.restore(&target, &session, &owned),
+            a.restore(&target, &session.session, &owned),
             Err(Unroutable::Invalid(TokenError::Malformed)),
             "{id:?}"
         );

@@ -12,6 +12,8 @@
 //!
 //! This module must never log a key or a whole token.
 
+use std::ops::Range;
+
 use aes_gcm_siv::aead::{AeadInPlace, KeyInit};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce, Tag};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -28,6 +30,10 @@ const TAG_LEN: usize = 16;
 pub const MAX_UPSTREAM_ID: usize = 512;
 /// Longest backend identity (a `host:port` authority).
 pub const MAX_BACKEND_ID: usize = 255;
+/// Longest plaintext: kind, backend length, backend, upstream id.
+const MAX_PLAIN: usize = 2 + MAX_BACKEND_ID + MAX_UPSTREAM_ID;
+/// Longest decoded token.
+const MAX_RAW: usize = NONCE_LEN + MAX_PLAIN + TAG_LEN;
 
 /// The 32-byte secret shared by every Tether replica that serves the same sessions.
 #[derive(Clone)]
@@ -84,12 +90,44 @@ pub enum TokenKind {
     Legacy = 2,
 }
 
-/// What a token says once opened.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a token says once opened, held inline: opening one (on every
+/// request of a session) allocates nothing.
+#[derive(Clone)]
 pub struct Sealed {
     pub kind: TokenKind,
-    pub backend: String,
-    pub upstream_id: String,
+    plain: [u8; MAX_PLAIN],
+    backend: Range<usize>,
+    upstream_id: Range<usize>,
+}
+
+impl Sealed {
+    /// The owning backend's identity.
+    pub fn backend(&self) -> &str {
+        std::str::from_utf8(&self.plain[self.backend.clone()]).unwrap_or_default()
+    }
+
+    /// The server's own session id.
+    pub fn upstream_id(&self) -> &str {
+        std::str::from_utf8(&self.plain[self.upstream_id.clone()]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealed")
+            .field("kind", &self.kind)
+            .field("backend", &self.backend())
+            .field("upstream_id", &"..")
+            .finish()
+    }
+}
+
+impl PartialEq for Sealed {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+            && self.backend() == other.backend()
+            && self.upstream_id() == other.upstream_id()
+    }
 }
 
 /// Why a token did not open. Callers answer all of these the same way (404);
@@ -156,14 +194,16 @@ impl Sealer {
     pub fn open(&self, token: &str) -> Result<Sealed, TokenError> {
         let body = token.strip_prefix(PREFIX).ok_or(TokenError::Format)?;
         // Bound the work an attacker can ask for before any decoding.
-        let max_raw = NONCE_LEN + TAG_LEN + 2 + MAX_BACKEND_ID + MAX_UPSTREAM_ID;
-        if body.len() > max_raw.div_ceil(3) * 4 {
+        if body.len() > MAX_RAW.div_ceil(3) * 4 {
             return Err(TokenError::Format);
         }
-        let mut raw = URL_SAFE_NO_PAD
-            .decode(body)
+        // Room for base64's conservative length estimate, on the stack.
+        let mut raw = [0u8; MAX_RAW + 3];
+        let len = URL_SAFE_NO_PAD
+            .decode_slice(body, &mut raw)
             .map_err(|_| TokenError::Format)?;
-        if raw.len() < NONCE_LEN + TAG_LEN + 2 {
+        let raw = &mut raw[..len];
+        if raw.len() < NONCE_LEN + TAG_LEN + 2 || raw.len() > MAX_RAW {
             return Err(TokenError::Format);
         }
         let (nonce, rest) = raw.split_at_mut(NONCE_LEN);
@@ -184,16 +224,19 @@ fn parse_plain(plain: &[u8]) -> Result<Sealed, TokenError> {
     };
     let (&len, rest) = rest.split_first().ok_or(TokenError::Malformed)?;
     let len = usize::from(len);
-    if rest.len() < len {
+    if rest.len() < len || plain.len() > MAX_PLAIN {
         return Err(TokenError::Malformed);
     }
     let (backend, upstream) = rest.split_at(len);
-    let backend = std::str::from_utf8(backend).map_err(|_| TokenError::Malformed)?;
-    let upstream = std::str::from_utf8(upstream).map_err(|_| TokenError::Malformed)?;
+    std::str::from_utf8(backend).map_err(|_| TokenError::Malformed)?;
+    std::str::from_utf8(upstream).map_err(|_| TokenError::Malformed)?;
+    let mut inline = [0u8; MAX_PLAIN];
+    inline[..plain.len()].copy_from_slice(plain);
     Ok(Sealed {
         kind,
-        backend: backend.to_owned(),
-        upstream_id: upstream.to_owned(),
+        plain: inline,
+        backend: 2..2 + len,
+        upstream_id: 2 + len..plain.len(),
     })
 }
 
@@ -212,14 +255,10 @@ mod tests {
             .seal(TokenKind::Legacy, "127.0.0.1:9001", "3f2a-uuid")
             .unwrap();
         assert!(t.starts_with(PREFIX));
-        assert_eq!(
-            s.open(&t).unwrap(),
-            Sealed {
-                kind: TokenKind::Legacy,
-                backend: "127.0.0.1:9001".into(),
-                upstream_id: "3f2a-uuid".into()
-            }
-        );
+        let opened = s.open(&t).unwrap();
+        assert_eq!(opened.kind, TokenKind::Legacy);
+        assert_eq!(opened.backend(), "127.0.0.1:9001");
+        assert_eq!(opened.upstream_id(), "3f2a-uuid");
     }
 
     #[test]
@@ -253,7 +292,7 @@ mod tests {
         let t = Sealer::new(&key)
             .seal(TokenKind::Streamable, "b:1", "x")
             .unwrap();
-        assert_eq!(Sealer::new(&key).open(&t).unwrap().upstream_id, "x");
+        assert_eq!(Sealer::new(&key).open(&t).unwrap().upstream_id(), "x");
     }
 
     #[test]
@@ -297,7 +336,9 @@ mod tests {
                 &"x".repeat(MAX_UPSTREAM_ID),
             )
             .unwrap();
-        assert!(s.open(&longest).is_ok());
+        let opened = s.open(&longest).unwrap();
+        assert_eq!(opened.backend().len(), MAX_BACKEND_ID);
+        assert_eq!(opened.upstream_id().len(), MAX_UPSTREAM_ID);
     }
 
     #[test]

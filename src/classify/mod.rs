@@ -38,20 +38,43 @@ pub enum Carrier {
 /// A session reference as the client sent it (normally a Tether token).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRef {
-    pub token: String,
+    token: Token,
     pub carrier: Carrier,
+}
+
+/// Where the reference's text is: in the head (a header value, read where
+/// it arrived), or decoded from a query parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    InHead(Range<usize>),
+    Decoded(String),
+}
+
+impl SessionRef {
+    /// The reference's text; `buf` is the buffer its head was parsed from.
+    /// A header value that is not UTF-8 reads as empty: it cannot be a
+    /// token either way.
+    pub fn token<'a>(&'a self, buf: &'a [u8]) -> &'a str {
+        match &self.token {
+            Token::InHead(range) => buf
+                .get(range.clone())
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .unwrap_or_default(),
+            Token::Decoded(token) => token,
+        }
+    }
 }
 
 /// Finds the session reference of a request, if it has one. `target` is the
 /// request target in origin form.
 ///
-/// A header that is not valid visible ASCII is still returned (as lossy text):
-/// it cannot be a token, so it will fail to open and earn a 404, which is what
-/// a server would answer for an unknown session. Two `Mcp-Session-Id` fields,
+/// A header that is not valid visible ASCII is still returned: it cannot be a
+/// token, so it will fail to open and earn a 404, which is what a server
+/// would answer for an unknown session. Two `Mcp-Session-Id` fields,
 /// the header together with a query parameter, or an ambiguous query are
 /// refused.
 pub fn session_ref(
-    buf: &[u8],
+    _buf: &[u8],
     fields: &Fields,
     target: &str,
 ) -> Result<Option<SessionRef>, Ambiguous> {
@@ -62,17 +85,16 @@ pub fn session_ref(
     match (fields.count(FieldKind::SessionId), in_query) {
         (0, None) => Ok(None),
         (0, Some(value)) => {
-            let token = String::from_utf8_lossy(&form_decode(target[value.clone()].as_bytes()))
-                .into_owned();
+            let decoded = form_decode(target[value.clone()].as_bytes());
             Ok(Some(SessionRef {
-                token,
+                token: Token::Decoded(String::from_utf8_lossy(&decoded).into_owned()),
                 carrier: Carrier::Query { value },
             }))
         }
         (1, None) => {
-            let value = fields.get(buf, FieldKind::SessionId).unwrap_or_default();
+            let field = fields.list.iter().find(|f| f.kind == FieldKind::SessionId);
             Ok(Some(SessionRef {
-                token: String::from_utf8_lossy(value).into_owned(),
+                token: Token::InHead(field.map_or(0..0, |f| f.value.clone())),
                 carrier: Carrier::Header,
             }))
         }
@@ -125,7 +147,8 @@ mod tests {
     use super::*;
     use crate::http1::head::RequestHead;
 
-    fn find(uri: &str, session: Option<&str>) -> Result<Option<SessionRef>, Ambiguous> {
+    /// The reference found in a request for `uri`, as (token text, carrier).
+    fn find(uri: &str, session: Option<&str>) -> Result<Option<(String, Carrier)>, Ambiguous> {
         let head = match session {
             Some(s) => format!("POST {uri} HTTP/1.1\r\nHost: x\r\nMcp-Session-Id: {s}\r\n\r\n"),
             None => format!("POST {uri} HTTP/1.1\r\nHost: x\r\n\r\n"),
@@ -133,14 +156,15 @@ mod tests {
         let parsed = RequestHead::parse(head.as_bytes(), 1 << 16)
             .unwrap()
             .unwrap();
-        session_ref(head.as_bytes(), &parsed.fields, uri)
+        let found = session_ref(head.as_bytes(), &parsed.fields, uri)?;
+        Ok(found.map(|r| (r.token(head.as_bytes()).to_owned(), r.carrier)))
     }
 
     #[test]
     fn header_is_the_carrier() {
-        let r = find("/mcp", Some("t1.abc")).unwrap().unwrap();
-        assert_eq!(r.token, "t1.abc");
-        assert_eq!(r.carrier, Carrier::Header);
+        let (token, carrier) = find("/mcp", Some("t1.abc")).unwrap().unwrap();
+        assert_eq!(token, "t1.abc");
+        assert_eq!(carrier, Carrier::Header);
     }
 
     #[test]
@@ -152,9 +176,9 @@ mod tests {
             ("/m?sessionId=", ""),
             ("/m?session%5Fid=t1.w", "t1.w"),
         ] {
-            let r = find(uri, None).unwrap().unwrap();
-            assert_eq!(r.token, want, "{uri}");
-            let Carrier::Query { value } = r.carrier else {
+            let (token, carrier) = find(uri, None).unwrap().unwrap();
+            assert_eq!(token, want, "{uri}");
+            let Carrier::Query { value } = carrier else {
                 panic!("not a query carrier")
             };
             assert_eq!(&uri[value], want);
@@ -163,10 +187,11 @@ mod tests {
 
     #[test]
     fn values_are_form_decoded() {
-        let r = find("/m?sessionId=t1%2Eabc", None).unwrap().unwrap();
-        assert_eq!(r.token, "t1.abc");
-        let r = find("/m?sessionId=a+b", None).unwrap().unwrap();
-        assert_eq!(r.token, "a b");
+        assert_eq!(
+            find("/m?sessionId=t1%2Eabc", None).unwrap().unwrap().0,
+            "t1.abc"
+        );
+        assert_eq!(find("/m?sessionId=a+b", None).unwrap().unwrap().0, "a b");
     }
 
     #[test]

@@ -22,6 +22,7 @@
 
 mod body;
 pub mod budget;
+mod timer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,7 +79,14 @@ pub struct Client {
     half_closed: bool,
     /// Bytes of an answer to the current request have been written.
     answering: bool,
+    /// For the head and body read deadlines.
+    read_timer: timer::LazyTimer,
+    /// For the response timeout of the request being answered.
+    response_timer: timer::LazyTimer,
 }
+
+/// How far a lazy timer may stay armed before its wanted deadline.
+const TIMER_SLACK: Duration = Duration::from_secs(1);
 
 /// What the client did while an exchange was running.
 #[derive(Debug, PartialEq, Eq)]
@@ -129,6 +137,8 @@ pub async fn serve(
         overflowed: false,
         half_closed: false,
         answering: false,
+        read_timer: timer::LazyTimer::new(TIMER_SLACK),
+        response_timer: timer::LazyTimer::new(TIMER_SLACK),
     };
     let mut served = 0usize;
     loop {
@@ -178,9 +188,17 @@ impl Client {
         let outcome = Box::pin(proxy.handle(self, &head, body)).await;
         // The body has been forwarded (or refused): its budget goes back.
         drop(held);
+        drop(head);
         let keep_alive = match outcome {
             Outcome::Answered { keep_alive } => keep_alive,
-            Outcome::Relay(relay) => relay.run(self).await,
+            Outcome::Relay(relay) => {
+                if relay.is_stream() {
+                    // Perhaps held for hours: keep no timers armed meanwhile.
+                    self.read_timer = timer::LazyTimer::new(TIMER_SLACK);
+                    self.response_timer = timer::LazyTimer::new(TIMER_SLACK);
+                }
+                relay.run(self).await
+            }
         };
         if keep_alive && !self.overflowed && !self.half_closed {
             Next::Again
@@ -248,11 +266,17 @@ impl Client {
                 Err(e) => return Err(ReadError::Io(e)),
             }
             buf::release_if_empty(&mut self.buf);
-            let ready = std::future::poll_fn(|cx| self.stream.poll_read_ready(cx));
-            match tokio::time::timeout_at(deadline, ready).await {
-                Err(_) => return Err(ReadError::Timeout),
-                Ok(Err(e)) => return Err(ReadError::Io(e)),
-                Ok(Ok(())) => {}
+            let (stream, timer) = (&self.stream, &mut self.read_timer);
+            let ready = std::future::poll_fn(|cx| {
+                if let Poll::Ready(ready) = stream.poll_read_ready(cx) {
+                    return Poll::Ready(Some(ready));
+                }
+                timer.poll_until(cx, deadline).map(|()| None)
+            });
+            match ready.await {
+                None => return Err(ReadError::Timeout),
+                Some(Err(e)) => return Err(ReadError::Io(e)),
+                Some(Ok(())) => {}
             }
         }
     }
@@ -293,6 +317,12 @@ impl Client {
             }
         }
         Poll::Pending
+    }
+
+    /// Ready once `deadline` (the response timeout of the request being
+    /// answered) has passed.
+    pub fn poll_response_deadline(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+        self.response_timer.poll_until(cx, deadline)
     }
 
     /// Whether the client has shut down its sending side.

@@ -51,9 +51,9 @@ pub struct Options {
     pub idle_timeout: Option<Duration>,
     /// Event streams end cleanly on the idle timeout; other bodies are cut.
     pub event_stream: bool,
-    pub rewriter: Option<EndpointRewriter>,
-    /// Called once with how the first-event scan ended.
-    pub on_first_event: Box<dyn FnOnce(Outcome) + Send>,
+    /// The legacy endpoint rewrite, and what to call once with how its
+    /// first-event scan ended.
+    pub rewriter: Option<(EndpointRewriter, Box<dyn FnOnce(Outcome) + Send>)>,
 }
 
 /// A response body on its way: the backend connection and what the relay
@@ -92,6 +92,10 @@ impl Relay {
             request_complete,
         } = response;
         let idle_hint = head.keep_alive_timeout(&buf).map(Duration::from_secs);
+        let (rewriter, on_first_event) = match options.rewriter {
+            Some((rewriter, report)) => (Some(Box::new(rewriter)), Some(report)),
+            None => (None, None),
+        };
         Relay {
             up: stream,
             from: buf,
@@ -108,8 +112,8 @@ impl Relay {
             },
             decoder: ChunkedDecoder::new(),
             emit: Emitter {
-                rewriter: options.rewriter.map(Box::new),
-                on_first_event: Some(options.on_first_event),
+                rewriter,
+                on_first_event,
                 chunked: options.downstream == Downstream::Chunked,
             },
             idle_timeout: options.idle_timeout,

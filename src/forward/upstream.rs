@@ -16,8 +16,6 @@
 //! application closed, or a close with unread data). A clean close after the
 //! request was written is a 502: the backend may have acted on it.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use std::pin::Pin;
@@ -30,7 +28,7 @@ use tokio::time::Instant;
 use crate::error::UpstreamFailure;
 use crate::http1::buf;
 use crate::http1::head::{HeadError, ResponseHead};
-use crate::pool::Backend;
+use crate::pool::{Backend, IdleConn};
 
 /// Largest response head accepted from a backend.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -78,17 +76,9 @@ pub struct Response {
     pub request_complete: bool,
 }
 
-struct Idle {
-    stream: TcpStream,
-    since: Instant,
-    /// When it stops being used: the idle timeout, or the backend's own.
-    expires: Instant,
-}
-
-/// Connections to every backend.
+/// Connections to every backend (each backend keeps its idle ones).
 pub struct Upstream {
     settings: UpstreamSettings,
-    idle: Mutex<HashMap<String, Vec<Idle>>>,
 }
 
 /// How one attempt on one connection ended, when it did not give a response.
@@ -103,26 +93,24 @@ impl Upstream {
     pub fn new(settings: &UpstreamSettings) -> Self {
         Upstream {
             settings: settings.clone(),
-            idle: Mutex::new(HashMap::new()),
         }
     }
 
     /// Sends `request` (a whole HTTP/1.1 request) to `backend` and reads the
-    /// response head, within the response timeout.
+    /// response head. Untimed: the caller holds it to `response_timeout()`
+    /// (a per-connection timer is cheaper than a tokio timer per request).
     pub async fn exchange(
         &self,
         backend: &Backend,
         request: &[u8],
         head_request: bool,
     ) -> Result<Response, UpstreamError> {
-        let timeout = self.settings.response_timeout;
-        match tokio::time::timeout(timeout, self.attempts(backend, request, head_request)).await {
-            Ok(result) => result,
-            Err(_) => Err(UpstreamError {
-                failure: UpstreamFailure::Timeout,
-                detail: format!("no response within {timeout:?}"),
-            }),
-        }
+        self.attempts(backend, request, head_request).await
+    }
+
+    /// Longest wait for a response head.
+    pub fn response_timeout(&self) -> Duration {
+        self.settings.response_timeout
     }
 
     async fn attempts(
@@ -202,8 +190,7 @@ impl Upstream {
 
     /// The most recently used idle connection to `backend`, if one is fresh enough.
     fn checkout(&self, backend: &Backend) -> Option<TcpStream> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.get_mut(&backend.id)?;
+        let mut list = backend.idle.lock().unwrap_or_else(|e| e.into_inner());
         let idle_timeout = self.settings.pool_idle_timeout;
         let now = Instant::now();
         while let Some(conn) = list.pop() {
@@ -232,38 +219,32 @@ impl Upstream {
                 .min(self.settings.pool_idle_timeout),
             None => self.settings.pool_idle_timeout,
         };
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = match idle.get_mut(&backend.id) {
-            Some(list) => list,
-            None => idle.entry(backend.id.clone()).or_default(),
-        };
+        let mut list = backend.idle.lock().unwrap_or_else(|e| e.into_inner());
         if list.len() >= MAX_IDLE {
             list.remove(0);
         }
         let since = Instant::now();
-        list.push(Idle {
+        list.push(IdleConn {
             stream,
             since,
             expires: since + keep,
         });
     }
 
-    /// Closes idle connections older than the idle timeout. Run periodically,
-    /// so a backend that stops getting requests does not keep them forever.
-    pub fn sweep(&self) {
+    /// Closes idle connections past their time. Run periodically, so a
+    /// backend that stops getting requests does not keep them forever.
+    pub fn sweep(&self, backends: &[std::sync::Arc<Backend>]) {
         let idle_timeout = self.settings.pool_idle_timeout;
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        for list in idle.values_mut() {
+        for backend in backends {
+            let mut list = backend.idle.lock().unwrap_or_else(|e| e.into_inner());
             list.retain(|conn| now.duration_since(conn.since) < idle_timeout && now < conn.expires);
         }
-        idle.retain(|_, list| !list.is_empty());
     }
 
     /// Idle connections kept for `backend` (for tests and metrics).
     pub fn idle_count(&self, backend: &Backend) -> usize {
-        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.get(&backend.id).map_or(0, Vec::len)
+        backend.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     pub fn sweep_interval(&self) -> Duration {

@@ -543,6 +543,8 @@ fn parse_as_http11<T>(
     };
     match (ends_right, version[5], version[7]) {
         (false, _, _) => Err(malformed),
+        // A start line longer than the limit: the copy below would not hold it.
+        (true, _, _) if version_at + 9 > limit => Err(HeadError::TooLarge),
         // 1.0 and 1.1 were refused for another reason.
         (true, b'1', b'0' | b'1') => Err(malformed),
         (true, b'1', _) => {

@@ -45,6 +45,8 @@ pub struct Proxy {
     upstream: Upstream,
     metrics: Arc<Metrics>,
     settings: Settings,
+    /// The `backend` label of Tether's own answers.
+    none: Arc<str>,
 }
 
 /// The request target in origin form, where it is.
@@ -133,6 +135,7 @@ impl Proxy {
                 stream_idle: config.timeouts.stream_idle,
                 sse_scan_bytes: config.limits.sse_scan_bytes,
             },
+            none: metrics::NO_BACKEND.into(),
         }
     }
 
@@ -191,10 +194,14 @@ impl Proxy {
         pool: &Pool,
     ) -> Outcome {
         let target = req.target.as_str(&client.buf);
-        let resolved = self.affinity.resolve(&session, pool).and_then(|owned| {
-            let restored = self.affinity.restore(target, &session, &owned)?;
-            Ok((owned, restored))
-        });
+        let token = session.token(&client.buf);
+        let resolved = self
+            .affinity
+            .resolve(token, &session, pool)
+            .and_then(|owned| {
+                let restored = self.affinity.restore(target, &session, &owned)?;
+                Ok((owned, restored))
+            });
         let (owned, restored) = match resolved {
             Ok(found) => found,
             Err(why) => return self.unroutable(client, req, why).await,
@@ -203,7 +210,7 @@ impl Proxy {
         let outstanding = backend.track();
         let request = match &restored {
             Restored::Header => {
-                let id = Some(owned.upstream_id.as_bytes());
+                let id = Some(owned.upstream_id().as_bytes());
                 self.upstream_request(client, req, &backend, None, id)
             }
             Restored::Target(target) => {
@@ -214,8 +221,17 @@ impl Proxy {
         buf::give(request);
         match result {
             Ok(resp) => {
+                // The answer's head may carry the client's token, still in its buffer.
+                let outcome = self.respond(
+                    client,
+                    req,
+                    resp,
+                    &backend,
+                    outstanding,
+                    Some((&owned, &session)),
+                );
                 client.consume(req.consumed);
-                self.respond(client, req, resp, &backend, outstanding, Some(&owned))
+                outcome
             }
             Err(CallError::ClientGone) => Outcome::CLOSE,
             Err(CallError::Upstream(e)) => {
@@ -223,12 +239,12 @@ impl Proxy {
                 if e.failure == UpstreamFailure::Refused {
                     // The owner is down: its sessions are gone with it.
                     return self
-                        .unroutable(client, req, Unroutable::OwnerGone(backend.id.clone()))
+                        .unroutable(client, req, Unroutable::OwnerGone(backend.id.to_string()))
                         .await;
                 }
                 tracing::warn!(backend = %backend.id, failure = e.failure.as_str(), detail = %e.detail, "upstream call failed");
                 let err = ProxyError::Upstream {
-                    backend: backend.id.clone(),
+                    backend: backend.id.to_string(),
                     failure: e.failure,
                     detail: e.detail,
                 };
@@ -254,8 +270,9 @@ impl Proxy {
             buf::give(request);
             match result {
                 Ok(resp) => {
+                    let outcome = self.respond(client, req, resp, &backend, outstanding, None);
                     client.consume(req.consumed);
-                    return self.respond(client, req, resp, &backend, outstanding, None);
+                    return outcome;
                 }
                 Err(CallError::ClientGone) => return Outcome::CLOSE,
                 Err(CallError::Upstream(e)) => {
@@ -263,7 +280,7 @@ impl Proxy {
                     tracing::warn!(backend = %backend.id, failure = e.failure.as_str(), detail = %e.detail, "upstream call failed");
                     let retry = e.failure.nothing_sent();
                     let err = ProxyError::Upstream {
-                        backend: backend.id.clone(),
+                        backend: backend.id.to_string(),
                         failure: e.failure,
                         detail: e.detail,
                     };
@@ -325,11 +342,19 @@ impl Proxy {
         request: &[u8],
     ) -> Result<Response, CallError> {
         client.hold(req.consumed);
+        let timeout = self.upstream.response_timeout();
+        let deadline = tokio::time::Instant::now() + timeout;
         let exchange = self.upstream.exchange(backend, request, req.head_request);
         tokio::pin!(exchange);
         std::future::poll_fn(|cx| {
             if let Poll::Ready(result) = exchange.as_mut().poll(cx) {
                 return Poll::Ready(result.map_err(CallError::Upstream));
+            }
+            if client.poll_response_deadline(cx, deadline).is_ready() {
+                return Poll::Ready(Err(CallError::Upstream(UpstreamError {
+                    failure: UpstreamFailure::Timeout,
+                    detail: format!("no response within {timeout:?}"),
+                })));
             }
             match client.poll_watch(cx) {
                 Poll::Ready(Watch::Closed) if !req.modern => {
@@ -353,7 +378,7 @@ impl Proxy {
                 tracing::info!(backend = %owner, "session's owner is gone; answered 404");
                 self.metrics
                     .sessions_orphaned
-                    .get_or_create(&Metrics::backend(owner))
+                    .get_or_create(&Metrics::backend(&owner.as_str().into()))
                     .inc();
             }
             (_, reason) => {
@@ -399,18 +424,15 @@ impl Proxy {
         } else {
             jsonrpc_id(body)
         };
-        self.count_request(
-            backend.map_or(metrics::NO_BACKEND, |b| b.id.as_str()),
-            err.status().as_u16(),
-        );
+        self.count_request(backend.map_or(&self.none, |b| &b.id), err.status().as_u16());
         err.body(&id)
     }
 
-    fn count_request(&self, backend: &str, status: u16) {
+    fn count_request(&self, backend: &Arc<str>, status: u16) {
         self.metrics
             .requests
             .get_or_create(&metrics::BackendStatus {
-                backend: backend.to_owned(),
+                backend: metrics::Name(backend.clone()),
                 status,
             })
             .inc();
@@ -420,7 +442,7 @@ impl Proxy {
         self.metrics
             .sessions_created
             .get_or_create(&metrics::BackendTransport {
-                backend: backend.id.clone(),
+                backend: metrics::Name(backend.id.clone()),
                 transport,
             })
             .inc();
@@ -430,7 +452,7 @@ impl Proxy {
         self.metrics
             .upstream_errors
             .get_or_create(&metrics::BackendKind {
-                backend: backend.id.clone(),
+                backend: metrics::Name(backend.id.clone()),
                 kind: failure.as_str(),
             })
             .inc();

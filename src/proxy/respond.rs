@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::{response_session_id, Outcome, Proxy, Request};
 use crate::affinity::{Owned, ResponseId, TokenKind};
+use crate::classify::SessionRef;
 use crate::conn::Client;
 use crate::error::UpstreamFailure;
 use crate::forward::headers::{self, Downstream};
@@ -31,6 +32,11 @@ pub struct PendingRelay {
 }
 
 impl PendingRelay {
+    /// Whether the body is an event stream (it may be held for hours).
+    pub fn is_stream(&self) -> bool {
+        self._stream.is_some()
+    }
+
     /// Relays the body; returns whether the client connection may carry
     /// another request.
     pub async fn run(mut self: Box<Self>, client: &mut Client) -> bool {
@@ -56,14 +62,18 @@ impl Proxy {
         resp: Response,
         backend: &Arc<Backend>,
         outstanding: Outstanding,
-        owned: Option<&Owned>,
+        session: Option<(&Owned, &SessionRef)>,
     ) -> Outcome {
         let head = &resp.head;
+        let owned = session.map(|(owned, _)| owned);
         let sealed = response_session_id(&resp)
             .map(|value| self.affinity.seal_response(value, backend, owned));
-        let session_id = match &sealed {
-            Some(ResponseId::Same(token) | ResponseId::New(token)) => Some(token.as_bytes()),
-            Some(ResponseId::Unsealed | ResponseId::Invalid) | None => None,
+        let session_id = match (&sealed, session) {
+            (Some(ResponseId::Same), Some((_, session))) => {
+                Some(session.token(&client.buf).as_bytes())
+            }
+            (Some(ResponseId::New(token)), _) => Some(token.as_bytes()),
+            _ => None,
         };
         match sealed {
             Some(ResponseId::New(_)) => self.count_session(backend, "streamable"),
@@ -104,19 +114,22 @@ impl Proxy {
         );
         self.count_request(&backend.id, head.status);
         let stream = event_stream.then(|| StreamGuard::new(self.metrics.clone(), &backend.id));
-        let metrics = self.metrics.clone();
         let options = relay::Options {
             downstream,
             idle_timeout: self.settings.stream_idle,
             event_stream,
-            rewriter: rewrite.then(|| self.endpoint_rewriter(backend)),
-            on_first_event: Box::new(move |outcome| {
-                metrics
-                    .sse_first_events
-                    .get_or_create(&metrics::Result {
-                        result: outcome.as_str(),
-                    })
-                    .inc();
+            rewriter: rewrite.then(|| {
+                let metrics = self.metrics.clone();
+                let report: Box<dyn FnOnce(_) + Send> =
+                    Box::new(move |outcome: crate::forward::sse::Outcome| {
+                        metrics
+                            .sse_first_events
+                            .get_or_create(&metrics::FirstEventResult {
+                                result: outcome.as_str(),
+                            })
+                            .inc();
+                    });
+                (self.endpoint_rewriter(backend), report)
             }),
         };
         Outcome::Relay(Box::new(PendingRelay {
@@ -187,7 +200,7 @@ struct StreamGuard {
 }
 
 impl StreamGuard {
-    fn new(metrics: Arc<Metrics>, backend: &str) -> Self {
+    fn new(metrics: Arc<Metrics>, backend: &Arc<str>) -> Self {
         let backend = Metrics::backend(backend);
         metrics.active_streams.get_or_create(&backend).inc();
         StreamGuard { metrics, backend }

@@ -882,6 +882,20 @@ fn later_http1_minor_versions_are_served_as_11_and_other_majors_refused() {
     }
     // Incomplete: more bytes are needed, not an error.
     assert!(matches!(req("GET /x HTTP/1.2\r\nHost: a\r\n"), Ok(None)));
+    // A start line past the limit (found by tests/props: an index past the copy).
+    let long = format!("GET /{} HTTP/1.2\r\nHost: a\r\n\r\n", "x".repeat(100));
+    for limit in [50, 100, 105, 110] {
+        assert_eq!(
+            RequestHead::parse(long.as_bytes(), limit).unwrap_err(),
+            HeadError::TooLarge,
+            "{limit}"
+        );
+    }
+    let long = format!("HTTP/1.2 200 {}\r\n\r\n", "x".repeat(100));
+    assert_eq!(
+        ResponseHead::parse(long.as_bytes(), 5, false).unwrap_err(),
+        HeadError::TooLarge
+    );
     for s in [
         "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
         "GET / HTTP/0.9\r\n\r\n",
