@@ -45,6 +45,9 @@ pub enum End {
     Cut(String),
 }
 
+/// Called once with how the first-event scan ended.
+pub type OnFirstEvent = Box<dyn FnOnce(Outcome) + Send>;
+
 /// What the relay does to the body on its way.
 pub struct Options {
     pub downstream: Downstream,
@@ -53,7 +56,7 @@ pub struct Options {
     pub event_stream: bool,
     /// The legacy endpoint rewrite, and what to call once with how its
     /// first-event scan ended.
-    pub rewriter: Option<(EndpointRewriter, Box<dyn FnOnce(Outcome) + Send>)>,
+    pub rewriter: Option<(EndpointRewriter, OnFirstEvent)>,
 }
 
 /// A response body on its way: the backend connection and what the relay
@@ -307,7 +310,7 @@ enum Wait {
 struct Emitter {
     /// Boxed: it is gone after the first event, and this lives as long as the stream.
     rewriter: Option<Box<EndpointRewriter>>,
-    on_first_event: Option<Box<dyn FnOnce(Outcome) + Send>>,
+    on_first_event: Option<OnFirstEvent>,
     chunked: bool,
 }
 
