@@ -113,8 +113,8 @@ impl Pool {
 
     /// The backend with this identity, if it is still in the pool. A linear
     /// scan: pools are small and this beats hashing below a few dozen entries.
-    pub fn get(&self, id: &str) -> Option<&Arc<Backend>> {
-        self.backends.iter().find(|b| &*b.id == id)
+    pub fn get(&self, id: &[u8]) -> Option<&Arc<Backend>> {
+        self.backends.iter().find(|b| b.id.as_bytes() == id)
     }
 
     /// Chooses a backend for a request without a session, skipping those in
@@ -203,6 +203,8 @@ mod tests {
     fn identity_is_lowercase_host_port() {
         let b = Backend::new(Scheme::HTTP, "Replica-A.local".parse().unwrap());
         assert_eq!(&*b.id, "replica-a.local:80");
-        assert!(pool(2, Balance::RoundRobin).get("127.0.0.1:9001").is_some());
+        assert!(pool(2, Balance::RoundRobin)
+            .get(b"127.0.0.1:9001")
+            .is_some());
     }
 }

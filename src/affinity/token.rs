@@ -12,8 +12,6 @@
 //!
 //! This module must never log a key or a whole token.
 
-use std::ops::Range;
-
 use aes_gcm_siv::aead::{AeadInPlace, KeyInit};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce, Tag};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -90,25 +88,67 @@ pub enum TokenKind {
     Legacy = 2,
 }
 
-/// What a token says once opened, held inline: opening one (on every
-/// request of a session) allocates nothing.
+/// What a token says once opened. A typical plaintext (a `host:port` and a
+/// UUID-sized id) is held inline, so opening one, on every request of a
+/// session, allocates nothing and moves little; a longer one goes to the heap.
 #[derive(Clone)]
 pub struct Sealed {
     pub kind: TokenKind,
-    plain: [u8; MAX_PLAIN],
-    backend: Range<usize>,
-    upstream_id: Range<usize>,
+    plain: Plain,
+}
+
+/// Room for a plaintext held inline.
+const INLINE: usize = 126;
+
+/// `kind || backend length || backend || upstream id`, checked at open.
+#[derive(Clone)]
+enum Plain {
+    Inline { bytes: [u8; INLINE], len: u8 },
+    Heap(Box<[u8]>),
+}
+
+impl Plain {
+    fn new(plain: &[u8]) -> Plain {
+        match u8::try_from(plain.len()) {
+            Ok(len) if plain.len() <= INLINE => {
+                let mut bytes = [0u8; INLINE];
+                bytes[..plain.len()].copy_from_slice(plain);
+                Plain::Inline { bytes, len }
+            }
+            _ => Plain::Heap(plain.into()),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Plain::Inline { bytes, len } => &bytes[..usize::from(*len)],
+            Plain::Heap(bytes) => bytes,
+        }
+    }
+
+    /// Where the backend ends (its length is the second byte).
+    fn split(&self) -> usize {
+        2 + usize::from(self.bytes()[1])
+    }
 }
 
 impl Sealed {
-    /// The owning backend's identity.
-    pub fn backend(&self) -> &str {
-        std::str::from_utf8(&self.plain[self.backend.clone()]).unwrap_or_default()
+    /// The owning backend's identity (validated as UTF-8 when opened).
+    pub fn backend_bytes(&self) -> &[u8] {
+        &self.plain.bytes()[2..self.plain.split()]
     }
 
-    /// The server's own session id.
+    /// The server's own session id, as it sent it.
+    pub fn upstream_id_bytes(&self) -> &[u8] {
+        &self.plain.bytes()[self.plain.split()..]
+    }
+
+    pub fn backend(&self) -> &str {
+        std::str::from_utf8(self.backend_bytes()).unwrap_or_default()
+    }
+
     pub fn upstream_id(&self) -> &str {
-        std::str::from_utf8(&self.plain[self.upstream_id.clone()]).unwrap_or_default()
+        std::str::from_utf8(self.upstream_id_bytes()).unwrap_or_default()
     }
 }
 
@@ -124,9 +164,7 @@ impl std::fmt::Debug for Sealed {
 
 impl PartialEq for Sealed {
     fn eq(&self, other: &Self) -> bool {
-        self.kind == other.kind
-            && self.backend() == other.backend()
-            && self.upstream_id() == other.upstream_id()
+        self.kind == other.kind && self.plain.bytes() == other.plain.bytes()
     }
 }
 
@@ -230,13 +268,9 @@ fn parse_plain(plain: &[u8]) -> Result<Sealed, TokenError> {
     let (backend, upstream) = rest.split_at(len);
     std::str::from_utf8(backend).map_err(|_| TokenError::Malformed)?;
     std::str::from_utf8(upstream).map_err(|_| TokenError::Malformed)?;
-    let mut inline = [0u8; MAX_PLAIN];
-    inline[..plain.len()].copy_from_slice(plain);
     Ok(Sealed {
         kind,
-        plain: inline,
-        backend: 2..2 + len,
-        upstream_id: 2 + len..plain.len(),
+        plain: Plain::new(plain),
     })
 }
 

@@ -54,6 +54,14 @@ impl SessionRef {
     /// The reference's text; `buf` is the buffer its head was parsed from.
     /// A header value that is not UTF-8 reads as empty: it cannot be a
     /// token either way.
+    /// The reference's bytes as they arrived (for handing them back).
+    pub fn token_bytes<'a>(&'a self, buf: &'a [u8]) -> &'a [u8] {
+        match &self.token {
+            Token::InHead(range) => buf.get(range.clone()).unwrap_or_default(),
+            Token::Decoded(token) => token.as_bytes(),
+        }
+    }
+
     pub fn token<'a>(&'a self, buf: &'a [u8]) -> &'a str {
         match &self.token {
             Token::InHead(range) => buf

@@ -44,29 +44,27 @@ pub enum FieldKind {
 }
 
 impl FieldKind {
+    /// By length first: one or two comparisons per field, not sixteen.
     fn of(name: &[u8]) -> FieldKind {
-        const KINDS: [(&[u8], FieldKind); 16] = [
-            (b"host", FieldKind::Host),
-            (b"content-length", FieldKind::ContentLength),
-            (b"transfer-encoding", FieldKind::TransferEncoding),
-            (b"connection", FieldKind::Connection),
-            (b"keep-alive", FieldKind::HopByHop),
-            (b"proxy-connection", FieldKind::HopByHop),
-            (b"te", FieldKind::HopByHop),
-            (b"trailer", FieldKind::HopByHop),
-            (b"upgrade", FieldKind::HopByHop),
-            (b"expect", FieldKind::Expect),
-            (b"mcp-session-id", FieldKind::SessionId),
-            (b"content-type", FieldKind::ContentType),
-            (b"x-forwarded-for", FieldKind::ForwardedFor),
-            (b"x-forwarded-proto", FieldKind::ForwardedProto),
-            (b"mcp-method", FieldKind::McpMethod),
-            (b"mcp-protocol-version", FieldKind::ProtocolVersion),
-        ];
-        KINDS
-            .iter()
-            .find(|(known, _)| known.len() == name.len() && known.eq_ignore_ascii_case(name))
-            .map_or(FieldKind::Other, |&(_, kind)| kind)
+        let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+        match name.len() {
+            2 if is(b"te") => FieldKind::HopByHop,
+            4 if is(b"host") => FieldKind::Host,
+            6 if is(b"expect") => FieldKind::Expect,
+            7 if is(b"trailer") || is(b"upgrade") => FieldKind::HopByHop,
+            10 if is(b"connection") => FieldKind::Connection,
+            10 if is(b"keep-alive") => FieldKind::HopByHop,
+            10 if is(b"mcp-method") => FieldKind::McpMethod,
+            12 if is(b"content-type") => FieldKind::ContentType,
+            14 if is(b"content-length") => FieldKind::ContentLength,
+            14 if is(b"mcp-session-id") => FieldKind::SessionId,
+            15 if is(b"x-forwarded-for") => FieldKind::ForwardedFor,
+            16 if is(b"proxy-connection") => FieldKind::HopByHop,
+            17 if is(b"transfer-encoding") => FieldKind::TransferEncoding,
+            17 if is(b"x-forwarded-proto") => FieldKind::ForwardedProto,
+            20 if is(b"mcp-protocol-version") => FieldKind::ProtocolVersion,
+            _ => FieldKind::Other,
+        }
     }
 }
 
@@ -125,7 +123,9 @@ pub struct Fields {
 
 impl Fields {
     fn collect(buf: &[u8], headers: &[httparse::Header<'_>]) -> Result<Fields, HeadError> {
-        let mut list = Vec::with_capacity(headers.len());
+        let mut list = FREE_LISTS
+            .with(|free| free.borrow_mut().pop())
+            .unwrap_or_else(|| Vec::with_capacity(KEPT_LIST.min(headers.len().max(16))));
         for h in headers {
             let name = span(buf, h.name.as_bytes())
                 .ok_or(HeadError::Malformed("field name outside the head"))?;
@@ -261,6 +261,29 @@ impl Fields {
             .next()
             .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"))
             && codings.next().is_none()
+    }
+}
+
+/// Field lists are reused per thread (two heads per request).
+const KEPT_LIST: usize = 32;
+
+thread_local! {
+    static FREE_LISTS: std::cell::RefCell<Vec<Vec<Field>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Drop for Fields {
+    fn drop(&mut self) {
+        let mut list = std::mem::take(&mut self.list);
+        if list.capacity() == 0 || list.capacity() > KEPT_LIST {
+            return;
+        }
+        list.clear();
+        let _ = FREE_LISTS.try_with(|free| {
+            let mut free = free.borrow_mut();
+            if free.len() < 64 {
+                free.push(list);
+            }
+        });
     }
 }
 

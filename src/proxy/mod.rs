@@ -71,6 +71,13 @@ impl Target {
         }
     }
 
+    fn bytes<'a>(&'a self, buf: &'a [u8]) -> &'a [u8] {
+        match self {
+            Target::InBuf(range) => &buf[range.clone()],
+            Target::Owned(target) => target.as_bytes(),
+        }
+    }
+
     /// The target as text (the parser accepted it as UTF-8).
     fn as_str<'a>(&'a self, buf: &'a [u8]) -> &'a str {
         match self {
@@ -210,7 +217,7 @@ impl Proxy {
         let outstanding = backend.track();
         let request = match &restored {
             Restored::Header => {
-                let id = Some(owned.upstream_id().as_bytes());
+                let id = Some(owned.upstream_id_bytes());
                 self.upstream_request(client, req, &backend, None, id)
             }
             Restored::Target(target) => {
@@ -314,7 +321,7 @@ impl Proxy {
         let buf = &client.buf;
         let mut out = buf::take();
         let to = ToUpstream {
-            target: target.unwrap_or_else(|| req.target.as_str(buf).as_bytes()),
+            target: target.unwrap_or_else(|| req.target.bytes(buf)),
             session_id,
             peer: &client.peer_ip,
             authority: backend.authority.as_str(),

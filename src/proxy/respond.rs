@@ -69,9 +69,7 @@ impl Proxy {
         let sealed = response_session_id(&resp)
             .map(|value| self.affinity.seal_response(value, backend, owned));
         let session_id = match (&sealed, session) {
-            (Some(ResponseId::Same), Some((_, session))) => {
-                Some(session.token(&client.buf).as_bytes())
-            }
+            (Some(ResponseId::Same), Some((_, session))) => Some(session.token_bytes(&client.buf)),
             (Some(ResponseId::New(token)), _) => Some(token.as_bytes()),
             _ => None,
         };
