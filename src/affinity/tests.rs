@@ -34,7 +34,7 @@ fn request(uri: &str, session: Option<&str>) -> Option<Request> {
     let parsed = crate::http1::head::RequestHead::parse(&head, 1 << 16)
         .unwrap()
         .unwrap();
-    let session = session_ref(&head, &parsed.fields, uri).unwrap()?;
+    let session = session_ref(&parsed.fields, uri).unwrap()?;
     Some(Request { head, session })
 }
 

@@ -81,11 +81,7 @@ impl SessionRef {
 /// would answer for an unknown session. Two `Mcp-Session-Id` fields,
 /// the header together with a query parameter, or an ambiguous query are
 /// refused.
-pub fn session_ref(
-    _buf: &[u8],
-    fields: &Fields,
-    target: &str,
-) -> Result<Option<SessionRef>, Ambiguous> {
+pub fn session_ref(fields: &Fields, target: &str) -> Result<Option<SessionRef>, Ambiguous> {
     let in_query = match query(target) {
         Some((start, q)) => query::legacy_param(q)?.map(|r| start + r.start..start + r.end),
         None => None,
@@ -164,7 +160,7 @@ mod tests {
         let parsed = RequestHead::parse(head.as_bytes(), 1 << 16)
             .unwrap()
             .unwrap();
-        let found = session_ref(head.as_bytes(), &parsed.fields, uri)?;
+        let found = session_ref(&parsed.fields, uri)?;
         Ok(found.map(|r| (r.token(head.as_bytes()).to_owned(), r.carrier)))
     }
 
@@ -209,7 +205,7 @@ mod tests {
         let head =
             b"POST /mcp HTTP/1.1\r\nHost: x\r\nMcp-Session-Id: a\r\nmcp-session-id: b\r\n\r\n";
         let parsed = RequestHead::parse(head, 1 << 16).unwrap().unwrap();
-        assert_eq!(session_ref(head, &parsed.fields, "/mcp"), Err(Ambiguous));
+        assert_eq!(session_ref(&parsed.fields, "/mcp"), Err(Ambiguous));
     }
 
     #[test]

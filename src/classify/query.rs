@@ -39,7 +39,7 @@ pub fn legacy_param(query: &str) -> Result<Option<Range<usize>>, Ambiguous> {
         };
         let decoded = form_decode(name.as_bytes());
         if is_session_name(&decoded) {
-            let plain = has_value && !pair.contains(';') && !decoded.contains(&b'[');
+            let plain = has_value && !pair.contains(';') && LEGACY_PARAMS.contains(&&decoded[..]);
             if found.is_some() || !plain {
                 return Err(Ambiguous);
             }
@@ -57,13 +57,12 @@ fn names_session(part: &str) -> bool {
     is_session_name(&form_decode(name.as_bytes()))
 }
 
-/// A decoded name that is a session name, bare or with a `[...]` suffix.
+/// A decoded name that is a session name, bare or in any bracket group
+/// (`qs` reads `sessionId[]`, `sessionId[0]` and `[sessionId]` as it).
 fn is_session_name(decoded: &[u8]) -> bool {
-    let base = decoded
-        .iter()
-        .position(|&b| b == b'[')
-        .map_or(decoded, |i| &decoded[..i]);
-    LEGACY_PARAMS.contains(&base)
+    decoded
+        .split(|&b| b == b'[' || b == b']')
+        .any(|part| LEGACY_PARAMS.contains(&part))
 }
 
 /// `application/x-www-form-urlencoded` decoding as servers do it: `+` is a
@@ -145,6 +144,10 @@ mod tests {
             "sessionId[]=RAW",
             "sessionId%5B%5D=RAW",
             "sessionId[0]=RAW&x=1",
+            "[sessionId]=RAW",
+            "%5BsessionId%5D=RAW",
+            "a[session_id]=RAW",
+            "sessionId]=RAW",
             "session_id",
             "session_id&session_id=t1.a",
             "x=1;session_id=RAW",

@@ -243,12 +243,14 @@ impl Fields {
         Ok(length)
     }
 
-    /// Whether the last transfer coding is `chunked` (`None` if no field).
+    /// Whether the last transfer coding is `chunked` (`None` if no field; a
+    /// field with no coding in it still counts as one whose last is not).
     fn chunked_last(&self, buf: &[u8]) -> Option<bool> {
         let mut last = None;
         for value in self.all(buf, FieldKind::TransferEncoding) {
-            if let Some(t) = tokens(value).last() {
-                last = Some(t.eq_ignore_ascii_case(b"chunked"));
+            match tokens(value).last() {
+                Some(t) => last = Some(t.eq_ignore_ascii_case(b"chunked")),
+                None => last = last.or(Some(false)),
             }
         }
         last
@@ -354,7 +356,14 @@ impl RequestHead {
             (Some(_), None) if minor == 0 => {
                 return Err(HeadError::Malformed("transfer-encoding in HTTP/1.0"))
             }
-            (Some(_), None) if !fields.only_chunked(buf) => {
+            // RFC 9112 §6.3: where the body ends cannot be known: 400.
+            (Some(false), None) => {
+                return Err(HeadError::Malformed(
+                    "chunked is not the final transfer coding",
+                ))
+            }
+            // A coding before `chunked` that Tether does not decode: 501.
+            (Some(true), None) if !fields.only_chunked(buf) => {
                 return Err(HeadError::UnsupportedCoding)
             }
             (Some(_), None) => Framing::Chunked,

@@ -183,7 +183,7 @@ impl Proxy {
             legacy_get: classify::may_open_legacy_stream(method),
             modern: classify::is_modern(buf, &head.fields),
         };
-        let session = classify::session_ref(buf, &head.fields, req.target.as_str(buf));
+        let session = classify::session_ref(&head.fields, req.target.as_str(buf));
         let pool = self.pool.load_full();
         match session {
             Ok(Some(session)) => self.forward_owned(client, &req, session, &pool).await,
