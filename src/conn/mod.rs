@@ -85,9 +85,6 @@ pub struct Client {
     response_timer: timer::LazyTimer,
 }
 
-/// How far a lazy timer may stay armed before its wanted deadline.
-const TIMER_SLACK: Duration = Duration::from_secs(1);
-
 /// What the client did while an exchange was running.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Watch {
@@ -116,18 +113,19 @@ enum Next {
 }
 
 /// Serves one client connection until either side closes it.
-pub async fn serve(
+pub fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
     metrics: Arc<Metrics>,
     settings: Arc<ConnSettings>,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "set_nodelay failed");
     }
-    let _open = ConnGuard::new(&metrics);
-    let mut client = Client {
+    // Built here, outside the task's future, which then holds the client
+    // once (an async fn would also keep its moved-from arguments).
+    let client = Client {
         stream,
         peer,
         peer_ip: peer.ip().to_string(),
@@ -137,9 +135,19 @@ pub async fn serve(
         overflowed: false,
         half_closed: false,
         answering: false,
-        read_timer: timer::LazyTimer::new(TIMER_SLACK),
-        response_timer: timer::LazyTimer::new(TIMER_SLACK),
+        read_timer: timer::LazyTimer::new(),
+        response_timer: timer::LazyTimer::new(),
     };
+    serve_client(client, proxy, metrics, settings)
+}
+
+async fn serve_client(
+    mut client: Client,
+    proxy: Arc<Proxy>,
+    metrics: Arc<Metrics>,
+    settings: Arc<ConnSettings>,
+) {
+    let _open = ConnGuard::new(&metrics);
     let mut served = 0usize;
     loop {
         let one = client.serve_one(&proxy, &metrics, &settings, served > 0);
@@ -152,7 +160,7 @@ pub async fn serve(
             Ok(Next::Ended) => return,
             Err(panic) => {
                 let what = crate::panic::describe(&*panic);
-                return client.after_panic(what, &metrics).await;
+                return Box::pin(client.after_panic(what, &metrics)).await;
             }
         }
         buf::release_if_empty(&mut client.buf);
@@ -169,33 +177,22 @@ impl Client {
         kept_alive: bool,
     ) -> Next {
         self.answering = false;
-        let head = match self.read_head(settings, kept_alive).await {
-            Ok(head) => head,
-            Err(e) => return Box::pin(self.fail(e, proxy, metrics)).await,
+        // The request's head, body and budget live in this future only, so
+        // a relay that follows (perhaps a held stream for hours) keeps none
+        // of them in the connection's task.
+        // Boxed, for the same reason: the task's size is its largest phase,
+        // and a held stream should pay for the relay's, not this one's.
+        let outcome = match Box::pin(self.request(proxy, metrics, settings, kept_alive)).await {
+            Ok(outcome) => outcome,
+            Err(next) => return next,
         };
-        // Most bodies arrive with their head; waiting for one is boxed so its
-        // future does not enlarge every connection's task.
-        let (body, held) = match self.body_in_buf(&head, settings) {
-            Some(body) => (body, budget::Held::default()),
-            None => match Box::pin(self.read_body(&head, settings)).await {
-                Ok(read) => read,
-                Err(e) => return Box::pin(self.fail(e, proxy, metrics)).await,
-            },
-        };
-        // Boxed: routing and the upstream call are a large future, needed only
-        // until the response head is in; a relay that follows (perhaps a held
-        // stream for hours) runs in this task's small state instead.
-        let outcome = Box::pin(proxy.handle(self, &head, body)).await;
-        // The body has been forwarded (or refused): its budget goes back.
-        drop(held);
-        drop(head);
         let keep_alive = match outcome {
             Outcome::Answered { keep_alive } => keep_alive,
             Outcome::Relay(relay) => {
                 if relay.is_stream() {
                     // Perhaps held for hours: keep no timers armed meanwhile.
-                    self.read_timer = timer::LazyTimer::new(TIMER_SLACK);
-                    self.response_timer = timer::LazyTimer::new(TIMER_SLACK);
+                    self.read_timer = timer::LazyTimer::new();
+                    self.response_timer = timer::LazyTimer::new();
                 }
                 relay.run(self).await
             }
@@ -205,6 +202,34 @@ impl Client {
         } else {
             Next::Close
         }
+    }
+
+    /// Reads a request and has it routed, up to the response head.
+    async fn request(
+        &mut self,
+        proxy: &Arc<Proxy>,
+        metrics: &Metrics,
+        settings: &Arc<ConnSettings>,
+        kept_alive: bool,
+    ) -> Result<Outcome, Next> {
+        let head = match self.read_head(settings, kept_alive).await {
+            Ok(head) => head,
+            Err(e) => return Err(Box::pin(self.fail(e, proxy, metrics)).await),
+        };
+        // Most bodies arrive with their head; waiting for one is boxed so its
+        // future does not enlarge every connection's task.
+        let (body, held) = match self.body_in_buf(&head, settings) {
+            Some(body) => (body, budget::Held::default()),
+            None => match Box::pin(self.read_body(&head, settings)).await {
+                Ok(read) => read,
+                Err(e) => return Err(Box::pin(self.fail(e, proxy, metrics)).await),
+            },
+        };
+        // Boxed: routing and the upstream call are a large future, needed only
+        // until the response head is in. The body's budget goes back after.
+        let outcome = Box::pin(proxy.handle(self, &head, body)).await;
+        drop(held);
+        Ok(outcome)
     }
 
     /// Waits for a whole request head at the start of `buf`.
@@ -406,7 +431,7 @@ impl Client {
 
     /// After a panic below this connection: answers 502 if nothing of an
     /// answer was written yet, counts and logs it once, closes.
-    async fn after_panic(mut self, what: String, metrics: &Metrics) {
+    async fn after_panic(&mut self, what: String, metrics: &Metrics) {
         metrics.internal_errors.inc();
         tracing::error!(
             peer = %self.peer,

@@ -52,3 +52,32 @@ async fn a_panic_below_the_connection_is_answered_502_and_counted() {
     );
     assert_eq!(metrics.internal_errors.get(), 1);
 }
+
+/// What a held stream keeps for hours is the connection task: its largest
+/// phase decides its size (rare and per-request phases are boxed). Was 1,256
+/// bytes before the request and the rare relay paths were boxed.
+#[tokio::test]
+async fn the_connection_task_stays_small() {
+    let metrics = Arc::new(Metrics::default());
+    let overrides = Overrides {
+        backends: vec!["http://127.0.0.1:9".into()],
+        ..Overrides::default()
+    };
+    let config = Config::from_parts(Default::default(), overrides, &|_| None).unwrap();
+    let proxy = Arc::new(Proxy::new(&config, metrics.clone()));
+    let settings = Arc::new(ConnSettings {
+        header_read_timeout: config.timeouts.header_read,
+        max_header_bytes: config.limits.max_header_bytes,
+        max_request_body: config.limits.max_request_body,
+        request_body_timeout: config.timeouts.request_body,
+        budget: BodyBudget::new(1 << 20, Default::default(), Default::default()),
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let _c = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (s, peer) = listener.accept().await.unwrap();
+    let task = serve(s, peer, proxy, metrics, settings);
+    let size = std::mem::size_of_val(&task);
+    assert!(size <= 700, "the connection task grew to {size} bytes");
+}

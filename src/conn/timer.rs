@@ -17,21 +17,23 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
-/// A reusable timer for one deadline at a time.
+/// How far the timer may stay armed before the wanted deadline.
+const SLACK: Duration = Duration::from_secs(1);
+
+/// A reusable timer for one deadline at a time (one word while unarmed).
+#[derive(Default)]
 pub struct LazyTimer {
     sleep: Option<Pin<Box<Sleep>>>,
-    slack: Duration,
 }
 
 impl LazyTimer {
-    /// A timer that may stay armed up to `slack` before the wanted deadline.
-    pub const fn new(slack: Duration) -> Self {
-        LazyTimer { sleep: None, slack }
+    pub const fn new() -> Self {
+        LazyTimer { sleep: None }
     }
 
     /// Ready once `deadline` has passed. Arms (or moves) the timer as needed.
     pub fn poll_until(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
-        let slack = self.slack;
+        let slack = SLACK;
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
@@ -62,14 +64,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn fires_at_the_wanted_deadline_never_before() {
-        let mut t = LazyTimer::new(Duration::from_secs(1));
+        let mut t = LazyTimer::new();
         let start = Instant::now();
         t.until(start + Duration::from_secs(2)).await;
         assert_eq!(Instant::now(), start + Duration::from_secs(2));
         // A later deadline within the slack keeps the armed one, which fires
         // early: the wait still lasts to the wanted deadline.
         let now = Instant::now();
-        let mut t = LazyTimer::new(Duration::from_secs(1));
+        let mut t = LazyTimer::new();
         poll_once(&mut t, now + Duration::from_secs(10)).await;
         let wanted = now + Duration::from_millis(10_500);
         t.until(wanted).await;
@@ -91,7 +93,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn small_moves_do_not_rearm() {
-        let mut t = LazyTimer::new(Duration::from_secs(1));
+        let mut t = LazyTimer::new();
         let start = Instant::now();
         let armed = |t: &LazyTimer| t.sleep.as_ref().map(|s| s.deadline());
         poll_once(&mut t, start + Duration::from_secs(10)).await;

@@ -134,7 +134,7 @@ impl Relay {
         loop {
             let (done, leftover) = match self.take_arrived() {
                 Ok(step) => step,
-                Err(why) => return self.cut(client, why).await,
+                Err(why) => return Box::pin(self.cut(client, why)).await,
             };
             if done {
                 self.emit.finish(&mut self.out);
@@ -167,8 +167,12 @@ impl Relay {
                         Err(_) => End::ClientGone,
                     };
                 }
-                Wait::Closed => return self.cut(client, "backend closed mid-body".into()).await,
-                Wait::Failed(e) => return self.cut(client, format!("backend read: {e}")).await,
+                Wait::Closed => {
+                    return Box::pin(self.cut(client, "backend closed mid-body".into())).await
+                }
+                Wait::Failed(e) => {
+                    return Box::pin(self.cut(client, format!("backend read: {e}"))).await
+                }
                 Wait::ClientGone => return End::ClientGone,
                 // An event stream can end here unless its length was promised.
                 Wait::Idle if self.event_stream && !self.length_framed => {
@@ -180,7 +184,7 @@ impl Relay {
                 }
                 Wait::Idle => {
                     let why = "response body idle for longer than the stream idle timeout";
-                    self.cut(client, why.into()).await;
+                    Box::pin(self.cut(client, why.into())).await;
                     return End::IdleTimeout { clean: false };
                 }
             }
@@ -289,6 +293,16 @@ async fn send(client: &mut Client, bytes: &[u8], timeout: Option<Duration>) -> s
     if rest.is_empty() {
         return Ok(());
     }
+    // Rare, and its future (with a timer) is large: boxed, so the relay's
+    // state, which a held stream keeps for hours, stays small.
+    Box::pin(send_slowly(client, rest, timeout)).await
+}
+
+async fn send_slowly(
+    client: &mut Client,
+    rest: &[u8],
+    timeout: Option<Duration>,
+) -> std::io::Result<()> {
     match timeout {
         None => client.stream.write_all(rest).await,
         Some(t) => tokio::time::timeout(t, client.stream.write_all(rest))
