@@ -7,6 +7,7 @@
 //!
 //! This stage never contacts a backend and never picks one for a new session.
 
+mod cache;
 pub mod token;
 
 use std::sync::Arc;
@@ -78,6 +79,17 @@ impl Affinity {
         &self.sealer
     }
 
+    /// Opens `token`, from this thread's recently opened tokens if it is
+    /// there (`cache` says why that is as safe as opening it again).
+    pub fn open(&self, token: &str) -> Result<Sealed, TokenError> {
+        if let Some(sealed) = cache::get(self.sealer.id(), token.as_bytes()) {
+            return Ok(sealed);
+        }
+        let sealed = self.sealer.open(token)?;
+        cache::put(self.sealer.id(), token.as_bytes(), &sealed);
+        Ok(sealed)
+    }
+
     /// Finds the owner of the session `token` (the reference's text) names.
     pub fn resolve(
         &self,
@@ -85,7 +97,7 @@ impl Affinity {
         session: &SessionRef,
         pool: &Pool,
     ) -> Result<Owned, Unroutable> {
-        let sealed = self.sealer.open(token)?;
+        let sealed = self.open(token)?;
         let expected = match session.carrier {
             Carrier::Header => TokenKind::Streamable,
             Carrier::Query { .. } => TokenKind::Legacy,

@@ -182,3 +182,26 @@ fn restore_refuses_ids_that_cannot_travel() {
         );
     }
 }
+
+#[test]
+fn opened_tokens_are_remembered_only_for_their_own_sealer() {
+    let a = affinity();
+    let b = affinity();
+    let token = a
+        .sealer()
+        .seal(TokenKind::Streamable, "127.0.0.1:9001", "srv")
+        .unwrap();
+    assert_eq!(a.open(&token).unwrap().upstream_id(), "srv");
+    // Remembered now; still only for `a`: another key never opens it.
+    assert_eq!(a.open(&token).unwrap(), a.sealer().open(&token).unwrap());
+    assert_eq!(b.open(&token), Err(TokenError::Forged));
+    assert_eq!(b.open(&token), Err(TokenError::Forged));
+    // A token differing in one byte is opened afresh (and fails).
+    let mut forged = token.clone().into_bytes();
+    let last = forged.len() - 1;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    assert!(a.open(&forged).is_err());
+    // And the original still opens, from memory or not.
+    assert_eq!(a.open(&token).unwrap().backend(), "127.0.0.1:9001");
+}

@@ -10,8 +10,9 @@
 //! itself and sends the body whole.
 
 use std::io::Write as _;
+use std::ops::Range;
 
-use crate::http1::head::{FieldKind, Framing, RequestHead, ResponseHead};
+use crate::http1::head::{Field, FieldKind, Framing, RequestHead, ResponseHead};
 
 /// What changes in a request head on its way to a backend.
 #[derive(Debug)]
@@ -47,8 +48,8 @@ pub fn request(
     // A replaced Host is written below, like a missing one.
     let mut has_host = false;
     let keep_host = to.preserve_host && to.host.is_none();
+    let mut lines = Lines::new(out, buf);
     for f in &head.fields.list {
-        let value = &buf[f.value.clone()];
         match f.kind {
             FieldKind::HopByHop
             | FieldKind::Connection
@@ -62,7 +63,7 @@ pub fn request(
                 Some(_) if session_written => continue,
                 Some(id) => {
                     session_written = true;
-                    field(out, &buf[f.name.clone()], id);
+                    lines.write(&buf[f.name.clone()], id);
                     continue;
                 }
                 None => {}
@@ -73,8 +74,9 @@ pub fn request(
             | FieldKind::McpMethod
             | FieldKind::ProtocolVersion => {}
         }
-        field(out, &buf[f.name.clone()], value);
+        lines.pass(f);
     }
+    lines.finish();
     if !has_host {
         let host = match to.host {
             Some(host) if to.preserve_host => host,
@@ -134,19 +136,20 @@ pub fn response(
     out.push(b' ');
     out.extend_from_slice(&buf[head.reason.clone()]);
     out.extend_from_slice(b"\r\n");
+    let mut lines = Lines::new(out, buf);
     for f in &head.fields.list {
-        let value = &buf[f.value.clone()];
         match f.kind {
             FieldKind::HopByHop | FieldKind::Connection | FieldKind::TransferEncoding => continue,
             FieldKind::ContentLength if framing != Downstream::None => continue,
-            FieldKind::SessionId => {
-                field(out, &buf[f.name.clone()], session_id.unwrap_or(value));
+            FieldKind::SessionId if session_id.is_some() => {
+                lines.write(&buf[f.name.clone()], session_id.unwrap_or_default());
                 continue;
             }
             _ => {}
         }
-        field(out, &buf[f.name.clone()], value);
+        lines.pass(f);
     }
+    lines.finish();
     match framing {
         Downstream::Length(n) => {
             out.extend_from_slice(b"content-length: ");
@@ -202,6 +205,75 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
         }
     }
     out.extend_from_slice(&digits[at..]);
+}
+
+/// Writes field lines for the next hop. A line that passes unchanged is
+/// copied as it arrived, and consecutive ones in one piece: one copy per run
+/// of lines instead of four per field (it showed in the profile).
+struct Lines<'a> {
+    out: &'a mut Vec<u8>,
+    buf: &'a [u8],
+    run: Option<Range<usize>>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(out: &'a mut Vec<u8>, buf: &'a [u8]) -> Self {
+        Lines {
+            out,
+            buf,
+            run: None,
+        }
+    }
+
+    /// Passes `f` on unchanged.
+    fn pass(&mut self, f: &Field) {
+        match raw_line(self.buf, f) {
+            Some(line) => match &mut self.run {
+                Some(run) if run.end == line.start => run.end = line.end,
+                _ => {
+                    self.flush();
+                    self.run = Some(line);
+                }
+            },
+            None => {
+                self.flush();
+                field(
+                    self.out,
+                    &self.buf[f.name.clone()],
+                    &self.buf[f.value.clone()],
+                );
+            }
+        }
+    }
+
+    /// Writes a field of Tether's own (or with a value it replaced).
+    fn write(&mut self, name: &[u8], value: &[u8]) {
+        self.flush();
+        field(self.out, name, value);
+    }
+
+    fn flush(&mut self) {
+        if let Some(run) = self.run.take() {
+            self.out.extend_from_slice(&self.buf[run]);
+        }
+    }
+
+    fn finish(mut self) {
+        self.flush();
+    }
+}
+
+/// The whole line of `f`, from its name to its CRLF, when it can be copied
+/// as it is: it ends in CRLF (a bare LF, which a parser may accept, is not
+/// sent on) and its value is in the buffer.
+fn raw_line(buf: &[u8], f: &Field) -> Option<Range<usize>> {
+    if f.value.end < f.name.end {
+        return None;
+    }
+    let rest = buf.get(f.value.end..)?;
+    let end = rest.iter().position(|&b| b == b'\r' || b == b'\n')?;
+    let ows = rest[..end].iter().all(|&b| b == b' ' || b == b'\t');
+    (ows && rest.get(end..end + 2) == Some(b"\r\n")).then(|| f.name.start..f.value.end + end + 2)
 }
 
 fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -361,6 +433,18 @@ mod tests {
         assert_eq!(
             out,
             b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn lines_pass_as_they_arrived_and_bare_lf_is_not_sent_on() {
+        let raw = b"HTTP/1.1 200 OK\r\nX-A:  spaced  \r\nX-B: lf\nX-C: 3\r\nKeep-Alive: x\r\nX-D: 4\r\nContent-Length: 0\r\n\r\n";
+        let head = ResponseHead::parse(raw, 1 << 16, false).unwrap().unwrap();
+        let mut out = Vec::new();
+        response(&mut out, raw, &head, None, Downstream::None, None);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nX-A:  spaced  \r\nX-B: lf\r\nX-C: 3\r\nX-D: 4\r\nContent-Length: 0\r\n\r\n"
         );
     }
 
