@@ -104,3 +104,82 @@ fn demo_tour_shows_sticky_sessions() {
     assert_eq!(text.matches("streamable session t1.").count(), 3, "{text}");
     assert_eq!(text.matches("legacy     session t1.").count(), 2, "{text}");
 }
+
+/// Out of descriptors, the accept loop backs off, counts every failure and
+/// logs once (not every 50 ms), and serves again when descriptors free up.
+#[test]
+fn out_of_descriptors_the_accept_loop_logs_once_counts_and_recovers() {
+    use std::io::{Read as _, Write as _};
+    use std::net::TcpStream;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    let mut child = Command::new("bash")
+        .args(["-c", &format!("ulimit -n 48 && exec {BIN} --listen 127.0.0.1:0 --admin 127.0.0.1:0 --backend http://127.0.0.1:9 --threads 1")])
+        .env("TETHER_LOG", "warn")
+        .env_remove("TETHER_SESSION_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let addr_of = |line: &str| line.trim().rsplit(' ').next().unwrap().to_owned();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let proxy = addr_of(&line);
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    let admin = addr_of(&line);
+    // Every stderr line, as it comes.
+    let (tx, rx) = mpsc::channel();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // More connections than descriptors: the listener's backlog holds the rest.
+    let conns: Vec<TcpStream> = (0..80)
+        .map(|_| TcpStream::connect(&proxy).unwrap())
+        .collect();
+    let first = std::iter::from_fn(|| rx.recv_timeout(Duration::from_secs(20)).ok())
+        .find(|l| l.contains("accept failed"))
+        .expect("a log line about the failing accepts");
+    assert!(
+        first.contains("accept failed") && first.contains("emfile"),
+        "{first}"
+    );
+    // The condition lasts a second (twenty retries): no more lines meanwhile.
+    let until = Instant::now() + Duration::from_secs(1);
+    let mut more = Vec::new();
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        if let Ok(line) = rx.recv_timeout(left) {
+            more.push(line);
+        }
+    }
+    assert!(
+        more.iter().all(|l| !l.contains("accept failed")),
+        "{more:?}"
+    );
+    drop(conns);
+    // Descriptors are free again: the admin listener answers, and counted it all.
+    let metrics = (0..200)
+        .find_map(|_| {
+            let mut s = TcpStream::connect(&admin).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                .ok()?;
+            let mut text = String::new();
+            s.read_to_string(&mut text).ok()?;
+            text.contains("tether_accept_errors_total").then_some(text)
+        })
+        .expect("metrics after recovery");
+    let failures: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tether_accept_errors_total{kind=\"emfile\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(failures >= 10.0, "{failures} failures counted:\n{metrics}");
+    child.kill().unwrap();
+    let _ = child.wait();
+}
