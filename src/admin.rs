@@ -119,7 +119,10 @@ async fn connection(mut stream: TcpStream, admin: Arc<Admin>, limits: Limits) {
             Ok(None) => return,
             Err(status) => {
                 let reply = Reply::text(status, status.canonical_reason().unwrap_or("refused"));
-                if write_reply(&mut stream, &reply, false, true).await.is_ok() {
+                if write_reply(&mut stream, &reply, false, true, limits)
+                    .await
+                    .is_ok()
+                {
                     linger(&mut stream).await;
                 }
                 return;
@@ -129,17 +132,26 @@ async fn connection(mut stream: TcpStream, admin: Arc<Admin>, limits: Limits) {
         let body_end = match head.framing {
             Framing::None | Framing::UntilClose => head.len,
             Framing::Length(n) if n <= MAX_BODY => head.len + n as usize,
-            Framing::Length(_) => {
-                let reply = Reply::text(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
-                let _ = write_reply(&mut stream, &reply, false, true).await;
-                return;
-            }
-            Framing::Chunked => {
-                let reply = Reply::text(StatusCode::LENGTH_REQUIRED, "length required");
-                let _ = write_reply(&mut stream, &reply, false, true).await;
+            Framing::Length(_) | Framing::Chunked => {
+                let reply = match head.framing {
+                    Framing::Chunked => Reply::text(StatusCode::LENGTH_REQUIRED, "length required"),
+                    _ => Reply::text(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+                };
+                if write_reply(&mut stream, &reply, false, true, limits)
+                    .await
+                    .is_ok()
+                {
+                    linger(&mut stream).await;
+                }
                 return;
             }
         };
+        if head.expect_continue && buf.len() < body_end && head.minor == 1 {
+            let go_on = b"HTTP/1.1 100 Continue\r\n\r\n";
+            if bounded(limits, stream.write_all(go_on)).await.is_err() {
+                return;
+            }
+        }
         while buf.len() < body_end {
             match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
                 Ok(Ok(n)) if n > 0 => {}
@@ -149,7 +161,7 @@ async fn connection(mut stream: TcpStream, admin: Arc<Admin>, limits: Limits) {
         let reply = admin.handle(&buf[head.method.clone()], &buf[head.target.clone()]);
         let head_only = &buf[head.method.clone()] == b"HEAD";
         let close = !head.keep_alive;
-        if write_reply(&mut stream, &reply, head_only, close)
+        if write_reply(&mut stream, &reply, head_only, close, limits)
             .await
             .is_err()
             || close
@@ -218,11 +230,22 @@ async fn linger(stream: &mut TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
+/// A write to a client that may have stopped reading, at most the head read time.
+async fn bounded(
+    limits: Limits,
+    write: impl std::future::Future<Output = std::io::Result<()>>,
+) -> std::io::Result<()> {
+    tokio::time::timeout(limits.header_read_timeout, write)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
 async fn write_reply(
     stream: &mut TcpStream,
     reply: &Reply,
     head_only: bool,
     close: bool,
+    limits: Limits,
 ) -> std::io::Result<()> {
     let mut out = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n{}\r\n",
@@ -236,7 +259,7 @@ async fn write_reply(
     if !head_only {
         out.extend_from_slice(reply.body.as_bytes());
     }
-    stream.write_all(&out).await?;
+    bounded(limits, stream.write_all(&out)).await?;
     if close {
         let _ = stream.shutdown().await;
     }

@@ -577,3 +577,185 @@ async fn a_first_event_past_the_scan_limit_is_not_rewritten_even_in_one_read() {
         "{m}"
     );
 }
+
+// ---- found in review ----
+
+#[tokio::test]
+async fn a_client_that_stops_reading_tethers_own_answers_is_let_go() {
+    // It pipelines requests Tether answers itself (404s) and never reads:
+    // Tether's writes to it are bounded by the head read timeout.
+    let backend = RawBackend::start(echo_target).await;
+    let t = tether_urls(vec![backend.url()], "[timeouts]\nheader_read = \"500ms\"\n").await;
+    // A small receive window, set before connecting (after, it does not shrink).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let mut s = socket.connect(t.proxy_addr).await.unwrap();
+    let bogus = "GET /mcp HTTP/1.1\r\nHost: lb\r\nMcp-Session-Id: bogus\r\n\r\n".repeat(1000);
+    within("Tether lets the connection go", async {
+        while s.write_all(bogus.as_bytes()).await.is_ok() {}
+    })
+    .await;
+    assert!(backend.seen().is_empty());
+}
+
+#[tokio::test]
+async fn a_request_answered_with_an_interim_response_is_never_replayed() {
+    use tokio::net::TcpListener;
+    // The backend answers the first request, then on the reused connection
+    // reads the second, sends 103, and resets: it read it, so no replay.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while let Some(req) = mcp_tether_testkit::raw::read_request(&mut s, &mut buf).await
+                {
+                    let line = req.lines().next().unwrap_or("").to_owned();
+                    log.lock().unwrap().push(line.clone());
+                    if line.starts_with("POST /second") {
+                        let _ = s.write_all(b"HTTP/1.1 103 Early Hints\r\n\r\n").await;
+                        socket2::SockRef::from(&s)
+                            .set_linger(Some(Duration::ZERO))
+                            .unwrap();
+                        return; // dropped: a reset
+                    }
+                    let (bytes, _) = echo_target(&req);
+                    let _ = s.write_all(&bytes).await;
+                }
+            });
+        }
+    });
+    let t = tether_urls(vec![format!("http://{addr}")], "").await;
+    let first = exchange(
+        t.proxy_addr,
+        post("/first", "{}", "Connection: close\r\n").as_bytes(),
+    )
+    .await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let second = exchange(
+        t.proxy_addr,
+        post("/second", "{}", "Connection: close\r\n").as_bytes(),
+    )
+    .await;
+    assert!(second.starts_with("HTTP/1.1 502"), "{second}");
+    let times = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("POST /second"))
+        .count();
+    assert_eq!(times, 1, "{:?}", seen.lock().unwrap());
+}
+
+#[tokio::test]
+async fn tethers_own_answers_to_head_have_no_body() {
+    let backend = RawBackend::start(echo_target).await;
+    let t = tether_urls(vec![backend.url()], "").await;
+    let two = "HEAD /mcp HTTP/1.1\r\nHost: lb\r\nMcp-Session-Id: bogus\r\n\r\n\
+               HEAD /mcp HTTP/1.1\r\nHost: lb\r\nMcp-Session-Id: bogus\r\nConnection: close\r\n\r\n";
+    let answer = exchange(t.proxy_addr, two.as_bytes()).await;
+    let heads: Vec<&str> = answer.split("\r\n\r\n").collect();
+    assert_eq!(heads.len(), 3, "two heads, nothing after: {answer:?}");
+    assert!(
+        heads[0].starts_with("HTTP/1.1 404") && heads[0].contains("content-length: "),
+        "{answer:?}"
+    );
+    assert!(
+        heads[1].starts_with("HTTP/1.1 404"),
+        "the second answer starts right after the first head: {answer:?}"
+    );
+    assert_eq!(heads[2], "");
+}
+
+#[tokio::test]
+async fn bodies_waiting_for_the_budget_do_not_starve_each_other() {
+    // Found in review: each body held part of the budget while waiting for
+    // more, so two that would fit one after the other both timed out.
+    let backend = RawBackend::start(echo_target).await;
+    let t = tether_urls(
+        vec![backend.url()],
+        "[limits]\nmax_request_body = 131072\nmax_held_body_bytes = 196608\n[timeouts]\nrequest_body = \"20s\"\n",
+    )
+    .await;
+    let mut a = slow_body(&t, 131072, 65536).await;
+    wait_metric(&t, "tether_held_body_bytes", 131072.0).await;
+    let mut b = slow_body(&t, 131072, 65536).await;
+    wait_metric(&t, "tether_body_budget_waits_total", 1.0).await;
+    for s in [&mut a, &mut b] {
+        s.write_all(&vec![b' '; 65536]).await.unwrap();
+    }
+    for s in [&mut a, &mut b] {
+        let answer = read_to_close_or_first(s).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn a_half_closed_client_that_then_resets_releases_its_stream() {
+    let backend = RawBackend::start(|_| {
+        let head =
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\ndata: hello\n\n".to_vec();
+        (head, After::Hang)
+    })
+    .await;
+    let t = tether_urls(vec![backend.url()], "").await;
+    let mut s = TcpStream::connect(t.proxy_addr).await.unwrap();
+    s.write_all(b"GET /events HTTP/1.1\r\nHost: lb\r\n\r\n")
+        .await
+        .unwrap();
+    s.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    read_until(&mut s, &mut got, "data: hello").await;
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(s);
+    within("the backend stream is closed", async {
+        while backend.closed() == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn field_names_spelled_with_underscores_for_ones_tether_reads_are_refused() {
+    let backend = RawBackend::start(echo_target).await;
+    let t = tether_urls(vec![backend.url()], "").await;
+    for field in [
+        "Mcp_Session_Id: RAW",
+        "Content_Length: 5",
+        "Transfer_Encoding: chunked",
+        "X_Forwarded_For: 1.2.3.4",
+    ] {
+        let request = format!(
+            "POST /messages HTTP/1.1\r\nHost: lb\r\n{field}\r\nContent-Length: 2\r\n\r\n{{}}"
+        );
+        let answer = exchange(t.proxy_addr, request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{field}: {answer}");
+    }
+    let ok = post("/mcp", "{}", "X_Custom_Thing: 1\r\nConnection: close\r\n");
+    assert!(exchange(t.proxy_addr, ok.as_bytes())
+        .await
+        .starts_with("HTTP/1.1 200"));
+    assert_eq!(backend.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn the_admin_listener_answers_expect_continue() {
+    let backend = RawBackend::start(echo_target).await;
+    let t = tether_urls(vec![backend.url()], "").await;
+    let mut s = TcpStream::connect(t.admin_addr.unwrap()).await.unwrap();
+    s.write_all(b"POST /metrics HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut s, &mut got, "HTTP/1.1 100 Continue\r\n\r\n").await;
+    s.write_all(b"{}").await.unwrap();
+    let rest = read_to_close(&mut s).await;
+    assert!(rest.contains("HTTP/1.1 405"), "{rest}");
+}

@@ -7,10 +7,12 @@
 //! head holds memory while it trickles in; that memory is taken from the
 //! budget shared by all connections before the buffer grows, so a flood of
 //! slow bodies waits (and at its deadline gets a 503), never exhausts memory.
+//! The budget is taken once per body, all of it (the declared length, or the
+//! limit for a chunked body), before the body first waits: a body that held
+//! part of it while waiting for more could starve another doing the same.
 
 use std::ops::Range;
 
-use tokio::io::AsyncWriteExt as _;
 use tokio::time::Instant;
 
 use super::budget::{Held, STEP};
@@ -78,20 +80,22 @@ impl Client {
             Framing::Length(len) => {
                 let end = head.len + len as usize;
                 if self.buf.len() < end {
+                    // The whole declared body, taken at once before waiting
+                    // for it: a body never holds part of the budget while it
+                    // waits for the rest (two such bodies could starve each
+                    // other until their deadlines).
+                    settings
+                        .budget
+                        .grow(&mut held, len as usize, deadline)
+                        .await
+                        .map_err(over_budget)?;
                     self.continue_if_expected(head).await?;
                 }
                 while self.buf.len() < end {
                     if self.buf.len() == self.buf.capacity() {
-                        // Grow by doubling (at least a step), never past the
-                        // body's end, with the budget taken first.
+                        // Grow by doubling (at least a step), never past the body's end.
                         let cap = self.buf.capacity();
                         let new_cap = (cap * 2).max(cap + STEP).min(end);
-                        let want = new_cap - head.len;
-                        settings
-                            .budget
-                            .grow(&mut held, want, deadline)
-                            .await
-                            .map_err(over_budget)?;
                         self.buf.reserve_exact(new_cap - self.buf.len());
                     }
                     self.read_body_more(deadline).await?;
@@ -108,8 +112,8 @@ impl Client {
         }
     }
 
-    /// Decodes a chunked body as it arrives; the decoded bytes are taken
-    /// from the budget before they are stored.
+    /// Decodes a chunked body as it arrives. One that does not arrive whole
+    /// with its head takes `max_request_body` from the budget before waiting.
     async fn read_chunked(
         &mut self,
         head: &RequestHead,
@@ -122,18 +126,6 @@ impl Client {
         let mut body = Vec::new();
         let mut seen = 0u64;
         loop {
-            // What this pass may decode is at most what is buffered.
-            let incoming = self.buf.len() - head.len;
-            let room = body.len() + incoming;
-            if seen <= limit && room > body.capacity() {
-                let new_cap = room.max(body.capacity() * 2).min(settings.max_request_body);
-                settings
-                    .budget
-                    .grow(held, new_cap, deadline)
-                    .await
-                    .map_err(over_budget)?;
-                body.reserve_exact(new_cap - body.len());
-            }
             let used = decoder
                 .decode(&self.buf[head.len..], &mut |data| {
                     seen += data.len() as u64;
@@ -153,6 +145,13 @@ impl Client {
             if decoder.is_done() {
                 break;
             }
+            // More is to come: its length is unknown, so the most a body may
+            // be is taken from the budget, once, before the first wait.
+            settings
+                .budget
+                .grow(held, settings.max_request_body, deadline)
+                .await
+                .map_err(over_budget)?;
             self.read_body_more(deadline).await?;
         }
         if seen > limit {
@@ -165,8 +164,7 @@ impl Client {
 
     async fn continue_if_expected(&mut self, head: &RequestHead) -> Result<(), ReadError> {
         if head.expect_continue && head.minor == 1 {
-            self.stream
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.write_bounded(b"HTTP/1.1 100 Continue\r\n\r\n")
                 .await
                 .map_err(ReadError::Io)?;
         }

@@ -5,7 +5,7 @@
 //! `timeouts.request_body` to send it. Without a bound across connections,
 //! many slow clients each holding up to `limits.max_request_body` add up to
 //! any amount of memory. Every connection that holds body bytes beyond its
-//! first read takes them from this budget first, in steps; when none is
+//! first read takes them from this budget first, all at once; when none is
 //! left it stops reading (TCP pushes back on the client) and waits, until
 //! the body deadline, then gets a 503. Bytes go back when the request has
 //! been answered.
@@ -19,8 +19,7 @@ use tokio::time::Instant;
 
 /// Budget bytes per semaphore permit (permits are counted in u32).
 const UNIT: usize = 1024;
-/// What callers grow a body's buffer by, at least (buffers double, so the
-/// budget is asked a few times per body, not per read).
+/// What callers grow a body's buffer by, at least (buffers double).
 pub const STEP: usize = 64 * 1024;
 
 /// No budget was left for a body before its deadline.

@@ -83,7 +83,15 @@ pub struct Client {
     read_timer: timer::LazyTimer,
     /// For the response timeout of the request being answered.
     response_timer: timer::LazyTimer,
+    /// Longest wait for a write of Tether's own to a client that stopped reading.
+    write_timeout: Duration,
+    /// When a half-closed client is next checked for a reset.
+    probe_at: Option<Instant>,
 }
+
+/// How often a half-closed client (not readable any more: its EOF stays
+/// readable) is checked for a reset.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// What the client did while an exchange was running.
 #[derive(Debug, PartialEq, Eq)]
@@ -137,6 +145,8 @@ pub fn serve(
         answering: false,
         read_timer: timer::LazyTimer::new(),
         response_timer: timer::LazyTimer::new(),
+        write_timeout: settings.header_read_timeout,
+        probe_at: None,
     };
     serve_client(client, proxy, metrics, settings)
 }
@@ -315,11 +325,16 @@ impl Client {
     /// stays readable for good).
     pub fn poll_watch(&mut self, cx: &mut Context<'_>) -> Poll<Watch> {
         if self.half_closed {
-            return Poll::Pending;
+            return self.poll_reset(cx);
         }
         while self.stream.poll_read_ready(cx).is_ready() {
             let result = if self.buf.len().saturating_sub(self.held) < self.watch_limit {
                 buf::ensure(&mut self.buf);
+                if self.buf.len() == self.buf.capacity() {
+                    // Room for what may come, not a doubling of a buffer
+                    // full of a large body.
+                    self.buf.reserve_exact(4096);
+                }
                 let result = self.stream.try_read_buf(&mut self.buf);
                 buf::release_if_empty(&mut self.buf);
                 result
@@ -350,6 +365,23 @@ impl Client {
         self.response_timer.poll_until(cx, deadline)
     }
 
+    /// A half-closed client's socket stays readable (its EOF), so it is
+    /// checked for a reset (the client gone for good) once a second instead.
+    fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<Watch> {
+        loop {
+            let at = *self
+                .probe_at
+                .get_or_insert_with(|| Instant::now() + PROBE_EVERY);
+            if self.read_timer.poll_until(cx, at).is_pending() {
+                return Poll::Pending;
+            }
+            self.probe_at = None;
+            if !matches!(self.stream.take_error(), Ok(None)) {
+                return Poll::Ready(Watch::Gone);
+            }
+        }
+    }
+
     /// Whether the client has shut down its sending side.
     pub fn half_closed(&self) -> bool {
         self.half_closed
@@ -366,6 +398,17 @@ impl Client {
         self.held = 0;
         self.buf.drain(..n.min(self.buf.len()));
         buf::release_if_empty(&mut self.buf);
+        // A buffer that grew for a large body keeps none of that room once
+        // its budget is given back (an exchange, or a held stream, may last).
+        if self.buf.capacity() > 2 * buf::SIZE {
+            let mut small = if self.buf.len() <= buf::SIZE {
+                buf::take()
+            } else {
+                Vec::with_capacity(self.buf.len())
+            };
+            small.extend_from_slice(&self.buf);
+            self.buf = small;
+        }
     }
 
     /// Notes that bytes of the answer to the current request are on their way.
@@ -373,19 +416,41 @@ impl Client {
         self.answering = true;
     }
 
-    /// Writes an error answer Tether made itself (a JSON-RPC body).
+    /// Writes an error answer Tether made itself (a JSON-RPC body, left out
+    /// for a HEAD request, whose answer has none: RFC 9110 §9.3.2).
     pub async fn send_error(
         &mut self,
         err: &ProxyError,
         body: &[u8],
         close: bool,
+        head_request: bool,
     ) -> std::io::Result<()> {
         self.answering = true;
         let mut out = buf::take();
         headers::own_response(&mut out, err.status(), err.retry_after(), body, close);
-        let result = self.stream.write_all(&out).await;
+        if head_request {
+            out.truncate(out.len() - body.len());
+        }
+        let result = self.write_bounded(&out).await;
         buf::give(out);
         result
+    }
+
+    /// Writes bytes of Tether's own to the client, waiting at most the head
+    /// read timeout for a client that stopped reading (as the relay does).
+    pub(super) async fn write_bounded(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let sent = match self.stream.try_write(bytes) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        if sent == bytes.len() {
+            return Ok(());
+        }
+        let rest = &bytes[sent..];
+        tokio::time::timeout(self.write_timeout, self.stream.write_all(rest))
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
     }
 
     /// Ends the connection after a failed read: answers when there is
@@ -403,7 +468,7 @@ impl Client {
             ReadError::Io(_) => "io",
             ReadError::Body(err) => {
                 let body = proxy.reject(err, None, &[]);
-                if self.send_error(err, &body, true).await.is_ok() {
+                if self.send_error(err, &body, true, false).await.is_ok() {
                     self.linger().await;
                 }
                 return Next::Ended;
@@ -422,7 +487,7 @@ impl Client {
         if let ReadError::Head(head) = e {
             let err = ProxyError::Head(head);
             let body = err.body(&serde_json::Value::Null);
-            if self.send_error(&err, &body, true).await.is_ok() {
+            if self.send_error(&err, &body, true, false).await.is_ok() {
                 self.linger().await;
             }
         }
@@ -442,7 +507,7 @@ impl Client {
         if !self.answering {
             let err = ProxyError::Internal;
             let body = err.body(&serde_json::Value::Null);
-            let _ = self.send_error(&err, &body, true).await;
+            let _ = self.send_error(&err, &body, true, false).await;
         }
         let _ = self.stream.shutdown().await;
     }

@@ -72,7 +72,8 @@ pub fn request(
             FieldKind::Other
             | FieldKind::ContentType
             | FieldKind::McpMethod
-            | FieldKind::ProtocolVersion => {}
+            | FieldKind::ProtocolVersion
+            | FieldKind::Confusable => {}
         }
         lines.pass(f);
     }

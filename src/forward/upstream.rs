@@ -330,10 +330,14 @@ async fn attempt(
             }
         }
     });
-    if let Err(e) = write.await {
+    let written_out = write.await;
+    // Any byte from the backend (an interim 1xx answer too, which is dropped
+    // from `buf` below) means it read the request: never a retry after that.
+    let mut received = !buf.is_empty();
+    if let Err(e) = written_out {
         // A kept-alive connection the backend had closed: the request never
         // reached a live socket, so a new connection may carry it.
-        if reused && buf.is_empty() {
+        if reused && !received {
             return Err(Attempt::Stale);
         }
         return Err(fail(format!("write request: {e}")));
@@ -374,12 +378,12 @@ async fn attempt(
         match stream.read_buf(&mut buf).await {
             // Reset by a socket that was closed when the request arrived (a
             // kept-alive connection the backend had just closed): not taken.
-            Err(e) if reused && buf.is_empty() && is_reset(&e) => return Err(Attempt::Stale),
+            Err(e) if reused && !received && is_reset(&e) => return Err(Attempt::Stale),
             Err(e) => return Err(fail(format!("read response head: {e}"))),
             // A clean close after the request was written is not retried: the
             // backend may have acted on it (a tool call must not run twice),
             // unless the reset that follows proves it never read it.
-            Ok(0) if reused && buf.is_empty() && reset_follows(&stream).await => {
+            Ok(0) if reused && !received && reset_follows(&stream).await => {
                 return Err(Attempt::Stale)
             }
             Ok(0) => {
@@ -387,7 +391,7 @@ async fn attempt(
                     "connection closed before a complete response head".into(),
                 ))
             }
-            Ok(_) => {}
+            Ok(_) => received = true,
         }
     }
 }

@@ -41,6 +41,10 @@ pub enum FieldKind {
     McpMethod,
     /// `MCP-Protocol-Version`.
     ProtocolVersion,
+    /// The name of a field Tether reads, with `_` for `-` (`Mcp_Session_Id`):
+    /// CGI-style servers read it as that field, so a request with one is
+    /// refused (it could carry a session id or a length past Tether's checks).
+    Confusable,
 }
 
 impl FieldKind {
@@ -63,6 +67,16 @@ impl FieldKind {
             17 if is(b"transfer-encoding") => FieldKind::TransferEncoding,
             17 if is(b"x-forwarded-proto") => FieldKind::ForwardedProto,
             20 if is(b"mcp-protocol-version") => FieldKind::ProtocolVersion,
+            _ if name.contains(&b'_') => {
+                let dashed: Vec<u8> = name
+                    .iter()
+                    .map(|&b| if b == b'_' { b'-' } else { b })
+                    .collect();
+                match FieldKind::of(&dashed) {
+                    FieldKind::Other => FieldKind::Other,
+                    _ => FieldKind::Confusable,
+                }
+            }
             _ => FieldKind::Other,
         }
     }
@@ -346,6 +360,11 @@ impl RequestHead {
         let (method, target) = (inside(method)?, inside(path)?);
         let form = target_form(buf, target.clone(), &buf[method.clone()])?;
         let fields = Fields::collect(buf, req.headers)?;
+        if fields.count(FieldKind::Confusable) > 0 {
+            return Err(HeadError::Malformed(
+                "'_' for '-' in the name of a field Tether reads",
+            ));
+        }
         check_host(buf, &fields, minor, &form)?;
         let framing = match (fields.chunked_last(buf), fields.content_length(buf)?) {
             (Some(_), Some(_)) => {

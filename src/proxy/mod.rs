@@ -412,7 +412,11 @@ impl Proxy {
         let body = self.reject(&err, backend, req.body.bytes(&client.buf));
         client.consume(req.consumed);
         let close = !req.head.keep_alive || client.half_closed();
-        let keep_alive = client.send_error(&err, &body, close).await.is_ok() && !close;
+        let keep_alive = client
+            .send_error(&err, &body, close, req.head_request)
+            .await
+            .is_ok()
+            && !close;
         Outcome::Answered { keep_alive }
     }
 
