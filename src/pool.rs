@@ -9,7 +9,7 @@
 //! "is this identity still here".
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use http::uri::{Authority, Scheme};
 use tokio::net::TcpStream;
@@ -41,6 +41,8 @@ pub struct Backend {
     /// Its idle keep-alive connections, most recently used last
     /// (`forward::upstream` keeps them).
     pub idle: Mutex<Vec<IdleConn>>,
+    /// Its `tether_requests_total` series, made on first use.
+    pub requests: OnceLock<crate::metrics::StatusCounters>,
 }
 
 /// A kept-alive connection to a backend, waiting for a request.
@@ -65,6 +67,7 @@ impl Backend {
             authority,
             outstanding: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
+            requests: OnceLock::new(),
         }
     }
 

@@ -81,19 +81,20 @@ impl Affinity {
 
     /// Opens `token`, from this thread's recently opened tokens if it is
     /// there (`cache` says why that is as safe as opening it again).
-    pub fn open(&self, token: &str) -> Result<Sealed, TokenError> {
-        if let Some(sealed) = cache::get(self.sealer.id(), token.as_bytes()) {
+    pub fn open(&self, token: &[u8]) -> Result<Sealed, TokenError> {
+        if let Some(sealed) = cache::get(self.sealer.id(), token) {
             return Ok(sealed);
         }
-        let sealed = self.sealer.open(token)?;
-        cache::put(self.sealer.id(), token.as_bytes(), &sealed);
+        let text = std::str::from_utf8(token).map_err(|_| TokenError::Format)?;
+        let sealed = self.sealer.open(text)?;
+        cache::put(self.sealer.id(), token, &sealed);
         Ok(sealed)
     }
 
     /// Finds the owner of the session `token` (the reference's text) names.
     pub fn resolve(
         &self,
-        token: &str,
+        token: &[u8],
         session: &SessionRef,
         pool: &Pool,
     ) -> Result<Owned, Unroutable> {

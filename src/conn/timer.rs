@@ -38,7 +38,7 @@ impl LazyTimer {
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         let armed = sleep.deadline();
-        if armed > deadline || deadline.duration_since(armed) > slack {
+        if armed > deadline || armed + slack < deadline {
             sleep.as_mut().reset(deadline);
         }
         loop {

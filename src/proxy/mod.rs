@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use crate::affinity::{Affinity, Restored, Unroutable};
-use crate::classify::{self, SessionRef};
+use crate::classify::{self, Carrier, SessionRef};
 use crate::config::Config;
 use crate::conn::{Body, Client, Watch};
 use crate::error::{jsonrpc_id, ProxyError, UpstreamFailure};
@@ -45,8 +45,8 @@ pub struct Proxy {
     upstream: Upstream,
     metrics: Arc<Metrics>,
     settings: Settings,
-    /// The `backend` label of Tether's own answers.
-    none: Arc<str>,
+    /// The `tether_requests_total` series of Tether's own answers.
+    none: metrics::StatusCounters,
 }
 
 /// The request target in origin form, where it is.
@@ -132,7 +132,9 @@ impl Proxy {
             response_timeout: config.timeouts.response,
             pool_idle_timeout: config.timeouts.upstream_idle,
         });
+        let none = metrics::StatusCounters::new(&metrics.requests, &metrics::NO_BACKEND.into());
         Proxy {
+            none,
             pool: ArcSwap::from_pointee(Pool::new(backends, config.balance)),
             affinity: Affinity::new(&config.key),
             upstream,
@@ -142,7 +144,6 @@ impl Proxy {
                 stream_idle: config.timeouts.stream_idle,
                 sse_scan_bytes: config.limits.sse_scan_bytes,
             },
-            none: metrics::NO_BACKEND.into(),
         }
     }
 
@@ -183,7 +184,13 @@ impl Proxy {
             legacy_get: classify::may_open_legacy_stream(method),
             modern: classify::is_modern(buf, &head.fields),
         };
-        let session = classify::session_ref(&head.fields, req.target.as_str(buf));
+        // Only a target with a query can carry a legacy session: the others
+        // need no UTF-8 check here.
+        let query_target = match req.target.bytes(buf).contains(&b'?') {
+            true => req.target.as_str(buf),
+            false => "",
+        };
+        let session = classify::session_ref(&head.fields, query_target);
         let pool = self.pool.load_full();
         match session {
             Ok(Some(session)) => self.forward_owned(client, &req, session, &pool).await,
@@ -200,8 +207,11 @@ impl Proxy {
         session: SessionRef,
         pool: &Pool,
     ) -> Outcome {
-        let target = req.target.as_str(&client.buf);
-        let token = session.token(&client.buf);
+        let target = match session.carrier {
+            Carrier::Query { .. } => req.target.as_str(&client.buf),
+            Carrier::Header => "",
+        };
+        let token = session.token_bytes(&client.buf);
         let resolved = self
             .affinity
             .resolve(token, &session, pool)
@@ -435,18 +445,18 @@ impl Proxy {
         } else {
             jsonrpc_id(body)
         };
-        self.count_request(backend.map_or(&self.none, |b| &b.id), err.status().as_u16());
+        match backend {
+            Some(backend) => self.count_request(backend, err.status().as_u16()),
+            None => self.none.inc(err.status().as_u16()),
+        }
         err.body(&id)
     }
 
-    fn count_request(&self, backend: &Arc<str>, status: u16) {
-        self.metrics
+    fn count_request(&self, backend: &Backend, status: u16) {
+        backend
             .requests
-            .get_or_create(&metrics::BackendStatus {
-                backend: metrics::Name(backend.clone()),
-                status,
-            })
-            .inc();
+            .get_or_init(|| metrics::StatusCounters::new(&self.metrics.requests, &backend.id))
+            .inc(status);
     }
 
     fn count_session(&self, backend: &Backend, transport: &'static str) {

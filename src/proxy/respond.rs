@@ -110,7 +110,7 @@ impl Proxy {
         headers::response(
             &mut out, &resp.buf, head, session_id, downstream, connection,
         );
-        self.count_request(&backend.id, head.status);
+        self.count_request(backend, head.status);
         let stream = event_stream.then(|| StreamGuard::new(self.metrics.clone(), &backend.id));
         let options = relay::Options {
             downstream,

@@ -1086,3 +1086,35 @@ fn mcp_fields_have_their_kinds() {
         Some(&b"2026-07-28"[..])
     );
 }
+
+#[test]
+fn names_compare_a_word_at_a_time_exactly_as_ignoring_case() {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let known: Vec<u8> = (b'a'..=b'z').chain([b'-']).collect();
+    for b in (0..=255u8).filter(|&b| tchar(b)) {
+        for &k in &known {
+            assert_eq!(
+                b | 0x20 == k,
+                b.eq_ignore_ascii_case(&k),
+                "{b:#x} vs {k:#x}"
+            );
+        }
+    }
+    for (name, known, same) in [
+        (&b"MCP-Session-ID"[..], &b"mcp-session-id"[..], true),
+        (b"Mcp-Session-Ie", b"mcp-session-id", false),
+        (b"mcp^session-id", b"mcp-session-id", false),
+        (b"Transfer-Encoding", b"transfer-encoding", true),
+        (b"Transfer-Encodinh", b"transfer-encoding", false),
+        (b"TE", b"te", true),
+        (b"Host", b"host", true),
+        (b"Hosts", b"host", false),
+    ] {
+        assert_eq!(
+            same_name(name, known),
+            same,
+            "{:?}",
+            String::from_utf8_lossy(name)
+        );
+    }
+}
