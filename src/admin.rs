@@ -18,9 +18,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::accept::AcceptErrors;
 use crate::http1::head::{may_end_head, Framing, HeadError, RequestHead};
 use crate::metrics::Metrics;
-use crate::server::AcceptErrors;
 
 /// Largest request body the admin listener reads (and ignores).
 const MAX_BODY: u64 = 64 * 1024;
@@ -102,7 +102,7 @@ pub async fn serve(
                 Err(e) => errors.failed(&e).await,
             },
             Some(joined) = conns.join_next(), if !conns.is_empty() => {
-                crate::server::task_ended(joined, &metrics);
+                crate::accept::task_ended(joined, &metrics);
             }
             _ = shutdown.changed() => break,
         }

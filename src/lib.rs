@@ -3,7 +3,7 @@
 //!
 //! # Layout: a request's path
 //!
-//! 1. [`server`]: listeners; [`conn`]: one client connection, its request
+//! 1. [`server`]: listeners ([`accept`]: failed accepts); [`conn`]: one client connection, its request
 //!    heads and bodies within their size and time limits and the global body
 //!    budget; [`http1`]: the hand-written HTTP/1.1 parts (heads, chunked
 //!    coding, buffer pool).
@@ -25,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod admin;
 pub mod affinity;
 pub mod classify;

@@ -1,9 +1,6 @@
 //! Stage 1: the listeners. Accepts client connections and gives each to
 //! `conn::serve`; also closes idle upstream connections past their timeout.
-//!
-//! A failed accept (out of descriptors, most often) is retried after a short
-//! pause, counted, and logged at most once per `ACCEPT_LOG_EVERY` with the
-//! number of failures since: the condition can last, the log must not flood.
+//! Failed accepts are handled by `accept` (shared with the admin listener).
 //!
 //! `start` binds (port 0 works: the bound addresses are returned), spawns the
 //! proxy and admin accept loops, and returns a `Running` handle whose
@@ -11,9 +8,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::time::Instant;
 
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -21,10 +15,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
+use crate::accept::{task_ended, AcceptErrors};
 use crate::admin;
 use crate::config::Config;
 use crate::conn::{self, BodyBudget, ConnSettings};
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 
 /// A running Tether: its bound addresses and the means to stop it.
@@ -50,11 +45,6 @@ impl Running {
         self.shutdown().await;
     }
 }
-
-/// Pause before accepting again after a failure.
-const ACCEPT_RETRY: Duration = Duration::from_millis(50);
-/// At most one log line per this long about failing accepts.
-pub const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Binds the listeners and starts serving.
 pub async fn start(config: Config) -> std::io::Result<Running> {
@@ -147,88 +137,4 @@ async fn accept_loop(
         }
     }
     conns.shutdown().await;
-}
-
-/// A connection task that panicked outside its guarded part (the panic hook
-/// has printed it): counted with the others.
-pub(crate) fn task_ended(joined: Result<(), tokio::task::JoinError>, metrics: &Metrics) {
-    if let Err(e) = joined {
-        if e.is_panic() {
-            metrics.internal_errors.inc();
-        }
-    }
-}
-
-/// Failed accepts on one listener: counted by kind, logged sparingly.
-pub struct AcceptErrors {
-    metrics: Arc<Metrics>,
-    listener: &'static str,
-    last_log: Option<Instant>,
-    unlogged: u64,
-}
-
-impl AcceptErrors {
-    pub fn new(metrics: Arc<Metrics>, listener: &'static str) -> Self {
-        AcceptErrors {
-            metrics,
-            listener,
-            last_log: None,
-            unlogged: 0,
-        }
-    }
-
-    /// Counts `e`, logs it if none was logged for a while, and pauses
-    /// before the next accept instead of spinning.
-    pub async fn failed(&mut self, e: &std::io::Error) {
-        let kind = match e.raw_os_error() {
-            Some(24) => "emfile", // EMFILE: this process is out of descriptors
-            Some(23) => "enfile", // ENFILE: the system is
-            _ => "other",
-        };
-        self.metrics
-            .accept_errors
-            .get_or_create(&metrics::Kind { kind })
-            .inc();
-        let now = Instant::now();
-        let due = match self.last_log {
-            Some(at) => now.duration_since(at) >= ACCEPT_LOG_EVERY,
-            None => true,
-        };
-        if due {
-            tracing::error!(listener = self.listener, error = %e, kind, failures_since_last_log = self.unlogged, "accept failed; retrying");
-            self.last_log = Some(now);
-            self.unlogged = 0;
-        } else {
-            self.unlogged += 1;
-        }
-        tokio::time::sleep(ACCEPT_RETRY).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn accept_failures_are_counted_and_logged_sparingly() {
-        let metrics = Arc::new(Metrics::default());
-        let mut errors = AcceptErrors::new(metrics.clone(), "proxy");
-        let emfile = std::io::Error::from_raw_os_error(24);
-        let mut logged = 0;
-        let start = Instant::now();
-        // Twelve seconds of failures, one every ACCEPT_RETRY.
-        while start.elapsed() < Duration::from_secs(12) {
-            let before = errors.last_log;
-            errors.failed(&emfile).await;
-            if errors.last_log != before {
-                logged += 1;
-            }
-        }
-        assert_eq!(logged, 2, "the first, and one after ten seconds");
-        let n = metrics
-            .accept_errors
-            .get_or_create(&metrics::Kind { kind: "emfile" })
-            .get();
-        assert_eq!(n, 240, "every failure counted (12 s / 50 ms)");
-    }
 }

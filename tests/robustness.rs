@@ -250,6 +250,26 @@ async fn a_half_closed_client_is_answered_then_closed() {
     }
 }
 
+/// Waits until the backend has a request.
+async fn seen_by(backend: &RawBackend) {
+    within("request reaches the backend", async {
+        while backend.seen().is_empty() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
+/// Waits until Tether has closed a connection to the backend.
+async fn closed_by_tether(backend: &RawBackend) {
+    within("backend connection closed", async {
+        while backend.closed() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
 /// A backend that never answers; `closed()` counts the connections Tether closed.
 fn silent(_: &str) -> (Vec<u8>, After) {
     (Vec::new(), After::Hang)
@@ -264,19 +284,9 @@ async fn a_modern_client_that_closes_cancels_its_request_at_once() {
     s.write_all(post("/mcp", "{}", modern).as_bytes())
         .await
         .unwrap();
-    within("request reaches the backend", async {
-        while backend.seen().is_empty() {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    seen_by(&backend).await;
     s.shutdown().await.unwrap();
-    within("backend connection closed", async {
-        while backend.closed() == 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    closed_by_tether(&backend).await;
 }
 
 #[tokio::test]
@@ -288,22 +298,12 @@ async fn a_client_that_resets_releases_its_backend_in_any_era() {
     s.write_all(post("/mcp", "{}", "").as_bytes())
         .await
         .unwrap();
-    within("request reaches the backend", async {
-        while backend.seen().is_empty() {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    seen_by(&backend).await;
     socket2::SockRef::from(&s)
         .set_linger(Some(Duration::ZERO))
         .unwrap();
     drop(s); // a reset, not a half-close
-    within("backend connection closed", async {
-        while backend.closed() == 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    closed_by_tether(&backend).await;
 }
 
 /// Sends the head of a POST declaring `len` bytes, and `sent` of them.
@@ -714,12 +714,7 @@ async fn a_half_closed_client_that_then_resets_releases_its_stream() {
         .set_linger(Some(Duration::ZERO))
         .unwrap();
     drop(s);
-    within("the backend stream is closed", async {
-        while backend.closed() == 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    closed_by_tether(&backend).await;
 }
 
 #[tokio::test]

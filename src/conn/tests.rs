@@ -6,9 +6,8 @@ use tokio::net::{TcpListener, TcpStream};
 use super::*;
 use crate::config::{Config, Overrides};
 
-/// Serves one accepted connection with `serve`, for a backend nobody reaches.
-async fn serve_one_connection(metrics: Arc<Metrics>) -> TcpStream {
-    crate::panic::install_hook();
+/// A proxy for a backend nobody reaches, and default connection settings.
+fn proxy_and_settings(metrics: &Arc<Metrics>) -> (Arc<Proxy>, Arc<ConnSettings>) {
     let overrides = Overrides {
         backends: vec!["http://127.0.0.1:9".into()],
         ..Overrides::default()
@@ -22,6 +21,13 @@ async fn serve_one_connection(metrics: Arc<Metrics>) -> TcpStream {
         request_body_timeout: config.timeouts.request_body,
         budget: BodyBudget::new(1 << 20, Default::default(), Default::default()),
     });
+    (proxy, settings)
+}
+
+/// Serves one accepted connection with `serve`, for a backend nobody reaches.
+async fn serve_one_connection(metrics: Arc<Metrics>) -> TcpStream {
+    crate::panic::install_hook();
+    let (proxy, settings) = proxy_and_settings(&metrics);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -59,19 +65,7 @@ async fn a_panic_below_the_connection_is_answered_502_and_counted() {
 #[tokio::test]
 async fn the_connection_task_stays_small() {
     let metrics = Arc::new(Metrics::default());
-    let overrides = Overrides {
-        backends: vec!["http://127.0.0.1:9".into()],
-        ..Overrides::default()
-    };
-    let config = Config::from_parts(Default::default(), overrides, &|_| None).unwrap();
-    let proxy = Arc::new(Proxy::new(&config, metrics.clone()));
-    let settings = Arc::new(ConnSettings {
-        header_read_timeout: config.timeouts.header_read,
-        max_header_bytes: config.limits.max_header_bytes,
-        max_request_body: config.limits.max_request_body,
-        request_body_timeout: config.timeouts.request_body,
-        budget: BodyBudget::new(1 << 20, Default::default(), Default::default()),
-    });
+    let (proxy, settings) = proxy_and_settings(&metrics);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let _c = TcpStream::connect(listener.local_addr().unwrap())
         .await
