@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::Overrides;
+use crate::config::{LogFormat, Overrides};
 
 /// Tether: a session-sticky load balancer for MCP servers.
 #[derive(Debug, Parser)]
@@ -24,6 +24,18 @@ pub enum Command {
     Keygen,
     /// Start three demo MCP replicas behind Tether and show sessions sticking.
     Demo(DemoArgs),
+    /// Validate a config and print it as it would be in force; exit 0, or 2 with the error.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The TOML configuration file to check.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+    /// Flags given with it, as the running proxy would get them.
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// Running the proxy (the default command).
@@ -48,6 +60,20 @@ pub struct RunArgs {
     /// [default: one per CPU Tether may run on].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// A file of backend URLs, one a line, watched for changes (discovery.file).
+    #[arg(long, value_name = "PATH")]
+    pub backends_file: Option<PathBuf>,
+    /// How often dns:// and srv:// backends and the backends file are looked up again
+    /// (discovery.interval) [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub discovery_interval: Option<std::time::Duration>,
+    /// DNS server IP:PORT for dns:// and srv:// backends (discovery.resolver)
+    /// [default: the system's].
+    #[arg(long, value_name = "IP:PORT")]
+    pub resolver: Option<SocketAddr>,
+    /// Log lines as text or JSON (log.format) [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
 }
 
 impl RunArgs {
@@ -58,6 +84,10 @@ impl RunArgs {
             backends: self.backends.clone(),
             session_key_file: self.session_key_file.clone(),
             threads: self.threads,
+            backends_file: self.backends_file.clone(),
+            discovery_interval: self.discovery_interval,
+            resolver: self.resolver,
+            log_format: self.log_format,
         }
     }
 }

@@ -44,8 +44,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         listen: Some(args.listen),
         admin: Some(args.admin),
         backends: replicas.iter().map(Replica::url).collect(),
-        session_key_file: None,
-        threads: None,
+        ..Overrides::default()
     };
     let config = Config::from_parts(FileConfig::default(), overrides, &|_| None)?;
     let running = crate::start(config).await.with_context(|| {

@@ -32,10 +32,12 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod control;
 pub mod demo;
 pub mod error;
 pub mod forward;
 pub mod http1;
+pub mod lifecycle;
 pub mod metrics;
 pub mod panic;
 pub mod pool;
@@ -43,4 +45,4 @@ pub mod proxy;
 pub mod server;
 
 pub use config::Config;
-pub use server::{start, Running};
+pub use server::{start, start_with, Running};

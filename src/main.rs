@@ -4,11 +4,30 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mcp_tether::cli::{Cli, Command};
-use mcp_tether::config::{Config, KeyOrigin};
+use mcp_tether::config::{Config, KeyOrigin, LogFormat};
+use mcp_tether::control::ReloadSource;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let env = |name: &str| std::env::var(name).ok();
+    match cli.command {
+        Some(Command::Check(args)) => {
+            init_logging(LogFormat::Text);
+            return match Config::load(Some(&args.config), args.run.overrides(), &env) {
+                Ok(config) => {
+                    print!("{}", config.to_toml());
+                    eprintln!("tether: {} is valid", args.config.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tether: config error: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Some(Command::Keygen) | Some(Command::Demo(_)) => init_logging(LogFormat::Text),
+        None => {}
+    }
     match cli.command {
         Some(Command::Keygen) => {
             println!(
@@ -18,21 +37,28 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Demo(args)) => block_on(None, mcp_tether::demo::run(args)),
+        Some(Command::Check(_)) => unreachable!("answered above"),
         None => {
-            let env = |name: &str| std::env::var(name).ok();
             let config = match Config::load(cli.run.config.as_deref(), cli.run.overrides(), &env) {
                 Ok(config) => config,
                 Err(e) => {
+                    init_logging(LogFormat::Text);
                     eprintln!("tether: config error: {e}");
                     return ExitCode::from(2);
                 }
             };
-            block_on(config.threads, serve(config))
+            init_logging(config.log.format);
+            let source = cli.run.config.clone().map(|path| ReloadSource {
+                path,
+                overrides: cli.run.overrides(),
+                env: Box::new(env),
+            });
+            block_on(config.threads, serve(config, source))
         }
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, source: Option<ReloadSource>) -> anyhow::Result<()> {
     if config.key_origin == KeyOrigin::Generated {
         tracing::warn!(
             "no session key configured: using a random one; sessions will not survive a restart \
@@ -40,33 +66,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let backends = config.backends.len();
-    let running = mcp_tether::start(config).await?;
+    let sources = config.sources.len();
+    let running = mcp_tether::start_with(config, source).await?;
     println!("tether: proxy listening on {}", running.proxy_addr);
     if let Some(admin) = running.admin_addr {
         println!("tether: admin listening on {admin}");
     }
-    tracing::info!(addr = %running.proxy_addr, backends, "tether started");
-    running.run_until(shutdown_signal()).await;
+    tracing::info!(addr = %running.proxy_addr, backends, sources, "tether started");
+    running.serve_signals().await?;
     tracing::info!("tether stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
 /// Runs `fut` on a runtime with `threads` workers (default: one per CPU this
@@ -104,12 +113,16 @@ fn block_on(
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("TETHER_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 }

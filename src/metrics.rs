@@ -63,6 +63,22 @@ pub struct Kind {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendState {
+    pub backend: Name,
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Source {
+    pub source: Name,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FirstEventResult {
     pub result: &'static str,
 }
@@ -133,6 +149,16 @@ pub struct Metrics {
     pub body_budget_waits: Counter,
     pub internal_errors: Counter,
     pub accept_errors: Family<Kind, Counter>,
+    pub backend_state: Family<BackendState, Gauge>,
+    pub health_checks: Family<BackendKind, Counter>,
+    pub health_transitions: Family<BackendState, Counter>,
+    pub panic_picks: Counter,
+    pub discovery_errors: Family<Source, Counter>,
+    pub discovery_backends: Family<Source, Gauge>,
+    pub reloads: Family<Outcome, Counter>,
+    pub connections_limit: Gauge,
+    pub connection_limit_waits: Counter,
+    pub shutting_down: Gauge,
 }
 
 impl Metrics {
@@ -223,6 +249,56 @@ impl Metrics {
             "accept_errors",
             "Failed accepts on a listener, by kind (emfile, enfile, other)",
             self.accept_errors.clone(),
+        );
+        r.register(
+            "backend_state",
+            "1 for the state each known backend is in (active, draining, unhealthy, down), else 0",
+            self.backend_state.clone(),
+        );
+        r.register(
+            "health_checks",
+            "Active health probes, by backend and result (ok, failed, timeout, refused)",
+            self.health_checks.clone(),
+        );
+        r.register(
+            "health_transitions",
+            "Health changes, by backend and the health entered (healthy, unhealthy, down)",
+            self.health_transitions.clone(),
+        );
+        r.register(
+            "panic_picks",
+            "New sessions given to an unhealthy backend because none was healthy",
+            self.panic_picks.clone(),
+        );
+        r.register(
+            "discovery_errors",
+            "Failed discovery lookups, by source (the last known set is kept)",
+            self.discovery_errors.clone(),
+        );
+        r.register(
+            "discovery_backends",
+            "Backends in each discovery source's last good answer",
+            self.discovery_backends.clone(),
+        );
+        r.register(
+            "reloads",
+            "Configuration reloads, by outcome (ok, rejected)",
+            self.reloads.clone(),
+        );
+        r.register(
+            "max_connections",
+            "The client connection limit in force (limits.max_connections; 0: none)",
+            self.connections_limit.clone(),
+        );
+        r.register(
+            "connection_limit_waits",
+            "Times the proxy listener stopped accepting because limits.max_connections were open",
+            self.connection_limit_waits.clone(),
+        );
+        r.register(
+            "shutting_down",
+            "1 once a shutdown has begun (readiness fails), else 0",
+            self.shutting_down.clone(),
         );
     }
 

@@ -63,15 +63,27 @@ impl Owned {
     }
 }
 
-/// Opens and seals session tokens with one key.
+/// Seals session tokens with one key; opens them with it, or with the key
+/// in force before the last reload (so changing the key by a reload does not
+/// orphan the sessions sealed with the old one).
 pub struct Affinity {
     sealer: Sealer,
+    previous: Option<Sealer>,
 }
 
 impl Affinity {
     pub fn new(key: &SessionKey) -> Self {
         Affinity {
             sealer: Sealer::new(key),
+            previous: None,
+        }
+    }
+
+    /// Seals with `key`, and still opens what `previous` sealed.
+    pub fn with_previous(key: &SessionKey, previous: &SessionKey) -> Self {
+        Affinity {
+            sealer: Sealer::new(key),
+            previous: (!key.same_as(previous)).then(|| Sealer::new(previous)),
         }
     }
 
@@ -86,7 +98,10 @@ impl Affinity {
             return Ok(sealed);
         }
         let text = std::str::from_utf8(token).map_err(|_| TokenError::Format)?;
-        let sealed = self.sealer.open(text)?;
+        let sealed = match (self.sealer.open(text), &self.previous) {
+            (Err(TokenError::Forged), Some(previous)) => previous.open(text)?,
+            (opened, _) => opened?,
+        };
         cache::put(self.sealer.id(), token, &sealed);
         Ok(sealed)
     }

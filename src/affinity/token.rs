@@ -59,6 +59,11 @@ impl SessionKey {
     }
 
     /// The standard base64 form, as `tether keygen` prints it.
+    /// Whether two keys are the same key.
+    pub fn same_as(&self, other: &SessionKey) -> bool {
+        self.0 == other.0
+    }
+
     pub fn to_base64(&self) -> String {
         base64::engine::general_purpose::STANDARD.encode(self.0)
     }

@@ -20,6 +20,7 @@
 //! is answered 502 (when nothing was written yet), counted and logged once,
 //! and the connection closes (`crate::panic`).
 
+pub mod access;
 mod body;
 pub mod budget;
 mod timer;
@@ -40,6 +41,7 @@ use crate::error::ProxyError;
 use crate::forward::headers;
 use crate::http1::head::{may_end_head, HeadError, RequestHead};
 use crate::http1::{buf, io};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::{self, Metrics};
 use crate::panic::CatchUnwind;
 use crate::proxy::{Outcome, Proxy};
@@ -56,6 +58,7 @@ pub struct ConnSettings {
     pub request_body_timeout: Duration,
     /// Shared by every connection: body bytes held in memory, in all.
     pub budget: Arc<BodyBudget>,
+    pub lifecycle: Arc<Lifecycle>,
 }
 
 /// A client connection.
@@ -87,6 +90,10 @@ pub struct Client {
     write_timeout: Duration,
     /// When a half-closed client is next checked for a reset.
     probe_at: Option<Instant>,
+    /// Tether's own life: after a shutdown signal no connection is kept.
+    pub lifecycle: Arc<Lifecycle>,
+    /// The current request's access log line, when lines are wanted.
+    pub access: Option<Box<access::AccessLog>>,
 }
 
 /// How often a half-closed client (not readable any more: its EOF stays
@@ -147,33 +154,41 @@ pub fn serve(
         response_timer: timer::LazyTimer::new(),
         write_timeout: settings.header_read_timeout,
         probe_at: None,
+        lifecycle: settings.lifecycle.clone(),
+        access: None,
     };
     serve_client(client, proxy, metrics, settings)
 }
 
-async fn serve_client(
+/// Not an `async fn`: that would keep its arguments (the client, 200 bytes)
+/// and a moved copy of them for the task's whole life; the block uses its
+/// captures in place.
+#[allow(clippy::manual_async_fn)]
+fn serve_client(
     mut client: Client,
     proxy: Arc<Proxy>,
     metrics: Arc<Metrics>,
     settings: Arc<ConnSettings>,
-) {
-    let _open = ConnGuard::new(&metrics);
-    let mut served = 0usize;
-    loop {
-        let one = client.serve_one(&proxy, &metrics, &settings, served > 0);
-        match CatchUnwind::new(one).await {
-            Ok(Next::Again) => served += 1,
-            Ok(Next::Close) => {
-                let _ = client.stream.shutdown().await;
-                return;
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let _open = ConnGuard::new(&metrics);
+        let mut served = 0usize;
+        loop {
+            let one = client.serve_one(&proxy, &metrics, &settings, served > 0);
+            match CatchUnwind::new(one).await {
+                Ok(Next::Again) => served += 1,
+                Ok(Next::Close) => {
+                    let _ = client.stream.shutdown().await;
+                    return;
+                }
+                Ok(Next::Ended) => return,
+                Err(panic) => {
+                    let what = crate::panic::describe(&*panic);
+                    return Box::pin(client.after_panic(what, &metrics)).await;
+                }
             }
-            Ok(Next::Ended) => return,
-            Err(panic) => {
-                let what = crate::panic::describe(&*panic);
-                return Box::pin(client.after_panic(what, &metrics)).await;
-            }
+            buf::release_if_empty(&mut client.buf);
         }
-        buf::release_if_empty(&mut client.buf);
     }
 }
 
@@ -207,7 +222,10 @@ impl Client {
                 relay.run(self).await
             }
         };
-        if keep_alive && !self.overflowed && !self.half_closed {
+        if let Some(line) = self.access.take() {
+            line.emit();
+        }
+        if keep_alive && !self.overflowed && !self.half_closed && !self.lifecycle.closing() {
             Next::Again
         } else {
             Next::Close

@@ -20,6 +20,7 @@ fn proxy_and_settings(metrics: &Arc<Metrics>) -> (Arc<Proxy>, Arc<ConnSettings>)
         max_request_body: config.limits.max_request_body,
         request_body_timeout: config.timeouts.request_body,
         budget: BodyBudget::new(1 << 20, Default::default(), Default::default()),
+        lifecycle: Default::default(),
     });
     (proxy, settings)
 }
@@ -61,7 +62,9 @@ async fn a_panic_below_the_connection_is_answered_502_and_counted() {
 
 /// What a held stream keeps for hours is the connection task: its largest
 /// phase decides its size (rare and per-request phases are boxed). Was 1,256
-/// bytes before the request and the rare relay paths were boxed.
+/// bytes before the request and the rare relay paths were boxed, 632 before
+/// `serve_client` stopped keeping a second copy of the client (an async fn's
+/// arguments).
 #[tokio::test]
 async fn the_connection_task_stays_small() {
     let metrics = Arc::new(Metrics::default());
@@ -73,7 +76,8 @@ async fn the_connection_task_stays_small() {
     let (s, peer) = listener.accept().await.unwrap();
     let task = serve(s, peer, proxy, metrics, settings);
     let size = std::mem::size_of_val(&task);
-    assert!(size <= 700, "the connection task grew to {size} bytes");
+    println!("connection task: {size} bytes");
+    assert!(size <= 560, "the connection task grew to {size} bytes");
 }
 
 /// A client whose buffer holds `len` bytes of a request, with a peer socket.
@@ -99,6 +103,8 @@ async fn client_with_buffer(len: usize) -> (Client, TcpStream) {
         response_timer: timer::LazyTimer::new(),
         write_timeout: std::time::Duration::from_secs(1),
         probe_at: None,
+        lifecycle: Default::default(),
+        access: None,
     };
     (client, peer_side)
 }

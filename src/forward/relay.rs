@@ -39,6 +39,8 @@ pub enum End {
     IdleTimeout { clean: bool },
     /// The client closed its connection.
     ClientGone,
+    /// Tether's shutdown grace ran out: an event stream was ended cleanly.
+    Shutdown,
     /// The backend failed mid-body, or a body without an event stream went
     /// silent too long: the client's connection must close without the end
     /// of the body, so the client sees the cut.
@@ -182,6 +184,14 @@ impl Relay {
                     buf::give(std::mem::take(&mut self.out));
                     return End::IdleTimeout { clean: true };
                 }
+                Wait::Shutdown => {
+                    // Tether is stopping: the stream ends like an SSE close.
+                    self.emit.finish(&mut self.out);
+                    let _ = send(client, &self.out, self.idle_timeout).await;
+                    buf::give(std::mem::take(&mut self.out));
+                    buf::give(std::mem::take(&mut self.from));
+                    return End::Shutdown;
+                }
                 Wait::Idle => {
                     let why = "response body idle for longer than the stream idle timeout";
                     Box::pin(self.cut(client, why.into())).await;
@@ -240,7 +250,17 @@ impl Relay {
         if let (Some(sleep), Some(t)) = (&mut self.idle, self.idle_timeout) {
             sleep.as_mut().reset(Instant::now() + t);
         }
+        // Only an event stream (perhaps held for hours) waits for a shutdown;
+        // any other body is a request in flight, which finishes. Boxed: the
+        // wait is rare next to the stream's life, and this state is kept.
+        let mut shutdown = (self.event_stream && !self.length_framed)
+            .then(|| Box::pin(client.lifecycle.clone().until_ending()));
         std::future::poll_fn(|cx| {
+            if let Some(ending) = shutdown.as_mut() {
+                if ending.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wait::Shutdown);
+                }
+            }
             if self.up.poll_read_ready(cx).is_ready() {
                 buf::ensure(&mut self.from);
                 match io::poll_read_vec(&mut self.up, cx, &mut self.from) {
@@ -284,6 +304,9 @@ impl Relay {
 /// full) holds the backend connection, so the write may wait at most the idle
 /// timeout; the timer is armed only if the bytes did not go at once.
 async fn send(client: &mut Client, bytes: &[u8], timeout: Option<Duration>) -> std::io::Result<()> {
+    if let Some(line) = client.access.as_mut() {
+        line.bytes += bytes.len() as u64;
+    }
     let sent = match client.stream.try_write(bytes) {
         Ok(n) => n,
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
@@ -318,6 +341,7 @@ enum Wait {
     Failed(std::io::Error),
     ClientGone,
     Idle,
+    Shutdown,
 }
 
 /// Re-frames body bytes for the client, through the endpoint rewrite while it lasts.

@@ -56,6 +56,16 @@ pub struct UpstreamError {
     pub detail: String,
 }
 
+impl UpstreamSettings {
+    pub fn of(config: &crate::config::Config) -> Self {
+        UpstreamSettings {
+            connect_timeout: config.timeouts.connect,
+            response_timeout: config.timeouts.response,
+            pool_idle_timeout: config.timeouts.upstream_idle,
+        }
+    }
+}
+
 impl UpstreamError {
     fn io(detail: impl Into<String>) -> Self {
         UpstreamError {
@@ -78,7 +88,8 @@ pub struct Response {
 
 /// Connections to every backend (each backend keeps its idle ones).
 pub struct Upstream {
-    settings: UpstreamSettings,
+    /// Swapped whole by a reload.
+    settings: arc_swap::ArcSwap<UpstreamSettings>,
 }
 
 /// How one attempt on one connection ended, when it did not give a response.
@@ -92,8 +103,13 @@ enum Attempt {
 impl Upstream {
     pub fn new(settings: &UpstreamSettings) -> Self {
         Upstream {
-            settings: settings.clone(),
+            settings: arc_swap::ArcSwap::from_pointee(settings.clone()),
         }
+    }
+
+    /// New timeouts, for the requests that start from now on.
+    pub fn reconfigure(&self, settings: &UpstreamSettings) {
+        self.settings.store(std::sync::Arc::new(settings.clone()));
     }
 
     /// Sends `request` (a whole HTTP/1.1 request) to `backend` and reads the
@@ -110,7 +126,7 @@ impl Upstream {
 
     /// Longest wait for a response head.
     pub fn response_timeout(&self) -> Duration {
-        self.settings.response_timeout
+        self.settings.load().response_timeout
     }
 
     async fn attempts(
@@ -174,7 +190,7 @@ impl Upstream {
             }
             Err(last)
         };
-        let timeout = self.settings.connect_timeout;
+        let timeout = self.settings.load().connect_timeout;
         tokio::time::timeout(timeout, connect)
             .await
             .unwrap_or_else(|_| {
@@ -191,7 +207,7 @@ impl Upstream {
     /// The most recently used idle connection to `backend`, if one is fresh enough.
     fn checkout(&self, backend: &Backend) -> Option<TcpStream> {
         let mut list = backend.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let idle_timeout = self.settings.pool_idle_timeout;
+        let idle_timeout = self.settings.load().pool_idle_timeout;
         let now = Instant::now();
         while let Some(conn) = list.pop() {
             if now.duration_since(conn.since) >= idle_timeout {
@@ -216,8 +232,8 @@ impl Upstream {
             Some(t) => t
                 .saturating_sub(Duration::from_secs(1))
                 .max(t / 2)
-                .min(self.settings.pool_idle_timeout),
-            None => self.settings.pool_idle_timeout,
+                .min(self.settings.load().pool_idle_timeout),
+            None => self.settings.load().pool_idle_timeout,
         };
         let mut list = backend.idle.lock().unwrap_or_else(|e| e.into_inner());
         if list.len() >= MAX_IDLE {
@@ -234,7 +250,7 @@ impl Upstream {
     /// Closes idle connections past their time. Run periodically, so a
     /// backend that stops getting requests does not keep them forever.
     pub fn sweep(&self, backends: &[std::sync::Arc<Backend>]) {
-        let idle_timeout = self.settings.pool_idle_timeout;
+        let idle_timeout = self.settings.load().pool_idle_timeout;
         let now = Instant::now();
         for backend in backends {
             let mut list = backend.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -248,7 +264,7 @@ impl Upstream {
     }
 
     pub fn sweep_interval(&self) -> Duration {
-        (self.settings.pool_idle_timeout / 2).max(Duration::from_millis(100))
+        (self.settings.load().pool_idle_timeout / 2).max(Duration::from_millis(100))
     }
 }
 

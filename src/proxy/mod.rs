@@ -17,9 +17,12 @@ use std::task::Poll;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
+use crate::affinity::SessionKey;
+
 use crate::affinity::{Affinity, Restored, Unroutable};
 use crate::classify::{self, Carrier, SessionRef};
 use crate::config::Config;
+use crate::conn::access::AccessLog;
 use crate::conn::{Body, Client, Watch};
 use crate::error::{jsonrpc_id, ProxyError, UpstreamFailure};
 use crate::forward::headers::{self, ToUpstream};
@@ -27,7 +30,7 @@ use crate::forward::upstream::{Response, Upstream, UpstreamError, UpstreamSettin
 use crate::http1::buf;
 use crate::http1::head::{FieldKind, RequestHead, TargetForm};
 use crate::metrics::{self, Metrics};
-use crate::pool::{Backend, Pool};
+use crate::pool::{health, Backend, Fleet, Pool, State};
 pub use respond::PendingRelay;
 
 /// What the request path needs from the configuration.
@@ -36,15 +39,22 @@ struct Settings {
     preserve_host: bool,
     stream_idle: Option<std::time::Duration>,
     sse_scan_bytes: usize,
+    access_log: bool,
+}
+
+/// What a reload may change on the request path, swapped whole.
+pub struct Live {
+    affinity: Affinity,
+    key: SessionKey,
+    settings: Settings,
 }
 
 /// The proxy service shared by every connection.
 pub struct Proxy {
-    pool: ArcSwap<Pool>,
-    affinity: Affinity,
+    fleet: Arc<Fleet>,
+    live: ArcSwap<Live>,
     upstream: Upstream,
     metrics: Arc<Metrics>,
-    settings: Settings,
     /// The `tether_requests_total` series of Tether's own answers.
     none: metrics::StatusCounters,
 }
@@ -89,6 +99,7 @@ impl Target {
 
 /// One request, as the stages after the head need it.
 struct Request<'a> {
+    live: &'a Arc<Live>,
     head: &'a RequestHead,
     body: &'a Body,
     /// Bytes of the client's buffer this request occupies.
@@ -122,34 +133,47 @@ enum CallError {
 
 impl Proxy {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
-        let backends = config
-            .backends
-            .iter()
-            .map(|b| Arc::new(Backend::new(b.scheme.clone(), b.authority.clone())))
-            .collect();
-        let upstream = Upstream::new(&UpstreamSettings {
-            connect_timeout: config.timeouts.connect,
-            response_timeout: config.timeouts.response,
-            pool_idle_timeout: config.timeouts.upstream_idle,
-        });
+        let fleet = Arc::new(Fleet::new(metrics.clone(), config.health.clone()));
+        let upstream = Upstream::new(&UpstreamSettings::of(config));
         let none = metrics::StatusCounters::new(&metrics.requests, &metrics::NO_BACKEND.into());
-        Proxy {
+        let proxy = Proxy {
             none,
-            pool: ArcSwap::from_pointee(Pool::new(backends, config.balance)),
-            affinity: Affinity::new(&config.key),
+            fleet,
+            live: ArcSwap::from_pointee(Live::new(config, None)),
             upstream,
             metrics,
-            settings: Settings {
-                preserve_host: config.preserve_host,
-                stream_idle: config.timeouts.stream_idle,
-                sse_scan_bytes: config.limits.sse_scan_bytes,
-            },
-        }
+        };
+        proxy.apply_fleet(config);
+        proxy
     }
 
-    /// The current backends (discovery and reload will swap this).
+    /// Applies a reloaded config: backends, balance, health and drain
+    /// settings, timeouts, the session key (the old one still opens tokens).
+    pub fn reconfigure(&self, config: &Config) {
+        let old = self.live.load_full();
+        self.live.store(Arc::new(Live::new(config, Some(&old.key))));
+        self.upstream.reconfigure(&UpstreamSettings::of(config));
+        self.apply_fleet(config);
+    }
+
+    fn apply_fleet(&self, config: &Config) {
+        self.fleet
+            .configure(config.balance, config.drain, config.health.clone());
+        let entries = config.backends.iter().map(|b| b.entry()).collect();
+        self.fleet.set_source(crate::pool::fleet::STATIC, entries);
+        let mut keep: Vec<String> = config.sources.iter().map(|s| s.label()).collect();
+        keep.push(crate::pool::fleet::STATIC.into());
+        self.fleet.retain_sources(&keep);
+    }
+
+    /// The living set of backends.
+    pub fn fleet(&self) -> &Arc<Fleet> {
+        &self.fleet
+    }
+
+    /// The current backends.
     pub fn pool(&self) -> arc_swap::Guard<Arc<Pool>> {
-        self.pool.load()
+        self.fleet.pool()
     }
 
     /// The connections to the backends.
@@ -169,9 +193,11 @@ impl Proxy {
         if client.buf.starts_with(b"GET /__tether_test_panic ") {
             panic!("a panic the tests asked for");
         }
+        let live = self.live.load_full();
         let buf = &client.buf;
         let method = &buf[head.method.clone()];
         let req = Request {
+            live: &live,
             head,
             body: &body,
             consumed: match &body {
@@ -191,7 +217,14 @@ impl Proxy {
             false => "",
         };
         let session = classify::session_ref(&head.fields, query_target);
-        let pool = self.pool.load_full();
+        if AccessLog::wanted(live.settings.access_log) {
+            let token = match &session {
+                Ok(Some(s)) => Some(s.token_bytes(buf)),
+                _ => None,
+            };
+            client.access = Some(AccessLog::new(method, req.target.bytes(buf), token));
+        }
+        let pool = self.fleet.load_full();
         match session {
             Ok(Some(session)) => self.forward_owned(client, &req, session, &pool).await,
             Ok(None) => self.forward_new(client, &req, &pool).await,
@@ -212,13 +245,14 @@ impl Proxy {
             Carrier::Header => "",
         };
         let token = session.token_bytes(&client.buf);
-        let resolved = self
-            .affinity
-            .resolve(token, &session, pool)
-            .and_then(|owned| {
-                let restored = self.affinity.restore(target, &session, &owned)?;
-                Ok((owned, restored))
-            });
+        let affinity = &req.live.affinity;
+        let resolved = affinity.resolve(token, &session, pool).and_then(|owned| {
+            if owned.backend.state() == State::Down {
+                return Err(Unroutable::OwnerGone(owned.backend.id.to_string()));
+            }
+            let restored = affinity.restore(target, &session, &owned)?;
+            Ok((owned, restored))
+        });
         let (owned, restored) = match resolved {
             Ok(found) => found,
             Err(why) => return self.unroutable(client, req, why).await,
@@ -238,6 +272,7 @@ impl Proxy {
         buf::give(request);
         match result {
             Ok(resp) => {
+                note_response(client, resp.head.status, &backend);
                 // The answer's head may carry the client's token, still in its buffer.
                 let outcome = self.respond(
                     client,
@@ -280,13 +315,19 @@ impl Proxy {
     ) -> Outcome {
         let mut tried: Vec<Arc<Backend>> = Vec::new();
         let mut last_error = None;
-        while let Some(backend) = pool.pick(&tried) {
+        while let Some(picked) = pool.pick(&tried) {
+            let backend = picked.backend;
+            if picked.panic {
+                self.metrics.panic_picks.inc();
+                tracing::warn!(backend = %backend.id, "no healthy backend: a new session goes to an unhealthy one");
+            }
             let outstanding = backend.track();
             let request = self.upstream_request(client, req, &backend, None, None);
             let result = self.call(client, req, &backend, &request).await;
             buf::give(request);
             match result {
                 Ok(resp) => {
+                    note_response(client, resp.head.status, &backend);
                     let outcome = self.respond(client, req, resp, &backend, outstanding, None);
                     client.consume(req.consumed);
                     return outcome;
@@ -335,7 +376,7 @@ impl Proxy {
             session_id,
             peer: &client.peer_ip,
             authority: backend.authority.as_str(),
-            preserve_host: self.settings.preserve_host,
+            preserve_host: req.live.settings.preserve_host,
             host: req.head.target_authority().map(|a| &buf[a]),
         };
         headers::request(&mut out, buf, req.head, &to, req.body.bytes(buf));
@@ -393,6 +434,9 @@ impl Proxy {
         match (&why, why.invalid_reason()) {
             (Unroutable::OwnerGone(owner), _) => {
                 tracing::info!(backend = %owner, "session's owner is gone; answered 404");
+                if let Some(b) = self.fleet.pool().get(owner.as_bytes()) {
+                    b.session_orphaned();
+                }
                 self.metrics
                     .sessions_orphaned
                     .get_or_create(&Metrics::backend(&owner.as_str().into()))
@@ -421,7 +465,12 @@ impl Proxy {
     ) -> Outcome {
         let body = self.reject(&err, backend, req.body.bytes(&client.buf));
         client.consume(req.consumed);
-        let close = !req.head.keep_alive || client.half_closed();
+        if let Some(line) = client.access.as_mut() {
+            line.status = err.status().as_u16();
+            line.backend = backend.map(|b| b.id.clone());
+            line.bytes = body.len() as u64;
+        }
+        let close = !req.head.keep_alive || client.half_closed() || client.lifecycle.closing();
         let keep_alive = client
             .send_error(&err, &body, close, req.head_request)
             .await
@@ -460,6 +509,7 @@ impl Proxy {
     }
 
     fn count_session(&self, backend: &Backend, transport: &'static str) {
+        backend.session_created();
         self.metrics
             .sessions_created
             .get_or_create(&metrics::BackendTransport {
@@ -470,6 +520,12 @@ impl Proxy {
     }
 
     fn count_upstream_error(&self, backend: &Backend, failure: UpstreamFailure) {
+        if matches!(
+            failure,
+            UpstreamFailure::Refused | UpstreamFailure::Connect | UpstreamFailure::Timeout
+        ) {
+            health::passive_failure(backend, &self.fleet.health_settings(), &self.metrics);
+        }
         self.metrics
             .upstream_errors
             .get_or_create(&metrics::BackendKind {
@@ -477,6 +533,32 @@ impl Proxy {
                 kind: failure.as_str(),
             })
             .inc();
+    }
+}
+
+impl Live {
+    fn new(config: &Config, previous: Option<&SessionKey>) -> Live {
+        Live {
+            affinity: match previous {
+                Some(previous) => Affinity::with_previous(&config.key, previous),
+                None => Affinity::new(&config.key),
+            },
+            key: config.key.clone(),
+            settings: Settings {
+                preserve_host: config.preserve_host,
+                stream_idle: config.timeouts.stream_idle,
+                sse_scan_bytes: config.limits.sse_scan_bytes,
+                access_log: config.log.access,
+            },
+        }
+    }
+}
+
+/// The access log line learns the backend's status.
+fn note_response(client: &mut Client, status: u16, backend: &Backend) {
+    if let Some(line) = client.access.as_mut() {
+        line.status = status;
+        line.backend = Some(backend.id.clone());
     }
 }
 

@@ -17,7 +17,7 @@ use crate::forward::upstream::Response;
 use crate::http1::buf;
 use crate::http1::head::{FieldKind, Framing};
 use crate::metrics::{self, Metrics};
-use crate::pool::{Backend, Outstanding};
+use crate::pool::{Backend, Outstanding, StreamCount};
 
 /// A response whose body is relayed by the connection's task, with what must
 /// stay counted until it ends.
@@ -67,7 +67,7 @@ impl Proxy {
         let head = &resp.head;
         let owned = session.map(|(owned, _)| owned);
         let sealed = response_session_id(&resp)
-            .map(|value| self.affinity.seal_response(value, backend, owned));
+            .map(|value| req.live.affinity.seal_response(value, backend, owned));
         let session_id = match (&sealed, session) {
             (Some(ResponseId::Same), Some((_, session))) => Some(session.token_bytes(&client.buf)),
             (Some(ResponseId::New(token)), _) => Some(token.as_bytes()),
@@ -99,7 +99,10 @@ impl Proxy {
             _ if req.head.minor == 1 => Downstream::Chunked,
             _ => Downstream::Close,
         };
-        let close = !req.head.keep_alive || downstream == Downstream::Close || client.half_closed();
+        let close = !req.head.keep_alive
+            || downstream == Downstream::Close
+            || client.half_closed()
+            || client.lifecycle.closing();
         let mut out = buf::take();
         let connection: Option<&[u8]> = match (close, req.head.minor) {
             (true, _) => Some(b"close"),
@@ -111,10 +114,19 @@ impl Proxy {
             &mut out, &resp.buf, head, session_id, downstream, connection,
         );
         self.count_request(backend, head.status);
-        let stream = event_stream.then(|| StreamGuard::new(self.metrics.clone(), &backend.id));
+        if head.status >= 500 {
+            crate::pool::health::passive_failure(
+                backend,
+                &self.fleet.health_settings(),
+                &self.metrics,
+            );
+        } else {
+            backend.call_succeeded();
+        }
+        let stream = event_stream.then(|| StreamGuard::new(self.metrics.clone(), backend));
         let options = relay::Options {
             downstream,
-            idle_timeout: self.settings.stream_idle,
+            idle_timeout: req.live.settings.stream_idle,
             event_stream,
             rewriter: rewrite.then(|| {
                 let metrics = self.metrics.clone();
@@ -127,7 +139,7 @@ impl Proxy {
                             })
                             .inc();
                     });
-                (self.endpoint_rewriter(backend), report)
+                (self.endpoint_rewriter(req.live, backend), report)
             }),
         };
         Outcome::Relay(Box::new(PendingRelay {
@@ -162,6 +174,10 @@ impl Proxy {
                 tracing::debug!(backend = %backend.id, "client left during the response body");
                 false
             }
+            End::Shutdown => {
+                tracing::debug!(backend = %backend.id, "event stream ended by the shutdown");
+                false
+            }
             End::Cut(why) => {
                 tracing::info!(backend = %backend.id, why, "response body cut");
                 self.count_upstream_error(backend, UpstreamFailure::Io);
@@ -171,11 +187,17 @@ impl Proxy {
     }
 
     /// Seals the session id of a legacy `endpoint` event for `backend`.
-    fn endpoint_rewriter(self: &Arc<Self>, backend: &Arc<Backend>) -> EndpointRewriter {
+    fn endpoint_rewriter(
+        self: &Arc<Self>,
+        live: &Arc<super::Live>,
+        backend: &Arc<Backend>,
+    ) -> EndpointRewriter {
         let proxy = self.clone();
+        let scan = live.settings.sse_scan_bytes;
+        let live = live.clone();
         let backend_for_seal = backend.clone();
         let seal = move |upstream_id: &str| {
-            let token = proxy.affinity.sealer().seal(
+            let token = live.affinity.sealer().seal(
                 TokenKind::Legacy,
                 &backend_for_seal.id,
                 upstream_id,
@@ -183,11 +205,7 @@ impl Proxy {
             proxy.count_session(&backend_for_seal, "legacy");
             Some(token)
         };
-        EndpointRewriter::new(
-            self.settings.sse_scan_bytes,
-            backend.authority.as_str().to_owned(),
-            Box::new(seal),
-        )
+        EndpointRewriter::new(scan, backend.authority.as_str().to_owned(), Box::new(seal))
     }
 }
 
@@ -195,13 +213,19 @@ impl Proxy {
 struct StreamGuard {
     metrics: Arc<Metrics>,
     backend: metrics::BackendLabel,
+    _count: StreamCount,
 }
 
 impl StreamGuard {
-    fn new(metrics: Arc<Metrics>, backend: &Arc<str>) -> Self {
-        let backend = Metrics::backend(backend);
+    fn new(metrics: Arc<Metrics>, backend: &Arc<Backend>) -> Self {
+        let count = backend.track_stream();
+        let backend = Metrics::backend(&backend.id);
         metrics.active_streams.get_or_create(&backend).inc();
-        StreamGuard { metrics, backend }
+        StreamGuard {
+            metrics,
+            backend,
+            _count: count,
+        }
     }
 }
 

@@ -10,6 +10,17 @@ use mcp_tether::config::{parse_file, Config, Overrides};
 use mcp_tether::{start, Running};
 pub use mcp_tether_testkit::{send_raw, ClientError, LegacyClient, Replica, StreamableClient};
 
+/// The test config: an admin listener, and no active health probes unless
+/// `extra` has a `[health]` table (probes would be extra connections and
+/// requests that tests counting a backend's traffic do not expect).
+pub fn test_toml(extra: &str) -> String {
+    let health = match extra.contains("[health]") {
+        true => "",
+        false => "[health]\ncheck = \"none\"\n",
+    };
+    format!("admin = \"127.0.0.1:0\"\n{extra}\n{health}")
+}
+
 /// Starts `n` default replicas named `replica-1..n`.
 pub async fn replicas(n: usize) -> Vec<Replica> {
     let mut out = Vec::new();
@@ -26,8 +37,7 @@ pub async fn replicas(n: usize) -> Vec<Replica> {
 
 /// Tether in front of `replicas`, with `extra` TOML (limits, timeouts...) and `key`.
 pub async fn tether_with(replicas: &[Replica], key: &SessionKey, extra: &str) -> Running {
-    let file =
-        parse_file(&format!("admin = \"127.0.0.1:0\"\n{extra}"), "test").expect("test config");
+    let file = parse_file(&test_toml(extra), "test").expect("test config");
     let overrides = Overrides {
         listen: Some("127.0.0.1:0".parse().unwrap()),
         backends: replicas.iter().map(Replica::url).collect(),
@@ -103,8 +113,7 @@ pub async fn sticky_owner(client: &StreamableClient, n: usize) -> String {
 
 /// Tether in front of arbitrary backend URLs (raw fake backends), with `extra` TOML.
 pub async fn tether_urls(urls: Vec<String>, extra: &str) -> Running {
-    let file =
-        parse_file(&format!("admin = \"127.0.0.1:0\"\n{extra}"), "test").expect("test config");
+    let file = parse_file(&test_toml(extra), "test").expect("test config");
     let overrides = Overrides {
         listen: Some("127.0.0.1:0".parse().unwrap()),
         backends: urls,

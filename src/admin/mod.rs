@@ -1,7 +1,8 @@
-//! Stage 6: admin. `/healthz` and `/metrics` (Prometheus text format) on their
+//! Stage 6: admin. `/healthz`, `/readyz`, `/metrics` (Prometheus text
+//! format) and the JSON API (`api`: backends, drain, config, reload) on their
 //! own listener, so they are never exposed on the proxy port.
 //!
-//! It must never touch the request path's state beyond reading metrics. It
+//! It changes the request path's state only through `Control`. It
 //! speaks HTTP/1.1 with the proxy's own head parser (`http1::head`), so it
 //! is held to the same rules and limits: head size and read time, one
 //! `Host`, no `Transfer-Encoding` with `Content-Length`. Request bodies are
@@ -18,7 +19,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+mod api;
+
 use crate::accept::AcceptErrors;
+use crate::control::Control;
 use crate::http1::head::{may_end_head, Framing, HeadError, RequestHead};
 use crate::metrics::Metrics;
 
@@ -27,6 +31,7 @@ const MAX_BODY: u64 = 64 * 1024;
 
 pub struct Admin {
     registry: Registry,
+    control: Arc<Control>,
 }
 
 /// The head limits the admin listener shares with the proxy listener.
@@ -44,6 +49,14 @@ struct Reply {
 }
 
 impl Reply {
+    fn json(status: StatusCode, body: &serde_json::Value) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: format!("{body}\n"),
+        }
+    }
+
     fn text(status: StatusCode, body: &str) -> Reply {
         Reply {
             status,
@@ -54,17 +67,26 @@ impl Reply {
 }
 
 impl Admin {
-    pub fn new(registry: Registry) -> Self {
-        Admin { registry }
+    pub fn new(registry: Registry, control: Arc<Control>) -> Self {
+        Admin { registry, control }
     }
 
-    fn handle(&self, method: &[u8], path: &[u8]) -> Reply {
-        if method != b"GET" && method != b"HEAD" {
-            return Reply::text(StatusCode::METHOD_NOT_ALLOWED, "GET only");
-        }
+    fn handle(&self, method: &[u8], path: &[u8], authorization: Option<&[u8]>) -> Reply {
         let path = path.split(|&b| b == b'?').next().unwrap_or_default();
+        if method == b"POST" {
+            return api::post(&self.control, path, authorization);
+        }
+        if method != b"GET" && method != b"HEAD" {
+            return Reply::text(StatusCode::METHOD_NOT_ALLOWED, "GET, HEAD or POST");
+        }
         match path {
             b"/healthz" => Reply::text(StatusCode::OK, "ok"),
+            b"/readyz" => match self.control.ready() {
+                Ok(()) => Reply::text(StatusCode::OK, "ready"),
+                Err(why) => Reply::text(StatusCode::SERVICE_UNAVAILABLE, why),
+            },
+            b"/backends" => Reply::json(StatusCode::OK, &self.control.backends()),
+            b"/config" => Reply::json(StatusCode::OK, &self.control.config_json()),
             b"/metrics" => {
                 let mut text = String::new();
                 match prometheus_client::encoding::text::encode(&mut text, &self.registry) {
@@ -158,7 +180,17 @@ async fn connection(mut stream: TcpStream, admin: Arc<Admin>, limits: Limits) {
                 _ => return,
             }
         }
-        let reply = admin.handle(&buf[head.method.clone()], &buf[head.target.clone()]);
+        let authorization = head
+            .fields
+            .list
+            .iter()
+            .find(|f| buf[f.name.clone()].eq_ignore_ascii_case(b"authorization"))
+            .map(|f| &buf[f.value.clone()]);
+        let reply = admin.handle(
+            &buf[head.method.clone()],
+            &buf[head.target.clone()],
+            authorization,
+        );
         let head_only = &buf[head.method.clone()] == b"HEAD";
         let close = !head.keep_alive;
         if write_reply(&mut stream, &reply, head_only, close, limits)
@@ -248,11 +280,15 @@ async fn write_reply(
     limits: Limits,
 ) -> std::io::Result<()> {
     let mut out = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n{}\r\n",
+        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n{}{}\r\n",
         reply.status.as_u16(),
         reply.status.canonical_reason().unwrap_or(""),
         reply.content_type,
         reply.body.len(),
+        match reply.status {
+            StatusCode::UNAUTHORIZED => "www-authenticate: Bearer\r\n",
+            _ => "",
+        },
         if close { "connection: close\r\n" } else { "" },
     )
     .into_bytes();

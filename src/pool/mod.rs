@@ -8,15 +8,19 @@
 //! This stage never looks at a request: it answers "which backend" and
 //! "is this identity still here".
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+mod backend;
+pub mod discovery;
+pub mod fleet;
+pub mod health;
 
-use http::uri::{Authority, Scheme};
-use tokio::net::TcpStream;
-use tokio::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+pub use backend::{drain, identity, Backend, Health, IdleConn, Outstanding, State, StreamCount};
+pub use fleet::Fleet;
 
 /// How a request without a session is given a backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Balance {
     /// Fewest outstanding requests (held SSE streams included); ties go round
@@ -28,69 +32,13 @@ pub enum Balance {
     RoundRobin,
 }
 
-/// One upstream replica.
+/// The backend chosen for a new session.
 #[derive(Debug)]
-pub struct Backend {
-    /// The identity sealed into tokens: the URL's `host:port` as configured.
-    /// Every Tether replica that shares a key must name a backend the same way.
-    /// Shared, so metric labels clone it without allocating.
-    pub id: Arc<str>,
-    pub scheme: Scheme,
-    pub authority: Authority,
-    outstanding: AtomicUsize,
-    /// Its idle keep-alive connections, most recently used last
-    /// (`forward::upstream` keeps them).
-    pub idle: Mutex<Vec<IdleConn>>,
-    /// Its `tether_requests_total` series, made on first use.
-    pub requests: OnceLock<crate::metrics::StatusCounters>,
-}
-
-/// A kept-alive connection to a backend, waiting for a request.
-#[derive(Debug)]
-pub struct IdleConn {
-    pub stream: TcpStream,
-    pub since: Instant,
-    /// When it stops being used: the idle timeout, or the backend's own.
-    pub expires: Instant,
-}
-
-impl Backend {
-    /// Parses `http://host:port` (a path, if any, is rejected by config validation).
-    pub fn new(scheme: Scheme, authority: Authority) -> Self {
-        let id = match authority.port() {
-            Some(_) => authority.as_str().to_ascii_lowercase(),
-            None => format!("{}:80", authority.as_str().to_ascii_lowercase()),
-        };
-        Backend {
-            id: id.into(),
-            scheme,
-            authority,
-            outstanding: AtomicUsize::new(0),
-            idle: Mutex::new(Vec::new()),
-            requests: OnceLock::new(),
-        }
-    }
-
-    /// Requests and streams currently open to this backend.
-    pub fn outstanding(&self) -> usize {
-        self.outstanding.load(Ordering::Relaxed)
-    }
-
-    /// Counts one request as outstanding until the guard is dropped.
-    pub fn track(self: &Arc<Self>) -> Outstanding {
-        self.outstanding.fetch_add(1, Ordering::Relaxed);
-        Outstanding(self.clone())
-    }
-}
-
-/// Keeps a request counted against its backend while alive.
-#[derive(Debug)]
-pub struct Outstanding(Arc<Backend>);
-
-impl Drop for Outstanding {
-    fn drop(&mut self) {
-        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
-    }
+pub struct Picked {
+    pub backend: Arc<Backend>,
+    /// No backend was healthy: this one was chosen among the unhealthy ones
+    /// (Envoy's panic threshold), so a wrong probe never black-holes a pool.
+    pub panic: bool,
 }
 
 /// The current set of backends.
@@ -120,17 +68,39 @@ impl Pool {
         self.backends.iter().find(|b| b.id.as_bytes() == id)
     }
 
-    /// Chooses a backend for a request without a session, skipping those in
-    /// `exclude` (already tried and refused).
-    pub fn pick(&self, exclude: &[Arc<Backend>]) -> Option<Arc<Backend>> {
+    /// Chooses a backend for a request without a session among the `active`
+    /// ones, skipping those in `exclude` (already tried and refused). When
+    /// none is active but some are only unhealthy or down (not drained), the
+    /// choice is made among those instead (`Picked::panic`).
+    pub fn pick(&self, exclude: &[Arc<Backend>]) -> Option<Picked> {
         let n = self.backends.len();
         if n == 0 {
             return None;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let untried = |b: &&Arc<Backend>| !exclude.iter().any(|e| Arc::ptr_eq(e, b));
+        if let Some(backend) = self.select(start, |b| b.takes_new() && untried(&b)) {
+            return Some(Picked {
+                backend,
+                panic: false,
+            });
+        }
+        if self.backends.iter().any(|b| b.takes_new()) {
+            // Healthy ones exist, and were all tried.
+            return None;
+        }
+        self.select(start, |b| b.takes_new_in_panic() && untried(&b))
+            .map(|backend| Picked {
+                backend,
+                panic: true,
+            })
+    }
+
+    fn select(&self, start: usize, accept: impl Fn(&Arc<Backend>) -> bool) -> Option<Arc<Backend>> {
+        let n = self.backends.len();
         let mut candidates = (0..n)
             .map(|i| &self.backends[(start + i) % n])
-            .filter(|b| !exclude.iter().any(|e| Arc::ptr_eq(e, b)));
+            .filter(|b| accept(b));
         match self.balance {
             Balance::RoundRobin => candidates.next().cloned(),
             // min_by_key keeps the first minimum, so ties rotate with `start`.
@@ -142,6 +112,7 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::uri::Scheme;
 
     fn pool(n: usize, balance: Balance) -> Pool {
         let backends = (0..n)
@@ -159,7 +130,9 @@ mod tests {
     fn idle_backends_are_used_in_turn() {
         for balance in [Balance::LeastOutstanding, Balance::RoundRobin] {
             let p = pool(3, balance);
-            let ids: Vec<_> = (0..6).map(|_| p.pick(&[]).unwrap().id.clone()).collect();
+            let ids: Vec<_> = (0..6)
+                .map(|_| p.pick(&[]).unwrap().backend.id.clone())
+                .collect();
             assert_eq!(ids[0..3], ids[3..6]);
             let mut first = ids[0..3].to_vec();
             first.sort();
@@ -175,18 +148,18 @@ mod tests {
         let _g = [busy.track(), busy.track()];
         let idle0 = p.backends()[0].track();
         for _ in 0..5 {
-            let b = p.pick(&[]).unwrap();
+            let b = p.pick(&[]).unwrap().backend;
             assert_eq!(b.id, p.backends()[2].id);
         }
         drop(idle0);
-        assert_ne!(p.pick(&[]).unwrap().id, busy.id);
+        assert_ne!(p.pick(&[]).unwrap().backend.id, busy.id);
     }
 
     #[test]
     fn excluded_backends_are_skipped_and_exhaustion_is_none() {
         let p = pool(2, Balance::RoundRobin);
-        let a = p.pick(&[]).unwrap();
-        let b = p.pick(std::slice::from_ref(&a)).unwrap();
+        let a = p.pick(&[]).unwrap().backend;
+        let b = p.pick(std::slice::from_ref(&a)).unwrap().backend;
         assert_ne!(a.id, b.id);
         assert!(p.pick(&[a, b]).is_none());
         assert!(pool(0, Balance::RoundRobin).pick(&[]).is_none());
@@ -200,6 +173,59 @@ mod tests {
         assert_eq!(b.outstanding(), 1);
         drop(g);
         assert_eq!(b.outstanding(), 0);
+    }
+
+    #[test]
+    fn only_active_backends_take_new_sessions() {
+        let p = pool(3, Balance::RoundRobin);
+        p.backends()[0].set_drain(drain::ADMIN, true);
+        p.backends()[1].set_health(Health::Unhealthy);
+        for _ in 0..4 {
+            let picked = p.pick(&[]).unwrap();
+            assert_eq!(picked.backend.id, p.backends()[2].id);
+            assert!(!picked.panic);
+        }
+        // The healthy one refused: the others are not a fallback.
+        assert!(p.pick(&[p.backends()[2].clone()]).is_none());
+    }
+
+    #[test]
+    fn with_none_healthy_new_sessions_spread_over_the_undrained() {
+        let p = pool(3, Balance::RoundRobin);
+        p.backends()[0].set_health(Health::Unhealthy);
+        p.backends()[1].set_health(Health::Down);
+        p.backends()[2].set_drain(drain::GONE, true);
+        let mut seen: Vec<_> = (0..4)
+            .map(|_| {
+                let picked = p.pick(&[]).unwrap();
+                assert!(picked.panic);
+                picked.backend.id.clone()
+            })
+            .collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(!seen.contains(&p.backends()[2].id));
+        // All drained: nothing takes a new session.
+        for b in p.backends() {
+            b.set_drain(drain::ADMIN, true);
+        }
+        assert!(p.pick(&[]).is_none());
+    }
+
+    #[test]
+    fn state_shows_the_strongest_reason() {
+        let b = Backend::new(Scheme::HTTP, "h:1".parse().unwrap());
+        assert_eq!(b.state(), State::Active);
+        b.set_health(Health::Unhealthy);
+        assert_eq!(b.state(), State::Unhealthy);
+        b.set_drain(drain::CONFIG, true);
+        assert_eq!(b.state(), State::Draining);
+        b.set_health(Health::Down);
+        assert_eq!(b.state(), State::Down);
+        b.set_health(Health::Healthy);
+        b.set_drain(drain::CONFIG, false);
+        assert_eq!(b.state(), State::Active);
     }
 
     #[test]

@@ -1,0 +1,188 @@
+//! The configuration file as written: serde structs, every field optional.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::pool::health::Check;
+use crate::pool::Balance;
+
+/// The configuration file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Proxy listener. Default `127.0.0.1:8080`.
+    pub listen: Option<SocketAddr>,
+    /// Admin listener: an address, or `[admin]` with `listen` and `token`. Default: none.
+    pub admin: Option<AdminFile>,
+    /// Backends: `http://host:port`, `dns://NAME:PORT`, `srv://NAME`, or
+    /// `{ url = "...", drain = true }`.
+    #[serde(default)]
+    pub backends: Vec<BackendFile>,
+    /// File holding the base64 32-byte session key.
+    pub session_key_file: Option<PathBuf>,
+    /// `least-outstanding` (default) or `round-robin`.
+    pub balance: Option<Balance>,
+    /// Forward the client's `Host` (default true) or the backend's authority.
+    pub preserve_host: Option<bool>,
+    /// Threads that serve traffic. 1 runs everything on one thread (a
+    /// current-thread runtime: no work-stealing, like one HAProxy thread or one
+    /// nginx worker); N > 1 runs N workers. Default: one per CPU Tether may use.
+    /// `TETHER_THREADS` overrides it.
+    pub threads: Option<usize>,
+    /// How long held streams may go on after a shutdown signal. Default 30s.
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_grace: Option<Duration>,
+    #[serde(default)]
+    pub limits: LimitsFile,
+    #[serde(default)]
+    pub discovery: DiscoveryFile,
+    #[serde(default)]
+    pub health: HealthFile,
+    #[serde(default)]
+    pub drain: DrainFile,
+    #[serde(default)]
+    pub log: LogFile,
+    #[serde(default)]
+    pub timeouts: TimeoutsFile,
+}
+
+/// `[limits]` in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Largest request body in bytes; larger gets 413. Default 4 MiB.
+    pub max_request_body: Option<usize>,
+    /// Largest request head in bytes (at least 8192); larger gets 431. Default 64 KiB.
+    pub max_header_bytes: Option<usize>,
+    /// Most bytes held while looking for a legacy stream's first event. Default 16 KiB.
+    pub sse_scan_bytes: Option<usize>,
+    /// Most request body bytes held in memory across all connections while
+    /// bodies arrive (at least `max_request_body`). Default 64 MiB.
+    pub max_held_body_bytes: Option<usize>,
+    /// Most client connections open at once; past it the listener stops
+    /// accepting until one closes. Default: none (0 also means none).
+    pub max_connections: Option<usize>,
+}
+
+/// `admin = "ADDR"` or `[admin]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum AdminFile {
+    Addr(SocketAddr),
+    Table(AdminTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTable {
+    pub listen: SocketAddr,
+    /// When set, POSTs need `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// The same, read from a file (a Kubernetes Secret).
+    pub token_file: Option<PathBuf>,
+}
+
+/// A `backends` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum BackendFile {
+    Url(String),
+    Table(BackendTable),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTable {
+    pub url: String,
+    /// Takes no new sessions; its sessions are still forwarded.
+    #[serde(default)]
+    pub drain: bool,
+}
+
+/// `[discovery]` in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryFile {
+    /// How often `dns://`/`srv://` names and the backends file are read again. Default 5s.
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// DNS server `IP:PORT` instead of the system's.
+    pub resolver: Option<SocketAddr>,
+    /// A file of backend URLs, one a line, watched for changes.
+    pub file: Option<PathBuf>,
+}
+
+/// `[health]` in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    pub check: Option<Check>,
+    pub path: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    pub fall: Option<u32>,
+    pub rise: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub down_after: Option<Duration>,
+}
+
+/// `[drain]` in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainFile {
+    #[serde(default, with = "humantime_serde")]
+    pub idle: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+}
+
+/// `[log]` in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    /// `text` (default) or `json`.
+    pub format: Option<LogFormat>,
+    /// An access log line per request (default true).
+    pub access: Option<bool>,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[timeouts]` in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsFile {
+    /// Time for a client to send a whole request head. Default 10s.
+    #[serde(default, with = "humantime_serde")]
+    pub header_read: Option<Duration>,
+    /// Time for a client to send a whole request body. Default 30s.
+    #[serde(default, with = "humantime_serde")]
+    pub request_body: Option<Duration>,
+    /// Time to connect to a backend. Default 5s.
+    #[serde(default, with = "humantime_serde")]
+    pub connect: Option<Duration>,
+    /// Time for a backend to send a response head. Default 5m.
+    #[serde(default, with = "humantime_serde")]
+    pub response: Option<Duration>,
+    /// Longest silence on a response body before Tether ends it; "0s" turns
+    /// it off. Default 10m. Never a total timeout: streams live as long as they talk.
+    #[serde(default, with = "humantime_serde")]
+    pub stream_idle: Option<Duration>,
+    /// How long an idle keep-alive connection to a backend is kept. Default
+    /// 4s, below the 5 s idle timeout of Node and uvicorn servers.
+    #[serde(default, with = "humantime_serde")]
+    pub upstream_idle: Option<Duration>,
+}

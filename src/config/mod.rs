@@ -1,0 +1,534 @@
+//! Configuration: file -> overrides (flags, environment) -> `validate()` -> `Config`.
+//!
+//! Every field has a default, so Tether runs with no file at all. The file is
+//! TOML; unknown keys are errors. Durations are humantime strings ("30s",
+//! "5m"). `docs/config.md` documents every key: keep it in step with this file.
+
+mod file;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+
+pub use file::*;
+
+use crate::affinity::SessionKey;
+use crate::pool::discovery::{self, DiscoverySettings, Source};
+use crate::pool::fleet::{DrainSettings, Entry};
+use crate::pool::health::HealthSettings;
+use crate::pool::Balance;
+
+/// The environment variable holding a base64 session key.
+pub const KEY_ENV: &str = "TETHER_SESSION_KEY";
+/// The environment variable that overrides `threads`.
+pub const THREADS_ENV: &str = "TETHER_THREADS";
+
+/// What the command line (and environment) may override.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    /// When non-empty, replaces the file's list.
+    pub backends: Vec<String>,
+    pub session_key_file: Option<PathBuf>,
+    pub threads: Option<usize>,
+    pub backends_file: Option<PathBuf>,
+    pub discovery_interval: Option<Duration>,
+    pub resolver: Option<SocketAddr>,
+    pub log_format: Option<LogFormat>,
+}
+
+/// A configuration error: which key, what is wrong. Printed as one line.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{key}: {problem}")]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, problem: impl std::fmt::Display) -> Self {
+        ConfigError {
+            key: key.into(),
+            problem: problem.to_string(),
+        }
+    }
+}
+
+/// Where the session key came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOrigin {
+    File,
+    Env,
+    /// Made up at start: sessions die with the process and do not span replicas.
+    Generated,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendAddr {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// `drain = true`: no new sessions.
+    pub drain: bool,
+}
+
+impl BackendAddr {
+    pub fn entry(&self) -> Entry {
+        Entry {
+            scheme: self.scheme.clone(),
+            authority: self.authority.clone(),
+            drain: self.drain,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Limits {
+    pub max_request_body: usize,
+    pub max_header_bytes: usize,
+    pub sse_scan_bytes: usize,
+    pub max_held_body_bytes: usize,
+    /// 0: no limit.
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub access: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Timeouts {
+    #[serde(with = "humantime_serde")]
+    pub header_read: Duration,
+    #[serde(with = "humantime_serde")]
+    pub request_body: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect: Duration,
+    #[serde(with = "humantime_serde")]
+    pub response: Duration,
+    /// `None`: off.
+    #[serde(with = "humantime_serde")]
+    pub stream_idle: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub upstream_idle: Duration,
+}
+
+/// The validated configuration the proxy runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    /// `Authorization: Bearer` token the admin API's POSTs need.
+    pub admin_token: Option<String>,
+    /// The config's own `http://` backends.
+    pub backends: Vec<BackendAddr>,
+    /// `dns://`, `srv://` and the backends file.
+    pub sources: Vec<Source>,
+    pub discovery: DiscoverySettings,
+    pub health: HealthSettings,
+    pub drain: DrainSettings,
+    pub shutdown_grace: Duration,
+    pub log: LogSettings,
+    pub key: SessionKey,
+    pub key_origin: KeyOrigin,
+    pub balance: Balance,
+    pub preserve_host: bool,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    /// Runtime threads; `None`: one per available CPU.
+    pub threads: Option<usize>,
+}
+
+impl Config {
+    /// Reads the file (if any), applies overrides and the environment, validates.
+    pub fn load(
+        path: Option<&Path>,
+        overrides: Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let file = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::new(path.display().to_string(), e))?;
+                parse_file(&text, &path.display().to_string())?
+            }
+            None => FileConfig::default(),
+        };
+        Config::from_parts(file, overrides, env)
+    }
+
+    /// The pipeline without file access, for tests and embedding.
+    pub fn from_parts(
+        mut file: FileConfig,
+        overrides: Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        if !overrides.backends.is_empty() {
+            file.backends = overrides
+                .backends
+                .into_iter()
+                .map(BackendFile::Url)
+                .collect();
+        }
+        let listen = overrides
+            .listen
+            .or(file.listen)
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let (admin, admin_token) = match file.admin {
+            None => (None, None),
+            Some(AdminFile::Addr(addr)) => (Some(addr), None),
+            Some(AdminFile::Table(t)) => {
+                let token = match (t.token, t.token_file) {
+                    (Some(_), Some(_)) => {
+                        return Err(ConfigError::new(
+                            "admin.token_file",
+                            "give admin.token or admin.token_file, not both",
+                        ))
+                    }
+                    (Some(token), None) => Some(token),
+                    (None, Some(path)) => Some(
+                        std::fs::read_to_string(&path)
+                            .map_err(|e| {
+                                ConfigError::new(
+                                    "admin.token_file",
+                                    format!("cannot read {}: {e}", path.display()),
+                                )
+                            })?
+                            .trim()
+                            .to_owned(),
+                    ),
+                    (None, None) => None,
+                };
+                if token
+                    .as_deref()
+                    .is_some_and(|t| t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()))
+                {
+                    return Err(ConfigError::new(
+                        "admin.token",
+                        "must be visible ASCII, not empty",
+                    ));
+                }
+                (Some(t.listen), token)
+            }
+        };
+        let admin = overrides.admin.or(admin);
+        let mut backends = Vec::new();
+        let mut sources = Vec::new();
+        for (i, spec) in file.backends.iter().enumerate() {
+            let (url, drain) = match spec {
+                BackendFile::Url(url) => (url.as_str(), false),
+                BackendFile::Table(t) => (t.url.as_str(), t.drain),
+            };
+            let key = || format!("backends[{i}]");
+            match Source::parse(url) {
+                Some(Ok(source)) if drain => {
+                    let _ = source;
+                    return Err(ConfigError::new(
+                        key(),
+                        "drain applies to http:// backends (drain discovered ones with the admin API)",
+                    ));
+                }
+                Some(Ok(source)) => sources.push(source),
+                Some(Err(e)) => return Err(ConfigError::new(key(), e)),
+                None => {
+                    let entry =
+                        discovery::parse_http(url).map_err(|e| ConfigError::new(key(), e))?;
+                    backends.push(BackendAddr {
+                        scheme: entry.scheme,
+                        authority: entry.authority,
+                        drain,
+                    });
+                }
+            }
+        }
+        if let Some(path) = overrides.backends_file.or(file.discovery.file) {
+            sources.push(Source::File(path));
+        }
+        if backends.is_empty() && sources.is_empty() {
+            return Err(ConfigError::new(
+                "backends",
+                "at least one backend is needed (--backend http://host:port, dns://NAME:PORT, \
+                 srv://NAME or --backends-file)",
+            ));
+        }
+        let discovery = DiscoverySettings {
+            interval: positive(
+                "discovery.interval",
+                overrides.discovery_interval.or(file.discovery.interval),
+                Duration::from_secs(5),
+            )?,
+            resolver: overrides.resolver.or(file.discovery.resolver),
+        };
+        let health = health(file.health)?;
+        let defaults = DrainSettings::default();
+        let drain = DrainSettings {
+            idle: positive("drain.idle", file.drain.idle, defaults.idle)?,
+            timeout: positive("drain.timeout", file.drain.timeout, defaults.timeout)?,
+        };
+        let log = LogSettings {
+            format: overrides.log_format.or(file.log.format).unwrap_or_default(),
+            access: file.log.access.unwrap_or(true),
+        };
+        let (key, key_origin) = load_key(overrides.session_key_file, file.session_key_file, env)?;
+        let threads = match overrides.threads {
+            Some(n) => Some(n),
+            None => match env(THREADS_ENV) {
+                Some(text) => Some(text.trim().parse::<usize>().map_err(|_| {
+                    ConfigError::new(THREADS_ENV, format!("'{text}' is not a number"))
+                })?),
+                None => file.threads,
+            },
+        };
+        if threads == Some(0) {
+            return Err(ConfigError::new("threads", "must be at least 1"));
+        }
+        Ok(Config {
+            listen,
+            admin,
+            admin_token,
+            backends,
+            sources,
+            discovery,
+            health,
+            drain,
+            shutdown_grace: match file.shutdown_grace {
+                Some(d) => d,
+                None => Duration::from_secs(30),
+            },
+            log,
+            key,
+            key_origin,
+            balance: file.balance.unwrap_or_default(),
+            preserve_host: file.preserve_host.unwrap_or(true),
+            limits: limits(file.limits)?,
+            timeouts: timeouts(file.timeouts)?,
+            threads,
+        })
+    }
+}
+
+/// Parses the TOML text; errors name the file, the line and the key.
+pub fn parse_file(text: &str, name: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let mut key = name.to_owned();
+        if let Some(span) = e.span() {
+            let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            key = format!("{name}:{line_no}");
+            let line = text.lines().nth(line_no - 1).unwrap_or("");
+            if let Some((field, _)) = line.split_once('=') {
+                key = format!("{key}: {}", field.trim());
+            }
+        }
+        ConfigError::new(key, e.message().replace('\n', " "))
+    })
+}
+
+/// The session key: `--session-key-file`, then `TETHER_SESSION_KEY`, then
+/// the file's `session_key_file` (a deployment's environment, a Kubernetes
+/// Secret, overrides what a shared config file says), else a random one.
+fn load_key(
+    flag: Option<PathBuf>,
+    file: Option<PathBuf>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(SessionKey, KeyOrigin), ConfigError> {
+    if let Some(path) = flag {
+        return key_file(&path);
+    }
+    if let Some(text) = env(KEY_ENV) {
+        let key = SessionKey::from_base64(&text)
+            .map_err(|e| ConfigError::new(KEY_ENV, format!("key {e}")))?;
+        return Ok((key, KeyOrigin::Env));
+    }
+    match file {
+        Some(path) => key_file(&path),
+        None => Ok((SessionKey::generate(), KeyOrigin::Generated)),
+    }
+}
+
+fn key_file(path: &Path) -> Result<(SessionKey, KeyOrigin), ConfigError> {
+    {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                "session_key_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        let key = SessionKey::from_base64(&text).map_err(|e| {
+            ConfigError::new("session_key_file", format!("{}: key {e}", path.display()))
+        })?;
+        Ok((key, KeyOrigin::File))
+    }
+}
+
+fn positive(key: &str, d: Option<Duration>, default: Duration) -> Result<Duration, ConfigError> {
+    match d {
+        Some(d) if d.is_zero() => Err(ConfigError::new(key, "must be above 0")),
+        d => Ok(d.unwrap_or(default)),
+    }
+}
+
+fn health(file: HealthFile) -> Result<HealthSettings, ConfigError> {
+    let d = HealthSettings::default();
+    let s = HealthSettings {
+        check: file.check.unwrap_or(d.check),
+        path: file.path.unwrap_or(d.path),
+        interval: positive("health.interval", file.interval, d.interval)?,
+        timeout: positive("health.timeout", file.timeout, d.timeout)?,
+        fall: file.fall.unwrap_or(d.fall),
+        rise: file.rise.unwrap_or(d.rise),
+        down_after: positive("health.down_after", file.down_after, d.down_after)?,
+    };
+    let path_ok = s.path.starts_with('/')
+        && s.path.len() <= 1024
+        && s.path.bytes().all(|b| b.is_ascii_graphic());
+    if !path_ok {
+        return Err(ConfigError::new(
+            "health.path",
+            "must be an origin-form path (starts with /, visible ASCII)",
+        ));
+    }
+    if s.fall == 0 || s.rise == 0 {
+        let key = if s.fall == 0 {
+            "health.fall"
+        } else {
+            "health.rise"
+        };
+        return Err(ConfigError::new(key, "must be at least 1"));
+    }
+    Ok(s)
+}
+
+fn limits(file: LimitsFile) -> Result<Limits, ConfigError> {
+    let limits = Limits {
+        max_request_body: file.max_request_body.unwrap_or(4 << 20),
+        max_header_bytes: file.max_header_bytes.unwrap_or(64 << 10),
+        sse_scan_bytes: file.sse_scan_bytes.unwrap_or(16 << 10),
+        max_held_body_bytes: file.max_held_body_bytes.unwrap_or(64 << 20),
+        max_connections: file.max_connections.unwrap_or(0),
+    };
+    if limits.max_request_body == 0 {
+        return Err(ConfigError::new(
+            "limits.max_request_body",
+            "must be above 0",
+        ));
+    }
+    // Below 8 KiB, ordinary requests with a bearer token start to fail.
+    if limits.max_header_bytes < 8192 {
+        return Err(ConfigError::new(
+            "limits.max_header_bytes",
+            "must be at least 8192",
+        ));
+    }
+    if limits.max_held_body_bytes < limits.max_request_body {
+        return Err(ConfigError::new(
+            "limits.max_held_body_bytes",
+            "must be at least limits.max_request_body",
+        ));
+    }
+    if limits.sse_scan_bytes < 256 {
+        return Err(ConfigError::new(
+            "limits.sse_scan_bytes",
+            "must be at least 256",
+        ));
+    }
+    Ok(limits)
+}
+
+fn timeouts(file: TimeoutsFile) -> Result<Timeouts, ConfigError> {
+    let positive = |key: &str, d: Option<Duration>, default: Duration| match d {
+        Some(d) if d.is_zero() => Err(ConfigError::new(
+            format!("timeouts.{key}"),
+            "must be above 0",
+        )),
+        d => Ok(d.unwrap_or(default)),
+    };
+    Ok(Timeouts {
+        header_read: positive("header_read", file.header_read, Duration::from_secs(10))?,
+        request_body: positive("request_body", file.request_body, Duration::from_secs(30))?,
+        connect: positive("connect", file.connect, Duration::from_secs(5))?,
+        response: positive("response", file.response, Duration::from_secs(300))?,
+        stream_idle: match file.stream_idle {
+            Some(d) if d.is_zero() => None,
+            d => Some(d.unwrap_or(Duration::from_secs(600))),
+        },
+        upstream_idle: positive("upstream_idle", file.upstream_idle, Duration::from_secs(4))?,
+    })
+}
+
+#[cfg(test)]
+mod tests;
+
+/// The configuration as it is in force, secrets redacted: `GET /config`
+/// and `tether check` show it.
+#[derive(Debug, serde::Serialize)]
+pub struct View<'a> {
+    pub listen: SocketAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<&'static str>,
+    pub backends: Vec<String>,
+    pub session_key: String,
+    pub balance: Balance,
+    pub preserve_host: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    pub limits: &'a Limits,
+    pub timeouts: &'a Timeouts,
+    pub discovery: &'a DiscoverySettings,
+    pub health: &'a HealthSettings,
+    pub drain: &'a DrainSettings,
+    pub log: &'a LogSettings,
+}
+
+impl Config {
+    pub fn view(&self) -> View<'_> {
+        let mut backends: Vec<String> = self
+            .backends
+            .iter()
+            .map(|b| {
+                let url = format!("http://{}", b.authority);
+                match b.drain {
+                    true => format!("{url} (drain)"),
+                    false => url,
+                }
+            })
+            .collect();
+        backends.extend(self.sources.iter().map(|s| match s {
+            Source::File(_) => format!("backends file {}", s.label().trim_start_matches("file:")),
+            _ => s.label(),
+        }));
+        View {
+            listen: self.listen,
+            admin: self.admin,
+            admin_token: self.admin_token.as_ref().map(|_| "<redacted>"),
+            backends,
+            session_key: match self.key_origin {
+                KeyOrigin::File => "<redacted> (from a file)".into(),
+                KeyOrigin::Env => format!("<redacted> (from {KEY_ENV})"),
+                KeyOrigin::Generated => "random (sessions do not survive a restart)".into(),
+            },
+            balance: self.balance,
+            preserve_host: self.preserve_host,
+            threads: self.threads,
+            shutdown_grace: self.shutdown_grace,
+            limits: &self.limits,
+            timeouts: &self.timeouts,
+            discovery: &self.discovery,
+            health: &self.health,
+            drain: &self.drain,
+            log: &self.log,
+        }
+    }
+
+    /// The view as TOML (`tether check`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(&self.view()).unwrap_or_else(|e| format!("# cannot show: {e}\n"))
+    }
+}

@@ -1,0 +1,232 @@
+//! Operations on a running Tether: reload, drain, what the admin API shows,
+//! readiness. Shared by the signal handlers (`server`) and the admin API, so
+//! neither imports the other.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
+
+use crate::config::{Config, ConfigError, Overrides};
+use crate::conn::ConnSettings;
+use crate::lifecycle::Lifecycle;
+use crate::metrics::{self, Metrics};
+use crate::pool::{discovery, State};
+use crate::proxy::Proxy;
+
+/// How the environment is read (injected, so tests need not set it).
+pub type Env = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Where a reload reads the config from: the same file and flags as at start.
+pub struct ReloadSource {
+    pub path: PathBuf,
+    pub overrides: Overrides,
+    pub env: Env,
+}
+
+/// The most permits a semaphore takes: "no connection limit".
+const UNLIMITED: usize = Semaphore::MAX_PERMITS;
+
+pub struct Control {
+    pub proxy: Arc<Proxy>,
+    pub metrics: Arc<Metrics>,
+    pub lifecycle: Arc<Lifecycle>,
+    config: ArcSwap<Config>,
+    source: Option<ReloadSource>,
+    /// What each new client connection is held to.
+    pub conn_settings: ArcSwap<ConnSettings>,
+    /// Permits for client connections (`limits.max_connections`).
+    pub conn_limit: Arc<Semaphore>,
+    limit_in_force: Mutex<usize>,
+    discovery: Mutex<Vec<AbortHandle>>,
+    /// One reload at a time.
+    reloading: Mutex<()>,
+}
+
+impl Control {
+    pub fn new(
+        config: Config,
+        proxy: Arc<Proxy>,
+        metrics: Arc<Metrics>,
+        lifecycle: Arc<Lifecycle>,
+        conn_settings: ConnSettings,
+        source: Option<ReloadSource>,
+    ) -> Arc<Control> {
+        let limit = limit_of(&config);
+        metrics
+            .connections_limit
+            .set(config.limits.max_connections as i64);
+        let control = Arc::new(Control {
+            proxy,
+            metrics,
+            lifecycle,
+            config: ArcSwap::from_pointee(config),
+            source,
+            conn_settings: ArcSwap::from_pointee(conn_settings),
+            conn_limit: Arc::new(Semaphore::new(limit)),
+            limit_in_force: Mutex::new(limit),
+            discovery: Mutex::new(Vec::new()),
+            reloading: Mutex::new(()),
+        });
+        control.start_discovery(&control.config());
+        control
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    fn start_discovery(&self, config: &Config) {
+        let tasks = discovery::spawn(
+            &config.sources,
+            &config.discovery,
+            self.proxy.fleet().clone(),
+            self.metrics.clone(),
+        );
+        let old = std::mem::replace(&mut *lock(&self.discovery), tasks);
+        for task in old {
+            task.abort();
+        }
+    }
+
+    /// Reads the config file again and applies it; on any error the config
+    /// in force stays, and the error (one line, naming the key) is returned.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let _one = lock(&self.reloading);
+        let Some(source) = &self.source else {
+            return Err(ConfigError {
+                key: "reload".into(),
+                problem: "Tether was started without --config: there is no file to read again"
+                    .into(),
+            });
+        };
+        let outcome = |o| metrics::Outcome { outcome: o };
+        let new = match Config::load(Some(&source.path), source.overrides.clone(), &*source.env) {
+            Ok(new) => new,
+            Err(e) => {
+                self.metrics
+                    .reloads
+                    .get_or_create(&outcome("rejected"))
+                    .inc();
+                tracing::error!(error = %e, "reload rejected; the config in force stays");
+                return Err(e);
+            }
+        };
+        let old = self.config();
+        for (key, changed) in [
+            ("listen", new.listen != old.listen),
+            ("admin", new.admin != old.admin),
+            ("threads", new.threads != old.threads),
+            (
+                "limits.max_held_body_bytes",
+                new.limits.max_held_body_bytes != old.limits.max_held_body_bytes,
+            ),
+        ] {
+            if changed {
+                tracing::warn!(key, "changed in the file; it takes a restart to apply");
+            }
+        }
+        self.proxy.reconfigure(&new);
+        let old_settings = self.conn_settings.load_full();
+        self.conn_settings.store(Arc::new(ConnSettings {
+            header_read_timeout: new.timeouts.header_read,
+            max_header_bytes: new.limits.max_header_bytes,
+            max_request_body: new.limits.max_request_body,
+            request_body_timeout: new.timeouts.request_body,
+            budget: old_settings.budget.clone(),
+            lifecycle: self.lifecycle.clone(),
+        }));
+        self.set_limit(limit_of(&new));
+        self.metrics
+            .connections_limit
+            .set(new.limits.max_connections as i64);
+        if new.sources != old.sources || new.discovery != old.discovery {
+            self.start_discovery(&new);
+        }
+        self.config.store(Arc::new(new));
+        self.metrics.reloads.get_or_create(&outcome("ok")).inc();
+        tracing::info!("config reloaded");
+        Ok(())
+    }
+
+    fn set_limit(&self, limit: usize) {
+        let mut in_force = lock(&self.limit_in_force);
+        if limit > *in_force {
+            self.conn_limit.add_permits(limit - *in_force);
+        } else if limit < *in_force {
+            // Only free permits can go; the rest go as connections close
+            // (a best effort, like lowering nginx's worker_connections).
+            self.conn_limit.forget_permits(*in_force - limit);
+        }
+        *in_force = limit;
+    }
+
+    /// Ready: not shutting down, and some backend takes new sessions.
+    pub fn ready(&self) -> Result<(), &'static str> {
+        if self.lifecycle.closing() {
+            return Err("shutting down");
+        }
+        let pool = self.proxy.pool();
+        match pool.backends().iter().any(|b| b.state() == State::Active) {
+            true => Ok(()),
+            false => Err("no active backend"),
+        }
+    }
+
+    pub fn drain(&self, id: &str, on: bool) -> Option<serde_json::Value> {
+        if !self.proxy.fleet().set_admin_drain(id, on) {
+            return None;
+        }
+        let pool = self.proxy.pool();
+        pool.get(id.as_bytes()).map(|b| backend_json(b))
+    }
+
+    /// `GET /backends`.
+    pub fn backends(&self) -> serde_json::Value {
+        let pool = self.proxy.pool();
+        json!({ "backends": pool.backends().iter().map(|b| backend_json(b)).collect::<Vec<_>>() })
+    }
+
+    /// `GET /config`: the config in force, secrets redacted.
+    pub fn config_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.config().view())
+            .unwrap_or_else(|e| json!({ "error": e.to_string() }))
+    }
+
+    /// The admin token in force, if any.
+    pub fn admin_token(&self) -> Option<String> {
+        self.config().admin_token.clone()
+    }
+}
+
+fn backend_json(b: &crate::pool::Backend) -> serde_json::Value {
+    json!({
+        "address": &*b.id,
+        "source": &*b.source(),
+        "state": b.state().as_str(),
+        "health": b.health(),
+        "drain": {
+            "admin": b.drain_flags() & crate::pool::drain::ADMIN != 0,
+            "config": b.drain_flags() & crate::pool::drain::CONFIG != 0,
+            "gone": b.drain_flags() & crate::pool::drain::GONE != 0,
+        },
+        "outstanding": b.outstanding(),
+        "streams": b.streams(),
+        "sessions_created": b.sessions_created(),
+        "sessions_orphaned": b.sessions_orphaned(),
+    })
+}
+
+fn limit_of(config: &Config) -> usize {
+    match config.limits.max_connections {
+        0 => UNLIMITED,
+        n => n.min(UNLIMITED),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
