@@ -104,7 +104,7 @@ impl Control {
             });
         };
         let outcome = |o| metrics::Outcome { outcome: o };
-        let new = match Config::load(Some(&source.path), source.overrides.clone(), &*source.env) {
+        let mut new = match Config::load(Some(&source.path), source.overrides.clone(), &*source.env) {
             Ok(new) => new,
             Err(e) => {
                 self.metrics
@@ -116,6 +116,11 @@ impl Control {
             }
         };
         let old = self.config();
+        if new.key_origin == crate::config::KeyOrigin::Generated {
+            // No key configured: the random one made at start stays (a new
+            // random one would orphan every session).
+            new.key = old.key.clone();
+        }
         for (key, changed) in [
             ("listen", new.listen != old.listen),
             ("admin", new.admin != old.admin),

@@ -9,7 +9,7 @@ Usage:
 
 (``--transport streamable|sse`` is the older spelling of ``--variant stateful|sse``.)
 
-The replica binds 127.0.0.1 on an ephemeral port itself, hands the listening socket to uvicorn,
+The replica binds 127.0.0.1 (or ``--host``) on an ephemeral port (or ``--port``) itself, hands the listening socket to uvicorn,
 and prints exactly ``PORT <n>`` on stdout (flushed) once uvicorn has started.
 
 Every streamable variant ALSO serves 2026-07-28 requests (the SDK routes any request whose
@@ -58,7 +58,7 @@ warnings.filterwarnings("ignore", message=".*deprecated.*")
 
 LOOPBACK_SECURITY = TransportSecuritySettings(
     enable_dns_rebinding_protection=True,
-    allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
+    allowed_hosts=["127.0.0.1:*", "127.0.0.2:*", "127.0.0.3:*", "127.0.0.4:*", "127.0.0.5:*", "localhost:*", "[::1]:*"],
     allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
 )
 
@@ -220,12 +220,12 @@ def build_app(mcp: MCPServer, variant: str, name: str):
     raise SystemExit(f"unknown variant {variant!r}")
 
 
-async def serve(name: str, variant: str) -> None:
+async def serve(name: str, variant: str, host: str = "127.0.0.1", port: int = 0) -> None:
     app = build_app(build_server(name), variant, name)
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((host, port))
     sock.listen(256)
     sock.setblocking(False)
     port = sock.getsockname()[1]
@@ -248,10 +248,12 @@ def main() -> None:
     parser.add_argument("--name", required=True, help="replica name returned by the whoami tool")
     parser.add_argument("--variant", choices=VARIANTS, default=None)
     parser.add_argument("--transport", choices=["streamable", "sse"], default=None, help="old spelling")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.2.. for several hosts)")
+    parser.add_argument("--port", type=int, default=0, help="port to bind (0: any free one)")
     args = parser.parse_args()
     variant = args.variant or {"streamable": "stateful", "sse": "sse", None: "stateful"}[args.transport]
     try:
-        asyncio.run(serve(args.name, variant))
+        asyncio.run(serve(args.name, variant, args.host, args.port))
     except KeyboardInterrupt:
         pass
     os._exit(0)

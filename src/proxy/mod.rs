@@ -46,6 +46,8 @@ struct Settings {
 pub struct Live {
     affinity: Affinity,
     key: SessionKey,
+    /// The key before the last change, still accepted for opening tokens.
+    previous: Option<SessionKey>,
     settings: Settings,
 }
 
@@ -151,7 +153,12 @@ impl Proxy {
     /// settings, timeouts, the session key (the old one still opens tokens).
     pub fn reconfigure(&self, config: &Config) {
         let old = self.live.load_full();
-        self.live.store(Arc::new(Live::new(config, Some(&old.key))));
+        // A new key seals from now on; the one it replaces still opens.
+        let previous = match config.key.same_as(&old.key) {
+            true => old.previous.clone(),
+            false => Some(old.key.clone()),
+        };
+        self.live.store(Arc::new(Live::new(config, previous)));
         self.upstream.reconfigure(&UpstreamSettings::of(config));
         self.apply_fleet(config);
     }
@@ -537,13 +544,14 @@ impl Proxy {
 }
 
 impl Live {
-    fn new(config: &Config, previous: Option<&SessionKey>) -> Live {
+    fn new(config: &Config, previous: Option<SessionKey>) -> Live {
         Live {
-            affinity: match previous {
+            affinity: match &previous {
                 Some(previous) => Affinity::with_previous(&config.key, previous),
                 None => Affinity::new(&config.key),
             },
             key: config.key.clone(),
+            previous,
             settings: Settings {
                 preserve_host: config.preserve_host,
                 stream_idle: config.timeouts.stream_idle,
