@@ -24,18 +24,9 @@ pub enum Command {
     Keygen,
     /// Start three demo MCP replicas behind Tether and show sessions sticking.
     Demo(DemoArgs),
-    /// Validate a config and print it as it would be in force; exit 0, or 2 with the error.
-    Check(CheckArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct CheckArgs {
-    /// The TOML configuration file to check.
-    #[arg(long, short = 'c', value_name = "FILE")]
-    pub config: PathBuf,
-    /// Flags given with it, as the running proxy would get them.
-    #[command(flatten)]
-    pub run: RunArgs,
+    /// Validate a config (--config FILE, with any flags the proxy would get) and print it
+    /// as it would be in force; exit 0, or 2 with the one-line error.
+    Check(RunArgs),
 }
 
 /// Running the proxy (the default command).

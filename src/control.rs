@@ -104,7 +104,8 @@ impl Control {
             });
         };
         let outcome = |o| metrics::Outcome { outcome: o };
-        let mut new = match Config::load(Some(&source.path), source.overrides.clone(), &*source.env) {
+        let mut new = match Config::load(Some(&source.path), source.overrides.clone(), &*source.env)
+        {
             Ok(new) => new,
             Err(e) => {
                 self.metrics

@@ -13,10 +13,13 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check(args)) => {
             init_logging(LogFormat::Text);
-            return match Config::load(Some(&args.config), args.run.overrides(), &env) {
+            let Some(path) = args.config.as_deref() else {
+                eprintln!("tether: config error: check: give the file with --config FILE");
+                return ExitCode::from(2);
+            };
+            return match Config::load(Some(path), args.overrides(), &env) {
                 Ok(config) => {
                     print!("{}", config.to_toml());
-                    eprintln!("tether: {} is valid", args.config.display());
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -183,3 +183,38 @@ fn out_of_descriptors_the_accept_loop_logs_once_counts_and_recovers() {
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+#[test]
+fn check_prints_the_config_in_force_or_exits_2_naming_the_key() {
+    let dir = std::env::temp_dir().join(format!("tether-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        "backends = [\"http://10.0.0.1:8000\", \"dns://mcp.default.svc.cluster.local:8000\"]\n\
+         admin = { listen = \"0.0.0.0:9090\", token = \"hush\" }\n[health]\ncheck = \"tcp\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", good.to_str().unwrap()])
+        .env_remove("TETHER_SESSION_KEY")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let shown = String::from_utf8(out.stdout).unwrap();
+    for expect in [
+        "listen = \"127.0.0.1:8080\"",
+        "dns://mcp.default.svc.cluster.local:8000",
+        "check = \"tcp\"",
+        "admin_token = \"<redacted>\"",
+        "upstream_idle = \"4s\"",
+    ] {
+        assert!(shown.contains(expect), "{expect} not in:\n{shown}");
+    }
+    assert!(!shown.contains("hush"), "{shown}");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "backends = [\"http://h:1\"]\n[health]\nrise = 0\n").unwrap();
+    let err = config_error(&["check", "--config", bad.to_str().unwrap()], None);
+    assert!(err.contains("health.rise"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,4 +1,5 @@
 use super::*;
+use crate::pool::health::HealthSettings;
 
 fn no_env(_: &str) -> Option<String> {
     None
@@ -173,4 +174,127 @@ fn threads_come_from_flag_then_env_then_file() {
             .threads,
         None
     );
+}
+
+#[test]
+fn the_environment_key_beats_the_files_key_file_and_the_flag_beats_both() {
+    let dir = std::env::temp_dir().join(format!("tether-key-order-{}", std::process::id()));
+    let file_key = SessionKey::generate();
+    std::fs::write(&dir, file_key.to_base64()).unwrap();
+    let env_key = SessionKey::generate().to_base64();
+    let env_text = env_key.clone();
+    let env = move |name: &str| (name == KEY_ENV).then(|| env_text.clone());
+    let file = || parse_file(&format!("session_key_file = \"{}\"\n", dir.display()), "t").unwrap();
+    let c = Config::from_parts(file(), with_backends(&["http://h:1"]), &env).unwrap();
+    assert_eq!((c.key_origin, c.key.to_base64()), (KeyOrigin::Env, env_key));
+    let c = Config::from_parts(file(), with_backends(&["http://h:1"]), &no_env).unwrap();
+    assert_eq!(
+        (c.key_origin, c.key.to_base64()),
+        (KeyOrigin::File, file_key.to_base64())
+    );
+    let flag = Overrides {
+        session_key_file: Some(dir.clone()),
+        ..with_backends(&["http://h:1"])
+    };
+    let c = Config::from_parts(FileConfig::default(), flag, &env).unwrap();
+    assert_eq!(c.key_origin, KeyOrigin::File);
+    std::fs::remove_file(&dir).unwrap();
+}
+
+#[test]
+fn operations_keys_parse_with_defaults_and_name_their_errors() {
+    let c = Config::from_parts(
+        FileConfig::default(),
+        with_backends(&["http://h:1"]),
+        &no_env,
+    )
+    .unwrap();
+    assert_eq!(c.health, HealthSettings::default());
+    assert_eq!(c.health.interval, Duration::from_secs(2));
+    assert_eq!(c.drain.idle, Duration::from_secs(30));
+    assert_eq!(c.drain.timeout, Duration::from_secs(600));
+    assert_eq!(c.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(c.discovery.interval, Duration::from_secs(5));
+    assert_eq!(c.limits.max_connections, 0);
+    assert!(c.log.access);
+
+    let file = parse_file(
+        r#"
+backends = ["http://a:1", { url = "http://b:2", drain = true }, "dns://mcp.svc:8000", "srv://_mcp._tcp.svc"]
+admin = { listen = "127.0.0.1:9090", token = "abc" }
+shutdown_grace = "5s"
+[discovery]
+interval = "1s"
+resolver = "10.0.0.10:53"
+file = "/etc/tether/backends"
+[health]
+check = "http"
+path = "/healthz"
+fall = 5
+[drain]
+idle = "10s"
+[limits]
+max_connections = 1000
+[log]
+format = "json"
+access = false
+"#,
+        "t",
+    )
+    .unwrap();
+    let c = Config::from_parts(file, Overrides::default(), &no_env).unwrap();
+    assert_eq!(c.backends.len(), 2);
+    assert!(c.backends[1].drain && !c.backends[0].drain);
+    assert_eq!(c.sources.len(), 3);
+    assert_eq!(c.admin_token.as_deref(), Some("abc"));
+    assert_eq!(c.admin, Some("127.0.0.1:9090".parse().unwrap()));
+    assert_eq!(c.health.check, crate::pool::health::Check::Http);
+    assert_eq!((c.health.fall, c.health.rise), (5, 2));
+    assert_eq!(c.drain.idle, Duration::from_secs(10));
+    assert_eq!(c.limits.max_connections, 1000);
+    assert_eq!(c.log.format, LogFormat::Json);
+    // The view hides the token and shows every source.
+    let shown = c.to_toml();
+    assert!(!shown.contains("abc\""), "{shown}");
+    assert!(
+        shown.contains("dns://mcp.svc:8000") && shown.contains("(drain)"),
+        "{shown}"
+    );
+
+    // Only discovery, no static backend: fine.
+    let file = parse_file("[discovery]\nfile = \"/x\"\n", "t").unwrap();
+    assert!(Config::from_parts(file, Overrides::default(), &no_env).is_ok());
+
+    let bad: [(&str, &str); 7] = [
+        ("backends = [\"dns://name\"]", "backends[0]"),
+        (
+            "backends = [{ url = \"dns://n:1\", drain = true }]",
+            "backends[0]",
+        ),
+        (
+            "backends = [\"http://h:1\"]\n[health]\nfall = 0",
+            "health.fall",
+        ),
+        (
+            "backends = [\"http://h:1\"]\n[health]\npath = \"x\"",
+            "health.path",
+        ),
+        (
+            "backends = [\"http://h:1\"]\n[health]\ninterval = \"0s\"",
+            "health.interval",
+        ),
+        (
+            "backends = [\"http://h:1\"]\n[drain]\nidle = \"0s\"",
+            "drain.idle",
+        ),
+        (
+            "admin = { listen = \"127.0.0.1:1\", token = \"\" }\nbackends = [\"http://h:1\"]",
+            "admin.token",
+        ),
+    ];
+    for (text, key) in bad {
+        let file = parse_file(text, "t").unwrap();
+        let err = Config::from_parts(file, Overrides::default(), &no_env).unwrap_err();
+        assert_eq!(err.key, key, "{text}: {err}");
+    }
 }

@@ -49,6 +49,12 @@ impl LegacyClient {
         })
     }
 
+    /// The next event on the GET stream: `Ok(None)` when the stream ended
+    /// cleanly, an error when it was cut.
+    pub async fn next_event(&mut self) -> Result<Option<crate::SseEvent>, ClientError> {
+        self.stream.next_event().await
+    }
+
     /// The endpoint event's data as received.
     pub fn endpoint(&self) -> &str {
         &self.endpoint

@@ -1,0 +1,356 @@
+//! Operations through the admin API with the test kit's replicas: backend states, drain and
+//! undrain, the admin token, `/config` redaction, readiness, the backends file, reload,
+//! graceful shutdown. (The same with real SDK replicas, DNS, health and rolling restarts:
+//! interop/python/test_operations.py.)
+
+mod support;
+
+use std::time::Duration;
+
+use mcp_tether::affinity::SessionKey;
+use mcp_tether::config::{parse_file, Config, Overrides};
+use mcp_tether::control::ReloadSource;
+use mcp_tether::{start, Running};
+use serde_json::Value;
+use support::*;
+
+async fn admin(
+    t: &Running,
+    method: http::Method,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String) {
+    let admin = t.admin_addr.expect("admin listener");
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    let resp = send_raw(method, &format!("http://{admin}{path}"), &headers, "")
+        .await
+        .expect("admin answers");
+    (resp.status, resp.text())
+}
+
+async fn backends(t: &Running) -> Vec<Value> {
+    let (status, body) = admin(t, http::Method::GET, "/backends", None).await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["backends"].as_array().unwrap().clone()
+}
+
+async fn state_of(t: &Running, id: &str) -> String {
+    backends(t)
+        .await
+        .iter()
+        .find(|b| b["address"] == id)
+        .map(|b| b["state"].as_str().unwrap().to_owned())
+        .unwrap_or_else(|| "absent".into())
+}
+
+fn id(r: &Replica) -> String {
+    r.url().trim_start_matches("http://").to_owned()
+}
+
+#[tokio::test]
+async fn drain_takes_new_sessions_away_and_keeps_old_ones() {
+    let reps = replicas(2).await;
+    let t = tether_with(&reps, &SessionKey::generate(), "").await;
+    let list = backends(&t).await;
+    assert_eq!(list.len(), 2);
+    for b in &list {
+        assert_eq!(b["state"], "active");
+        assert_eq!(b["source"], "static");
+        for key in [
+            "health",
+            "outstanding",
+            "streams",
+            "sessions_created",
+            "sessions_orphaned",
+        ] {
+            assert!(!b[key].is_null(), "{key} missing: {b}");
+        }
+    }
+    // One session on each replica.
+    let a = StreamableClient::connect(&mcp_url(&t)).await.unwrap();
+    let b = StreamableClient::connect(&mcp_url(&t)).await.unwrap();
+    let (wa, wb) = (a.whoami().await.unwrap(), b.whoami().await.unwrap());
+    assert_ne!(wa, wb);
+    let (drained, drained_id) = if wa == "replica-1" {
+        (&a, id(&reps[0]))
+    } else {
+        (&b, id(&reps[0]))
+    };
+
+    let path = format!("/backends/{drained_id}/drain");
+    let (status, body) = admin(&t, http::Method::POST, &path, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"state\":\"draining\""), "{body}");
+    assert_eq!(state_of(&t, &drained_id).await, "draining");
+    // Its session still works; new sessions all go to the other replica.
+    assert_eq!(drained.whoami().await.unwrap(), "replica-1");
+    for _ in 0..4 {
+        let c = StreamableClient::connect(&mcp_url(&t)).await.unwrap();
+        assert_eq!(c.whoami().await.unwrap(), "replica-2");
+    }
+    let created: Vec<u64> = backends(&t)
+        .await
+        .iter()
+        .map(|b| b["sessions_created"].as_u64().unwrap())
+        .collect();
+    assert_eq!(created.iter().sum::<u64>(), 6, "{created:?}");
+
+    let (status, _) = admin(
+        &t,
+        http::Method::POST,
+        &format!("/backends/{drained_id}/undrain"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(state_of(&t, &drained_id).await, "active");
+    let (status, body) = admin(&t, http::Method::POST, "/backends/nope:1/drain", None).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = admin(&t, http::Method::POST, "/backends/x", None).await;
+    assert_eq!(status, 404);
+
+    let text = metrics(&t).await;
+    let series = format!("tether_backend_state{{backend=\"{drained_id}\",state=\"active\"}}");
+    assert_eq!(sample(&text, &series), 1.0, "{text}");
+}
+
+#[tokio::test]
+async fn readiness_needs_an_active_backend() {
+    let reps = replicas(1).await;
+    let t = tether(&reps).await;
+    assert_eq!(admin(&t, http::Method::GET, "/readyz", None).await.0, 200);
+    assert_eq!(admin(&t, http::Method::GET, "/healthz", None).await.0, 200);
+    let path = format!("/backends/{}/drain", id(&reps[0]));
+    assert_eq!(admin(&t, http::Method::POST, &path, None).await.0, 200);
+    let (status, body) = admin(&t, http::Method::GET, "/readyz", None).await;
+    assert_eq!((status, body.trim()), (503, "no active backend"));
+    // All drained: a new session has nowhere to go.
+    let err = StreamableClient::connect(&mcp_url(&t)).await.unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+}
+
+#[tokio::test]
+async fn the_admin_token_guards_posts_and_config_shows_no_secret() {
+    let reps = replicas(1).await;
+    let key = SessionKey::generate();
+    let file = parse_file(
+        "admin = { listen = \"127.0.0.1:0\", token = \"t0ken-xyz\" }\n[health]\ncheck = \"none\"\n",
+        "test",
+    )
+    .unwrap();
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        backends: reps.iter().map(Replica::url).collect(),
+        ..Overrides::default()
+    };
+    let key_text = key.to_base64();
+    let env = move |name: &str| (name == "TETHER_SESSION_KEY").then(|| key_text.clone());
+    let t = start(Config::from_parts(file, overrides, &env).unwrap())
+        .await
+        .unwrap();
+    let path = format!("/backends/{}/drain", id(&reps[0]));
+    let (status, body) = admin(&t, http::Method::POST, &path, None).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(
+        admin(&t, http::Method::POST, &path, Some("wrong")).await.0,
+        401
+    );
+    assert_eq!(
+        admin(&t, http::Method::POST, &path, Some("t0ken-xyz"))
+            .await
+            .0,
+        200
+    );
+    // GETs need no token.
+    let (status, body) = admin(&t, http::Method::GET, "/config", None).await;
+    assert_eq!(status, 200);
+    assert!(
+        !body.contains("t0ken-xyz") && !body.contains(&key.to_base64()),
+        "{body}"
+    );
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["admin_token"], "<redacted>");
+    assert!(
+        v["session_key"]
+            .as_str()
+            .unwrap()
+            .contains("TETHER_SESSION_KEY"),
+        "{v}"
+    );
+    assert_eq!(v["health"]["check"], "none");
+    assert_eq!(v["timeouts"]["upstream_idle"], "4s");
+    // Without a file there is nothing to reload.
+    let (status, body) = admin(&t, http::Method::POST, "/reload", Some("t0ken-xyz")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("without --config"), "{body}");
+}
+
+#[tokio::test]
+async fn a_configured_drain_holds_from_the_start() {
+    let reps = replicas(2).await;
+    let extra = format!(
+        "backends = [{{ url = \"{}\", drain = true }}, \"{}\"]",
+        reps[0].url(),
+        reps[1].url()
+    );
+    let file = parse_file(&test_toml(&extra), "test").unwrap();
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Overrides::default()
+    };
+    let t = start(Config::from_parts(file, overrides, &|_| None).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(state_of(&t, &id(&reps[0])).await, "draining");
+    for _ in 0..3 {
+        let c = StreamableClient::connect(&mcp_url(&t)).await.unwrap();
+        assert_eq!(c.whoami().await.unwrap(), "replica-2");
+    }
+}
+
+/// Polls `check` every 20 ms until it holds (a state change the test waits for).
+async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    within(what, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_backends_file_is_followed_and_reload_swaps_the_rest() {
+    let reps = replicas(3).await;
+    let dir = std::env::temp_dir().join(format!("tether-ops-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let list = dir.join("backends.txt");
+    std::fs::write(&list, format!("# replicas\n{}\n", reps[0].url())).unwrap();
+    let conf = dir.join("tether.toml");
+    let toml = |extra: &str| {
+        format!(
+            "admin = \"127.0.0.1:0\"\n{extra}\n[discovery]\nfile = \"{}\"\ninterval = \"50ms\"\n[drain]\nidle = \"1s\"\n[health]\ncheck = \"none\"\n",
+            list.display()
+        )
+    };
+    std::fs::write(&conf, toml("")).unwrap();
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Overrides::default()
+    };
+    let config = Config::load(Some(&conf), overrides.clone(), &|_| None).unwrap();
+    let source = ReloadSource {
+        path: conf.clone(),
+        overrides,
+        env: Box::new(|_| None),
+    };
+    let t = mcp_tether::start_with(config, Some(source)).await.unwrap();
+    eventually("the file read", || async { backends(&t).await.len() == 1 }).await;
+    let first = StreamableClient::connect(&mcp_url(&t)).await.unwrap();
+    assert_eq!(first.whoami().await.unwrap(), "replica-1");
+    assert!(backends(&t).await[0]["source"]
+        .as_str()
+        .unwrap()
+        .starts_with("file:"));
+
+    // replica-1 leaves the file, replica-2 joins: replica-1 drains, then goes once idle.
+    std::fs::write(&list, format!("{}\n", reps[1].url())).unwrap();
+    eventually("replica-1 draining", || async {
+        state_of(&t, &id(&reps[0])).await == "draining"
+    })
+    .await;
+    assert_eq!(
+        first.whoami().await.unwrap(),
+        "replica-1",
+        "its session still works"
+    );
+    let second = StreamableClient::connect(&mcp_url(&t)).await.unwrap();
+    assert_eq!(second.whoami().await.unwrap(), "replica-2");
+    eventually("replica-1 removed", || async {
+        state_of(&t, &id(&reps[0])).await == "absent"
+    })
+    .await;
+    let err = first.whoami().await.unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+
+    // A broken file keeps the last set.
+    std::fs::write(&list, "ftp://nope\n").unwrap();
+    eventually("the error counted", || async {
+        sample(
+            &metrics(&t).await,
+            &format!(
+                "tether_discovery_errors_total{{source=\"file:{}\"}}",
+                list.display()
+            ),
+        ) >= 1.0
+    })
+    .await;
+    assert_eq!(second.whoami().await.unwrap(), "replica-2");
+
+    // Reload: a static backend added, a limit changed, a bad file refused.
+    std::fs::write(
+        &conf,
+        toml(&format!(
+            "backends = [\"{}\"]\n[limits]\nmax_request_body = 100\n",
+            reps[2].url()
+        )),
+    )
+    .unwrap();
+    t.control.reload().unwrap();
+    assert_eq!(state_of(&t, &id(&reps[2])).await, "active");
+    let big = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{{\"x\":\"{}\"}}}}",
+        "y".repeat(200)
+    );
+    let resp = send_raw(
+        http::Method::POST,
+        &mcp_url(&t),
+        &[("content-type", "application/json")],
+        big,
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 413);
+    assert_eq!(
+        second.whoami().await.unwrap(),
+        "replica-2",
+        "the session outlived the reload"
+    );
+    std::fs::write(&conf, "listen = 5\n").unwrap();
+    let err = t.control.reload().unwrap_err();
+    assert!(err.to_string().contains("listen"), "{err}");
+    assert_eq!(
+        sample(
+            &metrics(&t).await,
+            "tether_reloads_total{outcome=\"rejected\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        state_of(&t, &id(&reps[2])).await,
+        "active",
+        "the old config stays"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_ends_held_streams_cleanly_after_the_grace() {
+    let reps = replicas(1).await;
+    let t = tether_with(&reps, &SessionKey::generate(), "shutdown_grace = \"300ms\"").await;
+    let mut legacy = LegacyClient::connect(&sse_url(&t)).await.unwrap();
+    assert_eq!(legacy.whoami().await.unwrap(), "replica-1");
+    let mut t = t;
+    t.begin_shutdown();
+    let (status, _) = admin(&t, http::Method::GET, "/readyz", None).await;
+    assert_eq!(status, 503);
+    // The stream ends (cleanly: the client sees the end of the body, not a cut)...
+    let end = within("the stream to end", legacy.next_event()).await;
+    assert!(matches!(end, Ok(None)), "{end:?}");
+    // ...and then Tether is done.
+    within("the shutdown to finish", t.finished()).await;
+}
