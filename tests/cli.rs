@@ -218,3 +218,39 @@ fn check_prints_the_config_in_force_or_exits_2_naming_the_key() {
     assert!(err.contains("health.rise"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Every config the deploy kit carries passes `tether check` (files it names are made up
+/// in a scratch folder standing for `/etc/tether`).
+#[test]
+fn the_deploy_kit_configs_pass_check() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let etc = std::env::temp_dir().join(format!("tether-etc-{}", std::process::id()));
+    std::fs::create_dir_all(&etc).unwrap();
+    let key = mcp_tether::affinity::SessionKey::generate().to_base64();
+    std::fs::write(etc.join("session.key"), key).unwrap();
+    std::fs::write(etc.join("admin.token"), "t0k3n\n").unwrap();
+    std::fs::write(etc.join("backends"), "http://10.0.0.1:8000\n").unwrap();
+    for config in [
+        "deploy/kubernetes/tether.toml",
+        "deploy/systemd/tether.toml",
+    ] {
+        let text = std::fs::read_to_string(format!("{root}/{config}")).unwrap();
+        let local = etc.join("tether.toml");
+        std::fs::write(&local, text.replace("/etc/tether", etc.to_str().unwrap())).unwrap();
+        let out = Command::new(BIN)
+            .args(["check", "--config", local.to_str().unwrap()])
+            .env_remove("TETHER_SESSION_KEY")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{config}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The manifests mount the Kubernetes config under the name the Deployment reads.
+    let manifest =
+        std::fs::read_to_string(format!("{root}/deploy/kubernetes/tether.yaml")).unwrap();
+    assert!(manifest.contains("/etc/tether/tether.toml") && manifest.contains("/readyz"));
+    std::fs::remove_dir_all(&etc).unwrap();
+}
