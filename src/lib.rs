@@ -12,10 +12,16 @@
 //!    found as servers find it; the protocol era).
 //! 3. [`affinity`]: sealed tokens; which backend owns a session; the id swap
 //!    on the way in (restore) and on the way out (seal).
-//! 4. [`pool`]: the backends and the choice for a request without a session.
+//! 4. [`pool`]: the backends and their life (active, draining, unhealthy,
+//!    down), the fleet that discovery and reload change, health checks, and
+//!    the choice for a request without a session.
 //! 5. [`forward`]: upstream connections and the exchange, header rules, the
 //!    relayed response body and the legacy `endpoint` event rewrite.
-//! 6. [`admin`]: `/healthz` and `/metrics`.
+//! 6. [`admin`]: `/healthz`, `/readyz`, `/metrics` and the JSON API.
+//!
+//! [`control`] is what operations do to a running Tether (reload, drain,
+//! readiness), shared by the signals ([`server`]) and the admin API;
+//! [`lifecycle`] the phases of a graceful shutdown.
 //!
 //! [`proxy`] strings the stages together for one request; [`error`] is the
 //! one error a request can end in (an HTTP status and a JSON-RPC body);

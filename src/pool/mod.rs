@@ -1,9 +1,10 @@
 //! Stage 4: pool. The backends and how a new session's backend is chosen.
 //!
-//! A `Pool` is immutable once built and shared through an `ArcSwap` (see
-//! `proxy.rs`), so discovery and hot reload can swap in a new set without a
-//! lock on the request path. Per-backend counters live in the `Backend`, which
-//! is kept (by `Arc`) across swaps when its identity stays.
+//! A `Pool` is immutable once built and swapped in whole by the `Fleet`
+//! (`fleet.rs`, the one writer: the config's list, `discovery`, the admin
+//! API), so the request path never takes a lock. A `Backend` (`backend.rs`)
+//! keeps its state, counters and idle connections across swaps while its
+//! identity stays; `health` probes it and hears of failed calls.
 //!
 //! This stage never looks at a request: it answers "which backend" and
 //! "is this identity still here".
