@@ -39,6 +39,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod control;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
 pub mod forward;

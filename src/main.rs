@@ -39,7 +39,13 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        #[cfg(feature = "demo")]
         Some(Command::Demo(args)) => block_on(None, mcp_tether::demo::run(args)),
+        #[cfg(not(feature = "demo"))]
+        Some(Command::Demo(_)) => {
+            eprintln!("tether: this build has no demo (built without the \"demo\" feature)");
+            ExitCode::FAILURE
+        }
         Some(Command::Check(_)) => unreachable!("answered above"),
         None => {
             let config = match Config::load(cli.run.config.as_deref(), cli.run.overrides(), &env) {

@@ -45,7 +45,13 @@ async fn upstream_connections_are_reused_and_a_stale_one_is_retried() {
         )
         .await;
         assert!(answer.starts_with("HTTP/1.1 200"), "call {i}: {answer}");
-        tokio::time::sleep(Duration::from_millis(50)).await; // let the FIN arrive
+        // The backend has closed the pooled connection before the next call.
+        within("the backend's close", async {
+            while closing.closed.load(Ordering::SeqCst) <= i {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
     }
     assert_eq!(closing.accepted.load(Ordering::SeqCst), 3);
     assert_eq!(
@@ -247,6 +253,7 @@ async fn a_head_trickled_byte_by_byte_is_read() {
     // Every split of the empty line that ends the head happens on the way.
     for byte in post("/slow", "{}", "Connection: close\r\n").as_bytes() {
         s.write_all(std::slice::from_ref(byte)).await.unwrap();
+        // Pacing, not synchronisation: each byte its own segment, so its own read.
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let mut out = Vec::new();
@@ -266,7 +273,12 @@ async fn bytes_a_backend_sends_unasked_never_reach_the_next_client() {
     )
     .await;
     assert!(first.contains("POST /a"), "{first}");
-    tokio::time::sleep(Duration::from_millis(150)).await; // the late bytes are in
+    within("the late bytes written", async {
+        while backend.late_sent.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
     let second = exchange(
         t.proxy_addr,
         post("/b", "{}", "Connection: close\r\n").as_bytes(),

@@ -259,6 +259,7 @@ impl Upstream {
     }
 
     /// Idle connections kept for `backend` (for tests and metrics).
+    #[cfg(test)]
     pub fn idle_count(&self, backend: &Backend) -> usize {
         backend.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
     }

@@ -41,6 +41,8 @@ pub struct RawBackend {
     pub accepted: Arc<AtomicUsize>,
     /// Connections the peer (Tether) closed, or that ended.
     pub closed: Arc<AtomicUsize>,
+    /// Unasked bytes (`After::LateBytes`, `After::Late`) written after a response.
+    pub late_sent: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<String>>>,
 }
 
@@ -69,15 +71,18 @@ impl RawBackend {
         let addr = listener.local_addr().expect("local addr");
         let accepted = Arc::new(AtomicUsize::new(0));
         let closed = Arc::new(AtomicUsize::new(0));
+        let late_sent = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let respond: Arc<Respond> = Arc::new(respond);
         let (count, gone, log) = (accepted.clone(), closed.clone(), seen.clone());
+        let late = late_sent.clone();
         tokio::spawn(async move {
             while let Ok((s, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
                 let (log, gone, respond) = (log.clone(), gone.clone(), respond.clone());
+                let late = late.clone();
                 tokio::spawn(async move {
-                    serve_connection(s, options, &*respond, &log).await;
+                    serve_connection(s, options, &*respond, &log, &late).await;
                     gone.fetch_add(1, Ordering::SeqCst);
                 });
             }
@@ -86,6 +91,7 @@ impl RawBackend {
             addr,
             accepted,
             closed,
+            late_sent,
             seen,
         }
     }
@@ -113,6 +119,7 @@ async fn serve_connection(
     options: RawOptions,
     respond: &Respond,
     log: &Mutex<Vec<String>>,
+    late: &AtomicUsize,
 ) {
     let mut buf = Vec::new();
     let mut idle_since = Instant::now();
@@ -136,11 +143,15 @@ async fn serve_connection(
             After::SilentClose => return,
             After::LateBytes => {
                 tokio::time::sleep(Duration::from_millis(30)).await;
-                let _ = s.write_all(LATE_RESPONSE).await;
+                if s.write_all(LATE_RESPONSE).await.is_ok() {
+                    late.fetch_add(1, Ordering::SeqCst);
+                }
             }
             After::Late { bytes, delay } => {
                 tokio::time::sleep(delay).await;
-                let _ = s.write_all(&bytes).await;
+                if s.write_all(&bytes).await.is_ok() {
+                    late.fetch_add(1, Ordering::SeqCst);
+                }
             }
             After::Hang => {
                 let mut sink = [0u8; 1024];

@@ -80,8 +80,16 @@ pub async fn metrics(t: &Running) -> String {
     resp.text()
 }
 
-/// The value of one sample line (`name{labels}`) in the metrics text, 0 if absent.
+/// The value of one sample line (`name{labels}`) in the metrics text, 0 if
+/// that series has not been made yet. The metric itself must exist (its
+/// `# TYPE` line): a renamed metric fails here instead of reading as 0.
 pub fn sample(text: &str, series: &str) -> f64 {
+    let name = series.split('{').next().unwrap_or(series);
+    let family = name.strip_suffix("_total").unwrap_or(name);
+    assert!(
+        text.contains(&format!("# TYPE {family} ")),
+        "no metric {family} in:\n{text}"
+    );
     text.lines()
         .find_map(|l| {
             l.strip_prefix(series)
