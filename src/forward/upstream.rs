@@ -88,8 +88,32 @@ pub struct Response {
 
 /// Connections to every backend (each backend keeps its idle ones).
 pub struct Upstream {
-    /// Swapped whole by a reload.
-    settings: arc_swap::ArcSwap<UpstreamSettings>,
+    /// Set again by a reload; plain atomics (nanoseconds), read on every
+    /// request without the cost of a shared pointer.
+    connect_timeout: AtomicDuration,
+    response_timeout: AtomicDuration,
+    pool_idle_timeout: AtomicDuration,
+}
+
+/// A `Duration` a reload may change, read with one relaxed load.
+struct AtomicDuration(std::sync::atomic::AtomicU64);
+
+impl AtomicDuration {
+    fn new(d: Duration) -> Self {
+        AtomicDuration(std::sync::atomic::AtomicU64::new(nanos(d)))
+    }
+
+    fn get(&self) -> Duration {
+        Duration::from_nanos(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn set(&self, d: Duration) {
+        self.0.store(nanos(d), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// How one attempt on one connection ended, when it did not give a response.
@@ -103,13 +127,17 @@ enum Attempt {
 impl Upstream {
     pub fn new(settings: &UpstreamSettings) -> Self {
         Upstream {
-            settings: arc_swap::ArcSwap::from_pointee(settings.clone()),
+            connect_timeout: AtomicDuration::new(settings.connect_timeout),
+            response_timeout: AtomicDuration::new(settings.response_timeout),
+            pool_idle_timeout: AtomicDuration::new(settings.pool_idle_timeout),
         }
     }
 
     /// New timeouts, for the requests that start from now on.
     pub fn reconfigure(&self, settings: &UpstreamSettings) {
-        self.settings.store(std::sync::Arc::new(settings.clone()));
+        self.connect_timeout.set(settings.connect_timeout);
+        self.response_timeout.set(settings.response_timeout);
+        self.pool_idle_timeout.set(settings.pool_idle_timeout);
     }
 
     /// Sends `request` (a whole HTTP/1.1 request) to `backend` and reads the
@@ -126,7 +154,7 @@ impl Upstream {
 
     /// Longest wait for a response head.
     pub fn response_timeout(&self) -> Duration {
-        self.settings.load().response_timeout
+        self.response_timeout.get()
     }
 
     async fn attempts(
@@ -190,7 +218,7 @@ impl Upstream {
             }
             Err(last)
         };
-        let timeout = self.settings.load().connect_timeout;
+        let timeout = self.connect_timeout.get();
         tokio::time::timeout(timeout, connect)
             .await
             .unwrap_or_else(|_| {
@@ -207,7 +235,7 @@ impl Upstream {
     /// The most recently used idle connection to `backend`, if one is fresh enough.
     fn checkout(&self, backend: &Backend) -> Option<TcpStream> {
         let mut list = backend.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let idle_timeout = self.settings.load().pool_idle_timeout;
+        let idle_timeout = self.pool_idle_timeout.get();
         let now = Instant::now();
         while let Some(conn) = list.pop() {
             if now.duration_since(conn.since) >= idle_timeout {
@@ -232,8 +260,8 @@ impl Upstream {
             Some(t) => t
                 .saturating_sub(Duration::from_secs(1))
                 .max(t / 2)
-                .min(self.settings.load().pool_idle_timeout),
-            None => self.settings.load().pool_idle_timeout,
+                .min(self.pool_idle_timeout.get()),
+            None => self.pool_idle_timeout.get(),
         };
         let mut list = backend.idle.lock().unwrap_or_else(|e| e.into_inner());
         if list.len() >= MAX_IDLE {
@@ -250,7 +278,7 @@ impl Upstream {
     /// Closes idle connections past their time. Run periodically, so a
     /// backend that stops getting requests does not keep them forever.
     pub fn sweep(&self, backends: &[std::sync::Arc<Backend>]) {
-        let idle_timeout = self.settings.load().pool_idle_timeout;
+        let idle_timeout = self.pool_idle_timeout.get();
         let now = Instant::now();
         for backend in backends {
             let mut list = backend.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -265,7 +293,7 @@ impl Upstream {
     }
 
     pub fn sweep_interval(&self) -> Duration {
-        (self.settings.load().pool_idle_timeout / 2).max(Duration::from_millis(100))
+        (self.pool_idle_timeout.get() / 2).max(Duration::from_millis(100))
     }
 }
 
