@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use serde_json::json;
-use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
+use crate::accept::limit::ConnLimit;
 use crate::config::{Config, ConfigError, Overrides};
 use crate::conn::ConnSettings;
 use crate::lifecycle::Lifecycle;
@@ -27,9 +27,6 @@ pub struct ReloadSource {
     pub env: Env,
 }
 
-/// The most permits a semaphore takes: "no connection limit".
-const UNLIMITED: usize = Semaphore::MAX_PERMITS;
-
 pub struct Control {
     pub proxy: Arc<Proxy>,
     pub metrics: Arc<Metrics>,
@@ -38,9 +35,8 @@ pub struct Control {
     source: Option<ReloadSource>,
     /// What each new client connection is held to.
     pub conn_settings: ArcSwap<ConnSettings>,
-    /// Permits for client connections (`limits.max_connections`).
-    pub conn_limit: Arc<Semaphore>,
-    limit_in_force: Mutex<usize>,
+    /// Client connections open and allowed (`limits.max_connections`).
+    pub conn_limit: Arc<ConnLimit>,
     discovery: Mutex<Vec<AbortHandle>>,
     /// One reload at a time.
     reloading: Mutex<()>,
@@ -55,10 +51,10 @@ impl Control {
         conn_settings: ConnSettings,
         source: Option<ReloadSource>,
     ) -> Arc<Control> {
-        let limit = limit_of(&config);
         metrics
             .connections_limit
             .set(config.limits.max_connections as i64);
+        let conn_limit = ConnLimit::new(config.limits.max_connections);
         let control = Arc::new(Control {
             proxy,
             metrics,
@@ -66,8 +62,7 @@ impl Control {
             config: ArcSwap::from_pointee(config),
             source,
             conn_settings: ArcSwap::from_pointee(conn_settings),
-            conn_limit: Arc::new(Semaphore::new(limit)),
-            limit_in_force: Mutex::new(limit),
+            conn_limit,
             discovery: Mutex::new(Vec::new()),
             reloading: Mutex::new(()),
         });
@@ -145,7 +140,7 @@ impl Control {
             budget: old_settings.budget.clone(),
             lifecycle: self.lifecycle.clone(),
         }));
-        self.set_limit(limit_of(&new));
+        self.conn_limit.set(new.limits.max_connections);
         self.metrics
             .connections_limit
             .set(new.limits.max_connections as i64);
@@ -158,27 +153,22 @@ impl Control {
         Ok(())
     }
 
-    fn set_limit(&self, limit: usize) {
-        let mut in_force = lock(&self.limit_in_force);
-        if limit > *in_force {
-            self.conn_limit.add_permits(limit - *in_force);
-        } else if limit < *in_force {
-            // Only free permits can go; the rest go as connections close
-            // (a best effort, like lowering nginx's worker_connections).
-            self.conn_limit.forget_permits(*in_force - limit);
-        }
-        *in_force = limit;
-    }
-
-    /// Ready: not shutting down, and some backend takes new sessions.
+    /// Ready: not shutting down, and some backend takes new sessions: an
+    /// active one, or (no backend active) an unhealthy one that panic mode
+    /// gives sessions to. Failing readiness when every backend is merely
+    /// unhealthy would take every Tether replica out of its Service at once,
+    /// the very black hole panic mode exists to avoid.
     pub fn ready(&self) -> Result<(), &'static str> {
         if self.lifecycle.closing() {
             return Err("shutting down");
         }
         let pool = self.proxy.pool();
-        match pool.backends().iter().any(|b| b.state() == State::Active) {
+        let backends = pool.backends();
+        match backends.iter().any(|b| b.state() == State::Active)
+            || backends.iter().any(|b| b.takes_new_in_panic())
+        {
             true => Ok(()),
-            false => Err("no active backend"),
+            false => Err("no backend takes new sessions"),
         }
     }
 
@@ -224,13 +214,6 @@ fn backend_json(b: &crate::pool::Backend) -> serde_json::Value {
         "sessions_created": b.sessions_created(),
         "sessions_orphaned": b.sessions_orphaned(),
     })
-}
-
-fn limit_of(config: &Config) -> usize {
-    match config.limits.max_connections {
-        0 => UNLIMITED,
-        n => n.min(UNLIMITED),
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

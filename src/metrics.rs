@@ -100,6 +100,12 @@ impl StatusCounters {
         }
     }
 
+    /// The statuses counted so far.
+    pub fn statuses(&self) -> Vec<u16> {
+        let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
+        seen.iter().map(|(s, _)| *s).collect()
+    }
+
     pub fn inc(&self, status: u16) {
         {
             let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
@@ -300,6 +306,47 @@ impl Metrics {
             "1 once a shutdown has begun (readiness fails), else 0",
             self.shutting_down.clone(),
         );
+    }
+
+    /// Drops every series of a backend Tether no longer remembers (so a
+    /// fleet whose addresses change on every deploy does not grow the
+    /// metrics for ever). `statuses`: those its `requests` series counted.
+    pub fn forget_backend(&self, backend: &Arc<str>, statuses: &[u16]) {
+        let name = || Name(backend.clone());
+        for status in statuses {
+            self.requests.remove(&BackendStatus {
+                backend: name(),
+                status: *status,
+            });
+        }
+        for transport in ["streamable", "legacy"] {
+            self.sessions_created.remove(&BackendTransport {
+                backend: name(),
+                transport,
+            });
+        }
+        for kind in ["refused", "connect", "timeout", "io", "ok", "failed"] {
+            let label = BackendKind {
+                backend: name(),
+                kind,
+            };
+            self.upstream_errors.remove(&label);
+            self.health_checks.remove(&label);
+        }
+        for state in ["healthy", "unhealthy", "down", "active", "draining"] {
+            let label = BackendState {
+                backend: name(),
+                state,
+            };
+            self.health_transitions.remove(&label);
+            self.backend_state.remove(&label);
+        }
+        let label = Metrics::backend(backend);
+        self.sessions_deleted.remove(&label);
+        self.sessions_orphaned.remove(&label);
+        self.active_streams.remove(&label);
+        self.stream_idle_timeouts.remove(&label);
+        self.invalid_upstream_session_ids.remove(&label);
     }
 
     pub fn backend(backend: &Arc<str>) -> BackendLabel {

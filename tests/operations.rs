@@ -125,7 +125,10 @@ async fn readiness_needs_an_active_backend() {
     let path = format!("/backends/{}/drain", id(&reps[0]));
     assert_eq!(admin(&t, http::Method::POST, &path, None).await.0, 200);
     let (status, body) = admin(&t, http::Method::GET, "/readyz", None).await;
-    assert_eq!((status, body.trim()), (503, "no active backend"));
+    assert_eq!(
+        (status, body.trim()),
+        (503, "no backend takes new sessions")
+    );
     // All drained: a new session has nowhere to go.
     let err = StreamableClient::connect(&mcp_url(&t)).await.unwrap_err();
     assert!(err.to_string().contains("503"), "{err}");
@@ -353,4 +356,103 @@ async fn a_graceful_shutdown_ends_held_streams_cleanly_after_the_grace() {
     assert!(matches!(end, Ok(None)), "{end:?}");
     // ...and then Tether is done.
     within("the shutdown to finish", t.finished()).await;
+}
+
+#[tokio::test]
+async fn admin_actions_from_a_browser_page_are_refused() {
+    let reps = replicas(1).await;
+    let t = tether(&reps).await;
+    let admin = t.admin_addr.unwrap();
+    let path = format!("http://{admin}/backends/{}/drain", id(&reps[0]));
+    for header in [
+        ("origin", "https://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let resp = send_raw(http::Method::POST, &path, &[header], "")
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 403, "{header:?}");
+    }
+    assert_eq!(state_of(&t, &id(&reps[0])).await, "active");
+    let resp = send_raw(http::Method::POST, &path, &[("sec-fetch-site", "none")], "")
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200, "typed into the address bar: allowed");
+}
+
+/// Writes a request on a raw connection and reads until its answer's head is in.
+async fn ask(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn the_connection_limit_holds_and_follows_reloads_both_ways() {
+    use tokio::net::TcpStream;
+    let reps = replicas(1).await;
+    let dir = std::env::temp_dir().join(format!("tether-limit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("tether.toml");
+    let write = |n: usize| {
+        let text = format!(
+            "admin = \"127.0.0.1:0\"\nbackends = [\"{}\"]\n[health]\ncheck = \"none\"\n[limits]\nmax_connections = {n}\n",
+            reps[0].url()
+        );
+        std::fs::write(&conf, text).unwrap();
+    };
+    write(2);
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Overrides::default()
+    };
+    let config = Config::load(Some(&conf), overrides.clone(), &|_| None).unwrap();
+    let source = ReloadSource {
+        path: conf.clone(),
+        overrides,
+        env: Box::new(|_| None),
+    };
+    let t = mcp_tether::start_with(config, Some(source)).await.unwrap();
+    let mut a = TcpStream::connect(t.proxy_addr).await.unwrap();
+    let mut b = TcpStream::connect(t.proxy_addr).await.unwrap();
+    assert!(ask(&mut a).await.starts_with("HTTP/1.1"));
+    assert!(ask(&mut b).await.starts_with("HTTP/1.1"));
+    // A third waits in the backlog until one of the two closes.
+    let mut c = TcpStream::connect(t.proxy_addr).await.unwrap();
+    let third = tokio::spawn(async move {
+        let head = ask(&mut c).await;
+        (c, head)
+    });
+    eventually("the listener to wait", || async {
+        sample(&metrics(&t).await, "tether_connection_limit_waits_total") >= 1.0
+    })
+    .await;
+    assert!(!third.is_finished());
+    drop(a);
+    let (c, head) = within("the third served", third).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1"), "{head}");
+    // Lowered below what is open, then raised to none: nothing breaks (this
+    // panicked once: a semaphore's permits overflowed).
+    write(1);
+    t.control.reload().unwrap();
+    drop((b, c));
+    write(0);
+    t.control.reload().unwrap();
+    let mut many = Vec::new();
+    for _ in 0..8 {
+        let mut s = TcpStream::connect(t.proxy_addr).await.unwrap();
+        assert!(ask(&mut s).await.starts_with("HTTP/1.1"));
+        many.push(s);
+    }
+    assert_eq!(sample(&metrics(&t).await, "tether_max_connections"), 0.0);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

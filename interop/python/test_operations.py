@@ -272,11 +272,18 @@ path = "/no-such-path"
 interval = "100ms"
 timeout = "300ms"
 fall = 1
+down_after = "1s"
 """)
     wait_until("unhealthy", lambda: t.states() == {f"127.0.0.1:{port}": "unhealthy"})
-    status, body = t.get("/readyz")
-    assert status == 503 and "no active backend" in body
+    # Panic mode serves, so readiness holds (else every Tether replica would leave its Service).
+    assert t.get("/readyz")[0] == 200
     async with SdkSession(t.url, "legacy", TIMEOUT) as s:
+        assert await s.tool("whoami") == "r1"
+        # Well past down_after: a backend that answers (wrongly) is never down,
+        # so its sessions keep working.
+        wait_until("down_after passed", lambda: t.metric(
+            f'tether_health_checks_total{{backend="127.0.0.1:{port}",kind="failed"}}') >= 12)
+        assert t.states() == {f"127.0.0.1:{port}": "unhealthy"}
         assert await s.tool("whoami") == "r1"
     assert t.metric("tether_panic_picks_total") >= 1
 

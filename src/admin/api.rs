@@ -4,7 +4,7 @@
 use http::StatusCode;
 use serde_json::json;
 
-use super::Reply;
+use super::{Caller, Reply};
 use crate::control::Control;
 
 /// What a POST asks for.
@@ -13,7 +13,7 @@ enum Action<'a> {
     Drain(&'a str, bool),
 }
 
-pub(super) fn post(control: &Control, path: &[u8], authorization: Option<&[u8]>) -> Reply {
+pub(super) fn post(control: &Control, path: &[u8], caller: Caller<'_>) -> Reply {
     let path = std::str::from_utf8(path).unwrap_or("");
     let action = match path {
         "/reload" => Action::Reload,
@@ -29,8 +29,18 @@ pub(super) fn post(control: &Control, path: &[u8], authorization: Option<&[u8]>)
             _ => return not_found(),
         },
     };
+    if caller.from_browser {
+        tracing::info!(
+            path,
+            "admin POST from a browser (Origin or Sec-Fetch-Site): 403"
+        );
+        return Reply::json(
+            StatusCode::FORBIDDEN,
+            &json!({ "error": "admin actions are not taken from a browser page (Origin or Sec-Fetch-Site present)" }),
+        );
+    }
     if let Some(token) = control.admin_token() {
-        if !bearer_matches(authorization, token.as_bytes()) {
+        if !bearer_matches(caller.authorization, token.as_bytes()) {
             tracing::info!(path, "admin POST without the right bearer token: 401");
             return Reply::json(
                 StatusCode::UNAUTHORIZED,

@@ -41,6 +41,14 @@ pub struct Limits {
     pub header_read_timeout: Duration,
 }
 
+/// Who asks, as far as the admin API cares.
+#[derive(Clone, Copy)]
+struct Caller<'a> {
+    authorization: Option<&'a [u8]>,
+    /// The request carries `Origin` or `Sec-Fetch-Site`: a browser sent it.
+    from_browser: bool,
+}
+
 /// An answer: status, content type, body.
 struct Reply {
     status: StatusCode,
@@ -71,10 +79,10 @@ impl Admin {
         Admin { registry, control }
     }
 
-    fn handle(&self, method: &[u8], path: &[u8], authorization: Option<&[u8]>) -> Reply {
+    fn handle(&self, method: &[u8], path: &[u8], caller: Caller<'_>) -> Reply {
         let path = path.split(|&b| b == b'?').next().unwrap_or_default();
         if method == b"POST" {
-            return api::post(&self.control, path, authorization);
+            return api::post(&self.control, path, caller);
         }
         if method != b"GET" && method != b"HEAD" {
             return Reply::text(StatusCode::METHOD_NOT_ALLOWED, "GET, HEAD or POST");
@@ -180,16 +188,25 @@ async fn connection(mut stream: TcpStream, admin: Arc<Admin>, limits: Limits) {
                 _ => return,
             }
         }
-        let authorization = head
-            .fields
-            .list
-            .iter()
-            .find(|f| buf[f.name.clone()].eq_ignore_ascii_case(b"authorization"))
-            .map(|f| &buf[f.value.clone()]);
+        let field = |name: &[u8]| {
+            head.fields
+                .list
+                .iter()
+                .find(|f| buf[f.name.clone()].eq_ignore_ascii_case(name))
+                .map(|f| &buf[f.value.clone()])
+        };
+        // A browser says where a request comes from; curl, kubectl and
+        // deploy scripts do not. An action a web page triggers (a cross-site
+        // form POST) is refused.
+        let from_browser = field(b"origin").is_some()
+            || field(b"sec-fetch-site").is_some_and(|v| !v.eq_ignore_ascii_case(b"none"));
         let reply = admin.handle(
             &buf[head.method.clone()],
             &buf[head.target.clone()],
-            authorization,
+            Caller {
+                authorization: field(b"authorization"),
+                from_browser,
+            },
         );
         let head_only = &buf[head.method.clone()] == b"HEAD";
         let close = !head.keep_alive;

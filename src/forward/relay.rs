@@ -85,6 +85,10 @@ pub struct Relay {
     length_framed: bool,
     /// How long the backend said it keeps an idle connection (`Keep-Alive: timeout`).
     idle_hint: Option<Duration>,
+    /// An event stream's wait for the end of a shutdown's grace: made at its
+    /// first wait and kept, so the shared waiter list is joined once per
+    /// stream, not once per event.
+    ending: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
 }
 
 impl Relay {
@@ -126,6 +130,7 @@ impl Relay {
             event_stream: options.event_stream,
             length_framed: matches!(options.downstream, Downstream::Length(_)),
             idle_hint,
+            ending: None,
         }
     }
 
@@ -251,12 +256,12 @@ impl Relay {
             sleep.as_mut().reset(Instant::now() + t);
         }
         // Only an event stream (perhaps held for hours) waits for a shutdown;
-        // any other body is a request in flight, which finishes. Boxed: the
-        // wait is rare next to the stream's life, and this state is kept.
-        let mut shutdown = (self.event_stream && !self.length_framed)
-            .then(|| Box::pin(client.lifecycle.clone().until_ending()));
+        // any other body is a request in flight, which finishes.
+        if self.ending.is_none() && self.event_stream && !self.length_framed {
+            self.ending = Some(Box::pin(client.lifecycle.clone().until_ending()));
+        }
         std::future::poll_fn(|cx| {
-            if let Some(ending) = shutdown.as_mut() {
+            if let Some(ending) = self.ending.as_mut() {
                 if ending.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Wait::Shutdown);
                 }

@@ -264,6 +264,11 @@ impl Upstream {
             None => self.pool_idle_timeout.get(),
         };
         let mut list = backend.idle.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked under the lock `Backend::retire` clears the list under: a
+        // backend removed while this request ran keeps no connection.
+        if backend.is_retired() {
+            return;
+        }
         if list.len() >= MAX_IDLE {
             list.remove(0);
         }

@@ -96,6 +96,9 @@ pub struct Backend {
     started: AtomicU64,
     health: AtomicU8,
     drain: AtomicU8,
+    /// No longer in the pool: a connection checked in after the removal is
+    /// closed instead of kept.
+    retired: std::sync::atomic::AtomicBool,
     /// Consecutive failed calls (refused connections, 5xx) since the last success.
     passive_failures: AtomicU32,
     sessions_created: AtomicU64,
@@ -133,6 +136,7 @@ impl Backend {
             started: AtomicU64::new(0),
             health: AtomicU8::new(0),
             drain: AtomicU8::new(0),
+            retired: std::sync::atomic::AtomicBool::new(false),
             passive_failures: AtomicU32::new(0),
             sessions_created: AtomicU64::new(0),
             sessions_orphaned: AtomicU64::new(0),
@@ -182,13 +186,27 @@ impl Backend {
     }
 
     /// Whether a new session may go here when no backend of the pool is
-    /// healthy (drained backends never take one).
+    /// healthy: an unhealthy one still answers (perhaps only the probe is
+    /// wrong); a drained or down one never takes one.
     pub fn takes_new_in_panic(&self) -> bool {
         self.drain.load(Ordering::Relaxed) == 0
+            && self.health.load(Ordering::Relaxed) == Health::Unhealthy as u8
     }
 
     pub fn health(&self) -> Health {
         Health::from_u8(self.health.load(Ordering::Relaxed))
+    }
+
+    /// Healthy becomes unhealthy, atomically; false if it was not healthy.
+    pub fn healthy_to_unhealthy(&self) -> bool {
+        self.health
+            .compare_exchange(
+                0,
+                Health::Unhealthy as u8,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
     }
 
     /// Sets the health; returns the previous one.
@@ -252,9 +270,20 @@ impl Backend {
         self.sessions_orphaned.load(Ordering::Relaxed)
     }
 
-    /// Closes its idle connections (it left the pool).
-    pub fn close_idle(&self) {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    /// It left the pool: its idle connections close, and none is kept after.
+    pub fn retire(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        self.retired.store(true, Ordering::Relaxed);
+        idle.clear();
+    }
+
+    /// It is back in the pool.
+    pub fn revive(&self) {
+        self.retired.store(false, Ordering::Relaxed);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
     }
 }
 

@@ -145,15 +145,18 @@ pub fn spawn(
     if sources.is_empty() {
         return Vec::new();
     }
-    let resolver = match resolver(settings) {
-        Ok(r) => Arc::new(r),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot set up the DNS resolver; DNS discovery is off");
-            return Vec::new();
+    let needs_dns = sources.iter().any(|s| !matches!(s, Source::File(_)));
+    let resolver = match needs_dns.then(|| resolver(settings)) {
+        Some(Ok(r)) => Some(Arc::new(r)),
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "cannot set up the DNS resolver; dns:// and srv:// discovery is off");
+            None
         }
+        None => None,
     };
     sources
         .iter()
+        .filter(|source| matches!(source, Source::File(_)) || resolver.is_some())
         .map(|source| {
             let task = run(
                 source.clone(),
@@ -189,7 +192,7 @@ fn resolver(settings: &DiscoverySettings) -> Result<TokioResolver, String> {
 async fn run(
     source: Source,
     interval: Duration,
-    resolver: Arc<TokioResolver>,
+    resolver: Option<Arc<TokioResolver>>,
     fleet: Arc<Fleet>,
     metrics: Arc<Metrics>,
 ) {
@@ -200,7 +203,7 @@ async fn run(
     let mut last: Option<Vec<Entry>> = None;
     let mut failing = false;
     loop {
-        match lookup(&source, &resolver).await {
+        match lookup(&source, resolver.as_deref()).await {
             Ok(entries) => {
                 if failing {
                     tracing::info!(source = %label, backends = entries.len(), "discovery answers again");
@@ -229,9 +232,11 @@ async fn run(
 }
 
 /// One lookup of `source`: its backends, sorted, or why there are none.
-async fn lookup(source: &Source, resolver: &TokioResolver) -> Result<Vec<Entry>, String> {
+async fn lookup(source: &Source, resolver: Option<&TokioResolver>) -> Result<Vec<Entry>, String> {
+    let dns = || resolver.ok_or_else(|| "no DNS resolver".to_string());
     let mut addrs: Vec<SocketAddr> = match source {
         Source::Dns { name, port } => {
+            let resolver = dns()?;
             let ips = resolver
                 .lookup_ip(fqdn(name))
                 .await
@@ -239,6 +244,7 @@ async fn lookup(source: &Source, resolver: &TokioResolver) -> Result<Vec<Entry>,
             ips.iter().map(|ip| SocketAddr::new(ip, *port)).collect()
         }
         Source::Srv { name } => {
+            let resolver = dns()?;
             let srv = resolver
                 .srv_lookup(fqdn(name))
                 .await
@@ -246,10 +252,13 @@ async fn lookup(source: &Source, resolver: &TokioResolver) -> Result<Vec<Entry>,
             let mut out = Vec::new();
             for record in srv.iter() {
                 let target = record.target().to_ascii();
-                match resolver.lookup_ip(target.as_str()).await {
-                    Ok(ips) => out.extend(ips.iter().map(|ip| SocketAddr::new(ip, record.port()))),
-                    Err(e) => tracing::debug!(target, error = %e, "SRV target did not resolve"),
-                }
+                // A target that does not resolve fails the whole lookup, so
+                // the last known set is kept rather than that backend drained.
+                let ips = resolver
+                    .lookup_ip(target.as_str())
+                    .await
+                    .map_err(|e| format!("SRV target {target}: {e}"))?;
+                out.extend(ips.iter().map(|ip| SocketAddr::new(ip, record.port())));
             }
             out
         }

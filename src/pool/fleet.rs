@@ -70,6 +70,9 @@ pub struct Fleet {
 struct Members {
     /// Each source's last good answer.
     sources: BTreeMap<String, Vec<Entry>>,
+    /// The sources the config names (`None`: any): an answer from one a
+    /// reload removed, arriving late, is ignored.
+    allowed: Option<Vec<String>>,
     known: Vec<Member>,
     retired: VecDeque<Arc<Backend>>,
     balance: Balance,
@@ -103,6 +106,7 @@ impl Fleet {
             pool: ArcSwap::from_pointee(Pool::new(Vec::new(), Balance::default())),
             members: Mutex::new(Members {
                 sources: BTreeMap::new(),
+                allowed: None,
                 known: Vec::new(),
                 retired: VecDeque::new(),
                 balance: Balance::default(),
@@ -142,6 +146,13 @@ impl Fleet {
     /// A source's latest answer (an empty one for a source that is no more).
     pub fn set_source(&self, source: &str, entries: Vec<Entry>) {
         let mut m = self.lock();
+        if m.allowed
+            .as_ref()
+            .is_some_and(|a| !a.iter().any(|k| k == source))
+        {
+            tracing::debug!(source, "answer from a source no longer configured: ignored");
+            return;
+        }
         if entries.is_empty() {
             m.sources.remove(source);
         } else {
@@ -150,9 +161,11 @@ impl Fleet {
         self.publish(&mut m);
     }
 
-    /// Drops every source not in `keep` (a reload removed them).
+    /// Drops every source not in `keep` (a reload removed them), and
+    /// ignores them from now on.
     pub fn retain_sources(&self, keep: &[String]) {
         let mut m = self.lock();
+        m.allowed = Some(keep.to_vec());
         let before = m.sources.len();
         m.sources.retain(|name, _| keep.iter().any(|k| k == name));
         if m.sources.len() != before {
@@ -214,11 +227,14 @@ impl Fleet {
         if !leaving.is_empty() {
             for i in leaving.into_iter().rev() {
                 let mut member = m.known.remove(i);
-                member.backend.close_idle();
+                member.backend.retire();
                 self.clear_state(&member.backend, member.shown.take());
                 m.retired.push_back(member.backend.clone());
                 if m.retired.len() > RETIRED {
-                    m.retired.pop_front();
+                    if let Some(old) = m.retired.pop_front() {
+                        let statuses = old.requests.get().map(|r| r.statuses()).unwrap_or_default();
+                        self.metrics.forget_backend(&old.id, &statuses);
+                    }
                 }
             }
             self.store(&m);
@@ -261,7 +277,10 @@ impl Fleet {
                         .position(|b| *b.id == **id)
                         .and_then(|i| m.retired.remove(i));
                     let backend = match revived {
-                        Some(b) => b,
+                        Some(b) => {
+                            b.revive();
+                            b
+                        }
                         None => Arc::new(Backend::with_source(
                             entry.scheme.clone(),
                             entry.authority.clone(),

@@ -108,7 +108,8 @@ async fn run(backend: Arc<Backend>, settings: Arc<ArcSwap<HealthSettings>>, metr
             // after a backoff that doubles while it keeps failing.
             let wait = backoff.unwrap_or(s.interval);
             tokio::time::sleep(wait).await;
-            if backend.health() == Health::Unhealthy {
+            if backend.health() != Health::Healthy {
+                backend.call_succeeded();
                 set(&backend, Health::Healthy, &metrics, "passive backoff over");
                 backoff = Some((wait * 2).min(Duration::from_secs(60)));
             } else {
@@ -132,6 +133,10 @@ async fn run(backend: Arc<Backend>, settings: Arc<ArcSwap<HealthSettings>>, metr
                 kind: label,
             })
             .inc();
+        if result.is_ok() {
+            // The probes vouch for it: a run of failed calls starts again.
+            backend.call_succeeded();
+        }
         if let Some((to, why)) = run.next(backend.health(), result, &s, started) {
             set(&backend, to, &metrics, why);
         }
@@ -145,7 +150,9 @@ struct Run {
     oks: u32,
     fails: u32,
     refused: u32,
-    failing_since: Option<Instant>,
+    /// Since when every probe went unanswered (timed out or refused). A
+    /// backend that answers, even wrongly, is alive: never `down` for that.
+    silent_since: Option<Instant>,
     /// The health this run last saw (a passive check may have changed it).
     seen: Option<Health>,
 }
@@ -167,7 +174,7 @@ impl Run {
             Ok(()) => {
                 self.fails = 0;
                 self.refused = 0;
-                self.failing_since = None;
+                self.silent_since = None;
                 self.oks += 1;
                 (health != Health::Healthy && self.oks >= s.rise)
                     .then_some((Health::Healthy, "probes succeeded"))
@@ -180,11 +187,18 @@ impl Run {
                 } else {
                     0
                 };
-                let since = *self.failing_since.get_or_insert(now);
-                if health != Health::Down
-                    && (self.refused >= s.fall || now.duration_since(since) >= s.down_after)
-                {
-                    Some((Health::Down, "probes failing"))
+                let silent = match failure {
+                    Failure::Failed => {
+                        self.silent_since = None;
+                        false
+                    }
+                    Failure::Refused | Failure::Timeout => {
+                        let since = *self.silent_since.get_or_insert(now);
+                        now.duration_since(since) >= s.down_after
+                    }
+                };
+                if health != Health::Down && (self.refused >= s.fall || silent) {
+                    Some((Health::Down, "probes unanswered"))
                 } else if health == Health::Healthy && self.fails >= s.fall {
                     Some((Health::Unhealthy, "probes failing"))
                 } else {
@@ -203,16 +217,20 @@ impl Run {
 /// row make a healthy backend unhealthy before the next probe.
 pub fn passive_failure(backend: &Backend, settings: &HealthSettings, metrics: &Metrics) {
     let fails = backend.call_failed();
-    if fails >= settings.fall && backend.health() == Health::Healthy {
-        set(backend, Health::Unhealthy, metrics, "calls failing");
+    // Only from healthy (atomically: a probe may be setting `down` meanwhile).
+    if fails >= settings.fall && backend.healthy_to_unhealthy() {
+        transition(backend, Health::Unhealthy, metrics, "calls failing");
     }
 }
 
 fn set(backend: &Backend, to: Health, metrics: &Metrics, why: &'static str) {
-    let from = backend.set_health(to);
-    if from == to {
-        return;
+    if backend.set_health(to) != to {
+        transition(backend, to, metrics, why);
     }
+}
+
+/// Counts and logs a change of health.
+fn transition(backend: &Backend, to: Health, metrics: &Metrics, why: &'static str) {
     let name = match to {
         Health::Healthy => "healthy",
         Health::Unhealthy => "unhealthy",
@@ -495,6 +513,48 @@ mod tests {
             }
         }
         assert_eq!(h, Health::Down);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_passive_checks_only_even_a_down_backend_is_tried_again() {
+        // Found in review: a backend down when a reload set `check = "none"`
+        // stayed down for good.
+        let backend = Arc::new(Backend::new(
+            http::uri::Scheme::HTTP,
+            "h:1".parse().unwrap(),
+        ));
+        backend.set_health(Health::Down);
+        let s = HealthSettings {
+            check: Check::None,
+            interval: Duration::from_secs(1),
+            ..settings()
+        };
+        let task = spawn(
+            backend.clone(),
+            Arc::new(ArcSwap::from_pointee(s)),
+            Arc::new(Metrics::default()),
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(backend.health(), Health::Healthy);
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backend_that_answers_wrongly_is_never_down() {
+        // A wrong probe path: answered 404 for ever. Unhealthy, never down,
+        // so panic mode keeps serving its sessions.
+        let s = settings();
+        let t = Instant::now();
+        let mut run = Run::default();
+        let mut h = Health::Healthy;
+        for at in 0..100 {
+            if let Some((to, _)) =
+                run.next(h, Err(Failure::Failed), &s, t + Duration::from_secs(at))
+            {
+                h = to;
+            }
+        }
+        assert_eq!(h, Health::Unhealthy);
     }
 
     #[tokio::test(start_paused = true)]

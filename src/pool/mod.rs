@@ -71,8 +71,8 @@ impl Pool {
 
     /// Chooses a backend for a request without a session among the `active`
     /// ones, skipping those in `exclude` (already tried and refused). When
-    /// none is active but some are only unhealthy or down (not drained), the
-    /// choice is made among those instead (`Picked::panic`).
+    /// none is active but some are only unhealthy (not drained, not down),
+    /// the choice is made among those instead (`Picked::panic`).
     pub fn pick(&self, exclude: &[Arc<Backend>]) -> Option<Picked> {
         let n = self.backends.len();
         if n == 0 {
@@ -191,11 +191,12 @@ mod tests {
     }
 
     #[test]
-    fn with_none_healthy_new_sessions_spread_over_the_undrained() {
-        let p = pool(3, Balance::RoundRobin);
+    fn with_none_healthy_new_sessions_spread_over_the_unhealthy() {
+        let p = pool(4, Balance::RoundRobin);
         p.backends()[0].set_health(Health::Unhealthy);
         p.backends()[1].set_health(Health::Down);
         p.backends()[2].set_drain(drain::GONE, true);
+        p.backends()[3].set_health(Health::Unhealthy);
         let mut seen: Vec<_> = (0..4)
             .map(|_| {
                 let picked = p.pick(&[]).unwrap();
@@ -205,8 +206,14 @@ mod tests {
             .collect();
         seen.sort();
         seen.dedup();
-        assert_eq!(seen.len(), 2, "{seen:?}");
-        assert!(!seen.contains(&p.backends()[2].id));
+        assert_eq!(
+            seen,
+            [p.backends()[0].id.clone(), p.backends()[3].id.clone()]
+        );
+        p.backends()[0].set_health(Health::Down);
+        p.backends()[3].set_health(Health::Down);
+        assert!(p.pick(&[]).is_none(), "down backends answer nothing");
+        p.backends()[0].set_health(Health::Unhealthy);
         // All drained: nothing takes a new session.
         for b in p.backends() {
             b.set_drain(drain::ADMIN, true);

@@ -193,28 +193,27 @@ async fn accept_loop(
     let mut sweep = tokio::time::interval(proxy.upstream().sweep_interval());
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut errors = AcceptErrors::new(metrics.clone(), "proxy");
-    let mut permit = None;
+    let limit = control.conn_limit.clone();
+    let mut slot = None;
     loop {
-        if permit.is_none() {
-            permit = match control.conn_limit.clone().try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    metrics.connection_limit_waits.inc();
-                    tracing::debug!("connection limit reached: accepting waits");
-                    None
-                }
-            };
+        if slot.is_none() {
+            slot = limit.try_take();
+            if slot.is_none() {
+                metrics.connection_limit_waits.inc();
+                tracing::debug!(
+                    open = limit.open(),
+                    "connection limit reached: accepting waits"
+                );
+            }
         }
         tokio::select! {
-            acquired = control.conn_limit.clone().acquire_owned(), if permit.is_none() => {
-                permit = acquired.ok();
-            }
-            accepted = listener.accept(), if permit.is_some() => match accepted {
+            () = limit.changed(), if slot.is_none() => {}
+            accepted = listener.accept(), if slot.is_some() => match accepted {
                 Ok((stream, peer)) => {
                     let span = tracing::debug_span!("conn", %peer);
                     let settings = control.conn_settings.load_full();
                     let task = conn::serve(stream, peer, proxy.clone(), metrics.clone(), settings);
-                    let held = permit.take();
+                    let held = slot.take();
                     conns.spawn(async move {
                         task.await;
                         drop(held);

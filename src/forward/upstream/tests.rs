@@ -119,3 +119,26 @@ async fn idle_connections_expire_by_the_backends_announced_timeout() {
     upstream.checkin(&backend, ours, Some(Duration::ZERO));
     assert_eq!(upstream.idle_count(&backend), 0, "timeout=0: not kept");
 }
+
+#[tokio::test]
+async fn a_backend_removed_while_its_request_ran_keeps_no_connection() {
+    // Found in review: a connection checked in after its backend left the
+    // pool stayed open (nothing sweeps removed backends).
+    let upstream = Upstream::new(&UpstreamSettings {
+        connect_timeout: Duration::from_secs(1),
+        response_timeout: Duration::from_secs(1),
+        pool_idle_timeout: Duration::from_secs(4),
+    });
+    let backend = Backend::new(http::uri::Scheme::HTTP, "127.0.0.1:1".parse().unwrap());
+    let (ours, _theirs) = pair().await;
+    upstream.checkin(&backend, ours, None);
+    backend.retire();
+    assert_eq!(upstream.idle_count(&backend), 0, "closed at removal");
+    let (ours, _theirs) = pair().await;
+    upstream.checkin(&backend, ours, None);
+    assert_eq!(upstream.idle_count(&backend), 0, "not kept after removal");
+    backend.revive();
+    let (ours, _theirs) = pair().await;
+    upstream.checkin(&backend, ours, None);
+    assert_eq!(upstream.idle_count(&backend), 1);
+}

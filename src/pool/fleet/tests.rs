@@ -123,3 +123,37 @@ async fn sources_merge_and_admin_and_config_drains_hold() {
     // Still gone from its source: draining.
     assert_eq!(f.pool().get(b"c:1").unwrap().state(), State::Draining);
 }
+
+#[tokio::test(start_paused = true)]
+async fn backends_forgotten_past_the_retired_bound_lose_their_metric_series() {
+    let metrics = Arc::new(Metrics::default());
+    let health = HealthSettings {
+        check: health::Check::None,
+        ..HealthSettings::default()
+    };
+    let f = Fleet::new(metrics.clone(), health.clone());
+    f.configure(Balance::RoundRobin, DrainSettings::default(), health);
+    let entries: Vec<Entry> = (0..=RETIRED).map(|i| entry(&format!("e{i}:1"))).collect();
+    f.set_source("s", entries);
+    let series = |id: &str| {
+        let label = Metrics::backend(&Arc::from(id));
+        metrics.sessions_orphaned.get_or_create(&label).inc();
+    };
+    series("e0:1");
+    series(&format!("e{RETIRED}:1"));
+    f.set_source("s", Vec::new());
+    let t = Instant::now();
+    f.tick(t + Duration::from_secs(1));
+    f.tick(t + Duration::from_secs(40));
+    assert!(f.pool().backends().is_empty());
+    let mut text = String::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    // Removed last-to-first: the first one retired is the one forgotten.
+    assert!(
+        !text.contains(&format!("backend=\"e{RETIRED}:1\"")),
+        "{text}"
+    );
+    assert!(text.contains("backend=\"e0:1\""));
+}

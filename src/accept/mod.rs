@@ -4,6 +4,8 @@
 //! the number of failures since: the condition can last, the log must not
 //! flood.
 
+pub mod limit;
+
 use std::sync::Arc;
 use std::time::Duration;
 
