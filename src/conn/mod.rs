@@ -23,6 +23,7 @@
 pub mod access;
 mod body;
 pub mod budget;
+mod hostile;
 mod timer;
 
 use std::net::SocketAddr;
@@ -255,7 +256,26 @@ impl Client {
         };
         // Boxed: routing and the upstream call are a large future, needed only
         // until the response head is in. The body's budget goes back after.
-        let outcome = Box::pin(proxy.handle(self, &head, body)).await;
+        // Its span (debug) names the request in every line logged under it.
+        let span = tracing::debug_span!(
+            "request",
+            method = tracing::field::Empty,
+            target = tracing::field::Empty
+        );
+        if !span.is_disabled() {
+            let text =
+                |r: std::ops::Range<usize>| String::from_utf8_lossy(&self.buf[r]).into_owned();
+            let target = text(head.target.clone());
+            span.record("method", text(head.method.clone()));
+            // Without the query: a legacy one carries the session token.
+            span.record("target", target.split('?').next().unwrap_or_default());
+        }
+        let handle = Box::pin(proxy.handle(self, &head, body));
+        let outcome = if span.is_disabled() {
+            handle.await
+        } else {
+            tracing::Instrument::instrument(handle, span).await
+        };
         drop(held);
         Ok(outcome)
     }
@@ -497,7 +517,7 @@ impl Client {
             ReadError::Io(io) => io.to_string(),
             _ => "head not received within the header read timeout".into(),
         };
-        tracing::info!(kind, error = %detail, "client connection error");
+        hostile::note(kind, &detail);
         metrics
             .connection_errors
             .get_or_create(&metrics::Kind { kind })
