@@ -11,7 +11,7 @@ use tokio::task::AbortHandle;
 
 use crate::accept::limit::ConnLimit;
 use crate::config::{Config, ConfigError, Overrides};
-use crate::conn::ConnSettings;
+use crate::downstream::ConnSettings;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{self, Metrics};
 use crate::pool::{discovery, State};

@@ -3,10 +3,12 @@
 //!
 //! # Layout: a request's path
 //!
-//! 1. [`server`]: listeners ([`accept`]: failed accepts); [`conn`]: one client connection, its request
-//!    heads and bodies within their size and time limits and the global body
-//!    budget; [`http1`]: the hand-written HTTP/1.1 parts (heads, chunked
-//!    coding, buffer pool).
+//! 1. [`server`]: listeners ([`accept`]: failed accepts, the connection
+//!    limit); [`conn`]: one client connection's keep-alive loop, over
+//!    [`downstream`]: the client side (its request heads and bodies within
+//!    their size and time limits and the global body budget, watching it,
+//!    Tether's own answers); [`http1`]: the hand-written HTTP/1.1 parts
+//!    (heads, chunked coding, buffer pool).
 //! 2. [`classify`]: what routing needs from the request head (a session
 //!    reference in `Mcp-Session-Id` or a legacy `sessionId`/`session_id` query,
 //!    found as servers find it; the protocol era).
@@ -41,6 +43,7 @@ pub mod conn;
 pub mod control;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod downstream;
 pub mod error;
 pub mod forward;
 pub mod http1;

@@ -16,14 +16,13 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::headers::Downstream;
 use super::sse::{EndpointRewriter, Outcome};
 use super::upstream::Response;
-use crate::conn::Client;
+use crate::downstream::Client;
 use crate::http1::chunked::{self, ChunkedDecoder};
 use crate::http1::head::Framing;
 use crate::http1::{buf, io};
@@ -258,7 +257,7 @@ impl Relay {
         // Only an event stream (perhaps held for hours) waits for a shutdown;
         // any other body is a request in flight, which finishes.
         if self.ending.is_none() && self.event_stream && !self.length_framed {
-            self.ending = Some(Box::pin(client.lifecycle.clone().until_ending()));
+            self.ending = Some(Box::pin(client.lifecycle_arc().until_ending()));
         }
         std::future::poll_fn(|cx| {
             if let Some(ending) = self.ending.as_mut() {
@@ -309,10 +308,10 @@ impl Relay {
 /// full) holds the backend connection, so the write may wait at most the idle
 /// timeout; the timer is armed only if the bytes did not go at once.
 async fn send(client: &mut Client, bytes: &[u8], timeout: Option<Duration>) -> std::io::Result<()> {
-    if let Some(line) = client.access.as_mut() {
+    if let Some(line) = client.access() {
         line.bytes += bytes.len() as u64;
     }
-    let sent = match client.stream.try_write(bytes) {
+    let sent = match client.try_write(bytes) {
         Ok(n) => n,
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
         Err(e) => return Err(e),
@@ -332,8 +331,8 @@ async fn send_slowly(
     timeout: Option<Duration>,
 ) -> std::io::Result<()> {
     match timeout {
-        None => client.stream.write_all(rest).await,
-        Some(t) => tokio::time::timeout(t, client.stream.write_all(rest))
+        None => client.write_all(rest).await,
+        Some(t) => tokio::time::timeout(t, client.write_all(rest))
             .await
             .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
     }

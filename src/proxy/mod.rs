@@ -22,8 +22,8 @@ use crate::affinity::SessionKey;
 use crate::affinity::{Affinity, Restored, Unroutable};
 use crate::classify::{self, Carrier, SessionRef};
 use crate::config::Config;
-use crate::conn::access::AccessLog;
-use crate::conn::{Body, Client, Watch};
+use crate::downstream::access::AccessLog;
+use crate::downstream::{Body, Client, Watch};
 use crate::error::{jsonrpc_id, ProxyError, UpstreamFailure};
 use crate::forward::headers::{self, ToUpstream};
 use crate::forward::upstream::{Response, Upstream, UpstreamError, UpstreamSettings};
@@ -197,11 +197,11 @@ impl Proxy {
         body: Body,
     ) -> Outcome {
         #[cfg(test)]
-        if client.buf.starts_with(b"GET /__tether_test_panic ") {
+        if client.buf().starts_with(b"GET /__tether_test_panic ") {
             panic!("a panic the tests asked for");
         }
         let live = self.live.load_full();
-        let buf = &client.buf;
+        let buf = client.buf();
         let method = &buf[head.method.clone()];
         let req = Request {
             live: &live,
@@ -229,7 +229,8 @@ impl Proxy {
                 Ok(Some(s)) => Some(s.token_bytes(buf)),
                 _ => None,
             };
-            client.access = Some(AccessLog::new(method, req.target.bytes(buf), token));
+            let line = AccessLog::new(method, req.target.bytes(buf), token);
+            client.set_access(line);
         }
         let pool = self.fleet.load_full();
         match session {
@@ -248,10 +249,10 @@ impl Proxy {
         pool: &Pool,
     ) -> Outcome {
         let target = match session.carrier {
-            Carrier::Query { .. } => req.target.as_str(&client.buf),
+            Carrier::Query { .. } => req.target.as_str(client.buf()),
             Carrier::Header => "",
         };
-        let token = session.token_bytes(&client.buf);
+        let token = session.token_bytes(client.buf());
         let affinity = &req.live.affinity;
         let resolved = affinity.resolve(token, &session, pool).and_then(|owned| {
             if owned.backend.state() == State::Down {
@@ -376,12 +377,12 @@ impl Proxy {
         target: Option<&[u8]>,
         session_id: Option<&[u8]>,
     ) -> Vec<u8> {
-        let buf = &client.buf;
+        let buf = client.buf();
         let mut out = buf::take();
         let to = ToUpstream {
             target: target.unwrap_or_else(|| req.target.bytes(buf)),
             session_id,
-            peer: &client.peer_ip,
+            peer: client.peer_ip(),
             authority: backend.authority.as_str(),
             preserve_host: req.live.settings.preserve_host,
             host: req.head.target_authority().map(|a| &buf[a]),
@@ -470,14 +471,14 @@ impl Proxy {
         err: ProxyError,
         backend: Option<&Backend>,
     ) -> Outcome {
-        let body = self.reject(&err, backend, req.body.bytes(&client.buf));
+        let body = self.reject(&err, backend, req.body.bytes(client.buf()));
         client.consume(req.consumed);
-        if let Some(line) = client.access.as_mut() {
+        if let Some(line) = client.access() {
             line.status = err.status().as_u16();
             line.backend = backend.map(|b| b.id.clone());
             line.bytes = body.len() as u64;
         }
-        let close = !req.head.keep_alive || client.half_closed() || client.lifecycle.closing();
+        let close = !req.head.keep_alive || client.half_closed() || client.lifecycle().closing();
         let keep_alive = client
             .send_error(&err, &body, close, req.head_request)
             .await
@@ -564,7 +565,7 @@ impl Live {
 
 /// The access log line learns the backend's status.
 fn note_response(client: &mut Client, status: u16, backend: &Backend) {
-    if let Some(line) = client.access.as_mut() {
+    if let Some(line) = client.access() {
         line.status = status;
         line.backend = Some(backend.id.clone());
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::{response_session_id, Outcome, Proxy, Request};
 use crate::affinity::{Owned, ResponseId, TokenKind};
 use crate::classify::SessionRef;
-use crate::conn::Client;
+use crate::downstream::Client;
 use crate::error::UpstreamFailure;
 use crate::forward::headers::{self, Downstream};
 use crate::forward::relay::{self, End, Relay};
@@ -69,7 +69,7 @@ impl Proxy {
         let sealed = response_session_id(&resp)
             .map(|value| req.live.affinity.seal_response(value, backend, owned));
         let session_id = match (&sealed, session) {
-            (Some(ResponseId::Same), Some((_, session))) => Some(session.token_bytes(&client.buf)),
+            (Some(ResponseId::Same), Some((_, session))) => Some(session.token_bytes(client.buf())),
             (Some(ResponseId::New(token)), _) => Some(token.as_bytes()),
             _ => None,
         };
@@ -102,7 +102,7 @@ impl Proxy {
         let close = !req.head.keep_alive
             || downstream == Downstream::Close
             || client.half_closed()
-            || client.lifecycle.closing();
+            || client.lifecycle().closing();
         let mut out = buf::take();
         let connection: Option<&[u8]> = match (close, req.head.minor) {
             (true, _) => Some(b"close"),

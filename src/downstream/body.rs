@@ -44,7 +44,7 @@ impl Body {
 
 impl Client {
     /// The body `head` announces, if it is already whole in `buf` and within the limit.
-    pub(super) fn body_in_buf(&self, head: &RequestHead, settings: &ConnSettings) -> Option<Body> {
+    pub fn body_in_buf(&self, head: &RequestHead, settings: &ConnSettings) -> Option<Body> {
         match head.framing {
             Framing::None | Framing::UntilClose => Some(Body::InBuf(head.len..head.len)),
             Framing::Length(len) if len <= settings.max_request_body as u64 => {
@@ -57,7 +57,7 @@ impl Client {
 
     /// Reads the body `head` announces, within the body limits; returns it
     /// with the budget it holds (to be dropped once the request is answered).
-    pub(super) async fn read_body(
+    pub async fn read_body(
         &mut self,
         head: &RequestHead,
         settings: &ConnSettings,
