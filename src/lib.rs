@@ -33,26 +33,26 @@
 
 #![forbid(unsafe_code)]
 
-pub mod accept;
-pub mod admin;
+mod accept;
+mod admin;
 pub mod affinity;
 pub mod classify;
 pub mod cli;
 pub mod config;
-pub mod conn;
+mod conn;
 pub mod control;
 #[cfg(feature = "demo")]
 pub mod demo;
-pub mod downstream;
-pub mod error;
+mod downstream;
+mod error;
 pub mod forward;
 pub mod http1;
-pub mod lifecycle;
-pub mod metrics;
-pub mod panic;
-pub mod pool;
-pub mod proxy;
-pub mod server;
+mod lifecycle;
+mod metrics;
+mod panic;
+mod pool;
+mod proxy;
+mod server;
 
 pub use config::Config;
 pub use server::{start, start_with, Running};

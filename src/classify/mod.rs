@@ -13,13 +13,8 @@ pub mod query;
 
 use std::ops::Range;
 
-use http::header::HeaderName;
-
 use crate::http1::head::{FieldKind, Fields};
 pub use query::{form_decode, Ambiguous, LEGACY_PARAMS};
-
-/// The Streamable HTTP session header (header names are case-insensitive).
-pub static MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 
 /// The first protocol revision without sessions, where closing a response
 /// stream cancels its request.

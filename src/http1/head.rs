@@ -18,7 +18,6 @@
 use std::cmp::Ordering;
 use std::ops::Range;
 
-pub use target::valid_host;
 use target::{check_host, target_form};
 
 /// Most fields in one head; more is answered 431.

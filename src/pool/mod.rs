@@ -17,7 +17,9 @@ pub mod health;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-pub use backend::{drain, identity, Backend, Health, IdleConn, Outstanding, State, StreamCount};
+#[cfg(test)]
+pub use backend::Health;
+pub use backend::{drain, Backend, IdleConn, Outstanding, State, StreamCount};
 pub use fleet::Fleet;
 
 /// How a request without a session is given a backend.
