@@ -604,3 +604,31 @@ mod tap {
         Ok(Response::from_parts(parts, body.boxed()))
     }
 }
+
+/// A rolling restart as rmcp lives it: its replica is drained (its session goes on there), then
+/// stopped; the next call gets the 404 and rmcp re-initializes, on a replica still active.
+#[tokio::test]
+async fn rmcp_keeps_its_session_on_a_draining_replica_and_moves_when_it_stops() {
+    let replicas = replicas(2).await;
+    let t = tether(&replicas).await;
+    let client = connect(&mcp_url(&t)).await;
+    let owner = sticky(&client, 2).await;
+    let victim = replicas.iter().find(|r| r.name() == owner).unwrap();
+    let admin = t.admin_addr.unwrap();
+    let drain = format!(
+        "http://{admin}/backends/{}/drain",
+        victim.url().trim_start_matches("http://")
+    );
+    let resp = send_raw(http::Method::POST, &drain, &[], "").await.unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        sticky(&client, 3).await,
+        owner,
+        "draining: its session stays"
+    );
+    victim.kill();
+    let moved = whoami(&client).await;
+    assert_ne!(moved, owner);
+    assert_eq!(sticky(&client, 2).await, moved);
+    within("close", client.cancel()).await.expect("close");
+}
