@@ -254,3 +254,56 @@ fn the_deploy_kit_configs_pass_check() {
     assert!(manifest.contains("/etc/tether/tether.toml") && manifest.contains("/readyz"));
     std::fs::remove_dir_all(&etc).unwrap();
 }
+
+/// `--log-format json`: one JSON object a line; with the access log on, a request's line names
+/// its method, path (no query), status and a hash of the session, never the token.
+#[test]
+fn json_logs_and_the_access_log_line() {
+    use std::io::{Read as _, Write as _};
+    use std::net::TcpStream;
+    let mut child = Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "http://127.0.0.1:9",
+            "--log-format",
+            "json",
+        ])
+        .env("TETHER_LOG", "info")
+        .env_remove("TETHER_SESSION_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let proxy = line.trim().rsplit(' ').next().unwrap().to_owned();
+    // A session reference that does not open: Tether's own 404, logged.
+    let mut s = TcpStream::connect(&proxy).unwrap();
+    s.write_all(
+        b"GET /messages/?session_id=secret-token HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let access = lines
+        .iter()
+        .find(|l| l["target"] == "tether::access")
+        .unwrap_or_else(|| panic!("no access line in {err}"));
+    let fields = &access["fields"];
+    assert_eq!(fields["method"], "GET");
+    assert_eq!(fields["path"], "/messages/");
+    assert_eq!(fields["status"], 404);
+    assert_eq!(fields["session"].as_str().unwrap().len(), 8, "{access}");
+    assert!(!err.contains("secret-token"), "{err}");
+}

@@ -100,9 +100,10 @@ class Tether:
 
 
 class Dns:
-    """dnsmasq answering for names in a hosts file; `set()` rewrites it and makes dnsmasq re-read."""
+    """dnsmasq answering for names in a hosts file; `set()` rewrites it and makes dnsmasq re-read.
+    `srv`: SRV records given at start (`--srv-host=NAME,TARGET,PORT`)."""
 
-    def __init__(self, procs, tmp_path: Path) -> None:
+    def __init__(self, procs, tmp_path: Path, srv: list[str] = ()) -> None:
         self.hosts = tmp_path / "hosts"
         self.hosts.write_text("")
         self.port = free_port(kind=socket.SOCK_DGRAM)
@@ -110,13 +111,17 @@ class Dns:
             "dnsmasq", "--keep-in-foreground", f"--port={self.port}", "--listen-address=127.0.0.1",
             "--bind-interfaces", "--no-resolv", "--no-hosts", f"--addn-hosts={self.hosts}",
             "--conf-file=/dev/null", "--pid-file=", "--user=root", "--group=root", "--log-facility=-",
-            "--local-ttl=0",
+            "--local-ttl=0", *[f"--srv-host={r}" for r in srv],
         ])
         wait_until("dnsmasq to answer", lambda: any("started" in line for line in self.proc.lines))
         self.reads = 0
 
     def set(self, name: str, ips: list[str]) -> None:
-        self.hosts.write_text("".join(f"{ip} {name}\n" for ip in ips))
+        self.write([(ip, name) for ip in ips])
+
+    def write(self, records: list[tuple[str, str]]) -> None:
+        """The hosts file becomes `records` (address, name), and dnsmasq has read it."""
+        self.hosts.write_text("".join(f"{ip} {name}\n" for ip, name in records))
         self.reads += 1
         want = self.reads + 1  # the start-up read, then one per set()
         self.proc.proc.send_signal(signal.SIGHUP)
@@ -199,6 +204,27 @@ interval = "300ms"
                 assert await s.tool("whoami") == who
     wait_until("the stopped replica removed", lambda: f"127.0.0.2:{port}" not in t.states())
     assert names[f"127.0.0.3:{port}"] == "r2"
+
+
+async def test_srv_discovery_takes_targets_and_ports_from_the_records(procs, tmp_path):
+    """srv://_mcp._tcp.mcp.test: two SRV records naming two hosts with different ports."""
+    (p1, _), (p2, _) = replica(procs, "r1", "127.0.0.2"), replica(procs, "r2", "127.0.0.3")
+    dns = Dns(procs, tmp_path, srv=[f"_mcp._tcp.mcp.test,a.mcp.test,{p1}", f"_mcp._tcp.mcp.test,b.mcp.test,{p2}"])
+    dns.write([("127.0.0.2", "a.mcp.test"), ("127.0.0.3", "b.mcp.test")])
+    t = Tether(procs, tmp_path, f"""
+listen = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+backends = ["srv://_mcp._tcp.mcp.test"]
+[discovery]
+interval = "100ms"
+resolver = "127.0.0.1:{dns.port}"
+""")
+    want = {f"127.0.0.2:{p1}": "active", f"127.0.0.3:{p2}": "active"}
+    wait_until("both SRV targets", lambda: t.states() == want)
+    assert {b["source"] for b in t.backends().values()} == {"srv://_mcp._tcp.mcp.test"}
+    async with AsyncExitStack() as stack:
+        got = await open_sessions(stack, t.url, 4)
+    assert {w for _, w in got} == {"r1", "r2"}, got
 
 
 async def test_a_failed_lookup_keeps_the_last_known_backends(procs, tmp_path):
