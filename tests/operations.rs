@@ -213,6 +213,21 @@ async fn a_configured_drain_holds_from_the_start() {
     }
 }
 
+/// Tether from a config file (listening on port 0), which reloads read again.
+async fn start_from_file(conf: &std::path::Path) -> Running {
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Overrides::default()
+    };
+    let config = Config::load(Some(conf), overrides.clone(), &|_| None).unwrap();
+    let source = ReloadSource {
+        path: conf.to_owned(),
+        overrides,
+        env: Box::new(|_| None),
+    };
+    mcp_tether::start_with(config, Some(source)).await.unwrap()
+}
+
 /// Polls `check` every 20 ms until it holds (a state change the test waits for).
 async fn eventually<F: std::future::Future<Output = bool>>(
     what: &str,
@@ -241,17 +256,7 @@ async fn a_backends_file_is_followed_and_reload_swaps_the_rest() {
         )
     };
     std::fs::write(&conf, toml("")).unwrap();
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        ..Overrides::default()
-    };
-    let config = Config::load(Some(&conf), overrides.clone(), &|_| None).unwrap();
-    let source = ReloadSource {
-        path: conf.clone(),
-        overrides,
-        env: Box::new(|_| None),
-    };
-    let t = mcp_tether::start_with(config, Some(source)).await.unwrap();
+    let t = start_from_file(&conf).await;
     eventually("the file read", || async { backends(&t).await.len() == 1 }).await;
     let first = StreamableClient::connect(&mcp_url(&t)).await.unwrap();
     assert_eq!(first.whoami().await.unwrap(), "replica-1");
@@ -411,17 +416,7 @@ async fn the_connection_limit_holds_and_follows_reloads_both_ways() {
         std::fs::write(&conf, text).unwrap();
     };
     write(2);
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        ..Overrides::default()
-    };
-    let config = Config::load(Some(&conf), overrides.clone(), &|_| None).unwrap();
-    let source = ReloadSource {
-        path: conf.clone(),
-        overrides,
-        env: Box::new(|_| None),
-    };
-    let t = mcp_tether::start_with(config, Some(source)).await.unwrap();
+    let t = start_from_file(&conf).await;
     let mut a = TcpStream::connect(t.proxy_addr).await.unwrap();
     let mut b = TcpStream::connect(t.proxy_addr).await.unwrap();
     assert!(ask(&mut a).await.starts_with("HTTP/1.1"));
