@@ -261,8 +261,12 @@ fn the_deploy_kit_configs_pass_check() {
 fn json_logs_and_the_access_log_line() {
     use std::io::{Read as _, Write as _};
     use std::net::TcpStream;
+    let conf = std::env::temp_dir().join(format!("tether-json-{}.toml", std::process::id()));
+    std::fs::write(&conf, "[log]\naccess = true\n").unwrap();
     let mut child = Command::new(BIN)
         .args([
+            "--config",
+            conf.to_str().unwrap(),
             "--listen",
             "127.0.0.1:0",
             "--backend",
@@ -306,4 +310,5 @@ fn json_logs_and_the_access_log_line() {
     assert_eq!(fields["status"], 404);
     assert_eq!(fields["session"].as_str().unwrap().len(), 8, "{access}");
     assert!(!err.contains("secret-token"), "{err}");
+    std::fs::remove_file(&conf).unwrap();
 }

@@ -147,7 +147,7 @@ pub struct DrainFile {
 pub struct LogFile {
     /// `text` (default) or `json`.
     pub format: Option<LogFormat>,
-    /// An access log line per request (default true).
+    /// An access log line per request (default false).
     pub access: Option<bool>,
 }
 

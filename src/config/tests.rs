@@ -216,7 +216,7 @@ fn operations_keys_parse_with_defaults_and_name_their_errors() {
     assert_eq!(c.shutdown_grace, Duration::from_secs(30));
     assert_eq!(c.discovery.interval, Duration::from_secs(5));
     assert_eq!(c.limits.max_connections, 0);
-    assert!(c.log.access);
+    assert!(!c.log.access, "off unless asked for");
 
     let file = parse_file(
         r#"
@@ -237,7 +237,7 @@ idle = "10s"
 max_connections = 1000
 [log]
 format = "json"
-access = false
+access = true
 "#,
         "t",
     )
@@ -253,6 +253,7 @@ access = false
     assert_eq!(c.drain.idle, Duration::from_secs(10));
     assert_eq!(c.limits.max_connections, 1000);
     assert_eq!(c.log.format, LogFormat::Json);
+    assert!(c.log.access);
     // The view hides the token and shows every source.
     let shown = c.to_toml();
     assert!(!shown.contains("abc\""), "{shown}");
