@@ -75,12 +75,19 @@ impl Control {
     }
 
     fn start_discovery(&self, config: &Config) {
-        let tasks = discovery::spawn(
-            &config.sources,
-            &config.discovery,
-            self.proxy.fleet().clone(),
-            self.metrics.clone(),
-        );
+        let pools = self.proxy.pools();
+        let mut tasks = Vec::new();
+        for pool in &config.pools {
+            let Some(named) = pools.iter().find(|n| *n.name == *pool.name) else {
+                continue;
+            };
+            tasks.extend(discovery::spawn(
+                &pool.sources,
+                &config.discovery,
+                named.fleet.clone(),
+                self.metrics.clone(),
+            ));
+        }
         let old = std::mem::replace(&mut *lock(&self.discovery), tasks);
         for task in old {
             task.abort();
@@ -144,7 +151,13 @@ impl Control {
         self.metrics
             .connections_limit
             .set(new.limits.max_connections as i64);
-        if new.sources != old.sources || new.discovery != old.discovery {
+        let sources = |c: &Config| -> Vec<(String, Vec<discovery::Source>)> {
+            c.pools
+                .iter()
+                .map(|p| (p.name.clone(), p.sources.clone()))
+                .collect()
+        };
+        if sources(&new) != sources(&old) || new.discovery != old.discovery {
             self.start_discovery(&new);
         }
         self.config.store(Arc::new(new));
@@ -162,28 +175,75 @@ impl Control {
         if self.lifecycle.closing() {
             return Err("shutting down");
         }
-        let pool = self.proxy.pool();
-        let backends = pool.backends();
-        match backends.iter().any(|b| b.state() == State::Active)
-            || backends.iter().any(|b| b.takes_new_in_panic())
-        {
+        let takes_new = self.proxy.pools().iter().any(|named| {
+            let pool = named.fleet.pool();
+            let backends = pool.backends();
+            backends.iter().any(|b| b.state() == State::Active)
+                || backends.iter().any(|b| b.takes_new_in_panic())
+        });
+        match takes_new {
             true => Ok(()),
             false => Err("no backend takes new sessions"),
         }
     }
 
+    /// Drains (or undrains) the backend `id` in every pool it is in; its
+    /// state in the first, `None` if no pool has it.
     pub fn drain(&self, id: &str, on: bool) -> Option<serde_json::Value> {
-        if !self.proxy.fleet().set_admin_drain(id, on) {
-            return None;
+        let mut shown = None;
+        for named in self.proxy.pools() {
+            if named.fleet.set_admin_drain(id, on) && shown.is_none() {
+                let pool = named.fleet.pool();
+                shown = pool
+                    .get(id.as_bytes())
+                    .map(|b| backend_json(b, &named.name));
+            }
         }
-        let pool = self.proxy.pool();
-        pool.get(id.as_bytes()).map(|b| backend_json(b))
+        shown
     }
 
-    /// `GET /backends`.
+    /// `GET /backends`: every backend of every pool.
     pub fn backends(&self) -> serde_json::Value {
-        let pool = self.proxy.pool();
-        json!({ "backends": pool.backends().iter().map(|b| backend_json(b)).collect::<Vec<_>>() })
+        let mut list = Vec::new();
+        for named in self.proxy.pools() {
+            let pool = named.fleet.pool();
+            list.extend(pool.backends().iter().map(|b| backend_json(b, &named.name)));
+        }
+        json!({ "backends": list })
+    }
+
+    /// `GET /pools`: each pool, its balance, health check and backends by state.
+    pub fn pools(&self) -> serde_json::Value {
+        let config = self.config();
+        let list: Vec<_> = self
+            .proxy
+            .pools()
+            .iter()
+            .map(|named| {
+                let pool = named.fleet.pool();
+                let mut states = serde_json::Map::new();
+                for s in State::ALL {
+                    let n = pool.backends().iter().filter(|b| b.state() == s).count();
+                    states.insert(s.as_str().into(), n.into());
+                }
+                let configured = config.pool(&named.name);
+                json!({
+                    "name": &*named.name,
+                    "configured": configured.is_some(),
+                    "balance": configured.map(|p| p.balance),
+                    "health": configured.map(|p| p.health.check),
+                    "sources": configured.map(|p| p.listed()).unwrap_or_default(),
+                    "backends": pool.backends().iter().map(|b| &*b.id).collect::<Vec<_>>(),
+                    "states": states,
+                })
+            })
+            .collect();
+        json!({ "pools": list })
+    }
+
+    /// `GET /routes`: the routes in force, in order.
+    pub fn routes(&self) -> serde_json::Value {
+        json!({ "routes": crate::route::describe(&self.config().routes) })
     }
 
     /// `GET /config`: the config in force, secrets redacted.
@@ -198,9 +258,10 @@ impl Control {
     }
 }
 
-fn backend_json(b: &crate::pool::Backend) -> serde_json::Value {
+fn backend_json(b: &crate::pool::Backend, pool: &str) -> serde_json::Value {
     json!({
         "address": &*b.id,
+        "pool": pool,
         "source": &*b.source(),
         "state": b.state().as_str(),
         "health": b.health(),

@@ -61,6 +61,17 @@ pub enum ProxyError {
     /// A panic below a connection (a bug): answered 502.
     #[error("internal error")]
     Internal,
+    /// A 2026-07-28 request whose `Mcp-*` headers and body disagree, or
+    /// that lacks a header it must carry.
+    #[error("header mismatch: {0}")]
+    HeaderMismatch(String),
+    /// A task request (SEP-2663) whose task id did not open, or whose owner
+    /// is gone: the SEP's error for an unknown task.
+    #[error("task not found")]
+    TaskNotFound,
+    /// No route matches (the routes have no catch-all).
+    #[error("no route matches this request")]
+    NoRoute,
     #[error("upstream {backend} failed ({}): {detail}", failure.as_str())]
     Upstream {
         backend: String,
@@ -90,6 +101,10 @@ impl ProxyError {
             }
             ProxyError::Head(HeadError::Malformed(_)) => StatusCode::BAD_REQUEST,
             ProxyError::Internal => StatusCode::BAD_GATEWAY,
+            ProxyError::HeaderMismatch(_) => StatusCode::BAD_REQUEST,
+            // As the Python SDK's servers answer -32602.
+            ProxyError::TaskNotFound => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
         }
     }
 
@@ -112,6 +127,11 @@ impl ProxyError {
             ProxyError::NoBackend => (-32603, "No backend available"),
             ProxyError::BodyBudget => (-32603, "Server busy: too many pending request bodies"),
             ProxyError::Internal => (-32603, "Internal error"),
+            // The 2026-07-28 revision's HeaderMismatch.
+            ProxyError::HeaderMismatch(_) => (-32020, "Header mismatch"),
+            ProxyError::NoRoute => (-32600, "No route for this request"),
+            // The SEP's own example of the unknown-task error.
+            ProxyError::TaskNotFound => (-32602, "Failed to retrieve task: Task not found"),
             ProxyError::Head(HeadError::TooLarge | HeadError::TooManyFields) => {
                 (-32600, "Request header fields too large")
             }
@@ -138,6 +158,8 @@ impl ProxyError {
             ProxyError::BodyRead(_) => Some("body_read"),
             ProxyError::NoBackend => Some("no_backend"),
             ProxyError::BodyBudget => Some("body_budget"),
+            ProxyError::HeaderMismatch(_) => Some("header_mismatch"),
+            ProxyError::NoRoute => Some("no_route"),
             _ => None,
         }
     }
@@ -145,9 +167,13 @@ impl ProxyError {
     /// The JSON-RPC error body, echoing the request's id when there was one.
     pub fn body(&self, id: &serde_json::Value) -> Bytes {
         let (code, message) = self.jsonrpc();
+        let mut error = serde_json::json!({"code": code, "message": message});
+        if let ProxyError::HeaderMismatch(detail) = self {
+            error["data"] = serde_json::json!({ "detail": detail });
+        }
         let body = serde_json::json!({
             "jsonrpc": "2.0",
-            "error": {"code": code, "message": message},
+            "error": error,
             "id": id,
         });
         Bytes::from(body.to_string())

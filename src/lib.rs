@@ -49,9 +49,11 @@ pub mod forward;
 pub mod http1;
 mod lifecycle;
 mod metrics;
+mod modern;
 mod panic;
 mod pool;
 mod proxy;
+mod route;
 mod server;
 
 pub use config::Config;

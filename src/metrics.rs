@@ -53,6 +53,12 @@ pub struct BackendKind {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoutePool {
+    pub route: String,
+    pub pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
     pub reason: &'static str,
 }
@@ -165,6 +171,10 @@ pub struct Metrics {
     pub connections_limit: Gauge,
     pub connection_limit_waits: Counter,
     pub shutting_down: Gauge,
+    pub route_requests: Family<RoutePool, Counter>,
+    pub tasks_created: Family<BackendLabel, Counter>,
+    pub tasks_orphaned: Family<BackendLabel, Counter>,
+    pub modern_requests: Counter,
 }
 
 impl Metrics {
@@ -305,6 +315,26 @@ impl Metrics {
             "shutting_down",
             "1 once a shutdown has begun (readiness fails), else 0",
             self.shutting_down.clone(),
+        );
+        r.register(
+            "route_requests",
+            "Requests that began something (not in a session or task), by route (its index in [[routes]]) and pool",
+            self.route_requests.clone(),
+        );
+        r.register(
+            "tasks_created",
+            "Tasks (SEP-2663) created, by owning backend: their ids were sealed",
+            self.tasks_created.clone(),
+        );
+        r.register(
+            "tasks_orphaned",
+            "Task requests whose owning backend is gone (answered with the unknown-task error)",
+            self.tasks_orphaned.clone(),
+        );
+        r.register(
+            "modern_requests",
+            "Requests of the 2026-07-28 revision or later (no sessions; routed by header)",
+            self.modern_requests.clone(),
         );
     }
 

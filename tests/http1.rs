@@ -367,9 +367,12 @@ async fn a_client_leaving_during_a_large_request_releases_the_backend() {
     // (A 2026-07-28 request: closing the connection cancels it. Before that
     // revision a close is a half-close and the request goes on;
     // tests/robustness.rs covers both.)
-    let body = format!("{{\"pad\":\"{}\"}}", "x".repeat(100_000));
+    let body = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{{\"name\":\"pad\",\"arguments\":{{\"pad\":\"{}\"}}}}}}",
+        "x".repeat(100_000)
+    );
     let mut s = TcpStream::connect(t.proxy_addr).await.unwrap();
-    let modern = "Mcp-Method: tools/call\r\nMCP-Protocol-Version: 2026-07-28\r\n";
+    let modern = "Mcp-Method: tools/call\r\nMcp-Name: pad\r\nMCP-Protocol-Version: 2026-07-28\r\n";
     s.write_all(post("/mcp", &body, modern).as_bytes())
         .await
         .unwrap();

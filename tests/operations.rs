@@ -182,7 +182,7 @@ async fn the_admin_token_guards_posts_and_config_shows_no_secret() {
             .contains("TETHER_SESSION_KEY"),
         "{v}"
     );
-    assert_eq!(v["health"]["check"], "none");
+    assert_eq!(v["pools"]["default"]["health"]["check"], "none");
     assert_eq!(v["timeouts"]["upstream_idle"], "4s");
     // Without a file there is nothing to reload.
     let (status, body) = admin(&t, http::Method::POST, "/reload", Some("t0ken-xyz")).await;

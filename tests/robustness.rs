@@ -280,8 +280,9 @@ async fn a_modern_client_that_closes_cancels_its_request_at_once() {
     let backend = RawBackend::start(silent).await;
     let t = tether_urls(vec![backend.url()], "").await;
     let modern = "Mcp-Method: tools/call\r\nMcp-Name: slow\r\nMCP-Protocol-Version: 2026-07-28\r\n";
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow"}}"#;
     let mut s = TcpStream::connect(t.proxy_addr).await.unwrap();
-    s.write_all(post("/mcp", "{}", modern).as_bytes())
+    s.write_all(post("/mcp", call, modern).as_bytes())
         .await
         .unwrap();
     seen_by(&backend).await;

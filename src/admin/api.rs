@@ -17,7 +17,7 @@ pub(super) fn post(control: &Control, path: &[u8], caller: Caller<'_>) -> Reply 
     let path = std::str::from_utf8(path).unwrap_or("");
     let action = match path {
         "/reload" => Action::Reload,
-        "/healthz" | "/readyz" | "/metrics" | "/backends" | "/config" => {
+        "/healthz" | "/readyz" | "/metrics" | "/backends" | "/config" | "/pools" | "/routes" => {
             return Reply::text(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD")
         }
         _ => match path

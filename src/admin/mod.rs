@@ -95,6 +95,8 @@ impl Admin {
             },
             b"/backends" => Reply::json(StatusCode::OK, &self.control.backends()),
             b"/config" => Reply::json(StatusCode::OK, &self.control.config_json()),
+            b"/pools" => Reply::json(StatusCode::OK, &self.control.pools()),
+            b"/routes" => Reply::json(StatusCode::OK, &self.control.routes()),
             b"/metrics" => {
                 let mut text = String::new();
                 match prometheus_client::encoding::text::encode(&mut text, &self.registry) {

@@ -13,7 +13,7 @@ pub mod token;
 use std::sync::Arc;
 
 use crate::classify::{Carrier, SessionRef};
-use crate::pool::{Backend, Pool};
+use crate::pool::Backend;
 pub use token::{Sealed, Sealer, SessionKey, TokenError, TokenKind};
 
 /// Why a session reference leads nowhere. Every case is answered 404.
@@ -106,12 +106,13 @@ impl Affinity {
         Ok(sealed)
     }
 
-    /// Finds the owner of the session `token` (the reference's text) names.
+    /// Finds the owner of the session `token` (the reference's text) names;
+    /// `find` looks a backend up by identity.
     pub fn resolve(
         &self,
         token: &[u8],
         session: &SessionRef,
-        pool: &Pool,
+        find: impl FnOnce(&[u8]) -> Option<Arc<Backend>>,
     ) -> Result<Owned, Unroutable> {
         let sealed = self.open(token)?;
         let expected = match session.carrier {
@@ -121,10 +122,8 @@ impl Affinity {
         if sealed.kind != expected {
             return Err(Unroutable::WrongTransport);
         }
-        let backend = pool
-            .get(sealed.backend_bytes())
-            .ok_or_else(|| Unroutable::OwnerGone(sealed.backend().to_owned()))?
-            .clone();
+        let backend = find(sealed.backend_bytes())
+            .ok_or_else(|| Unroutable::OwnerGone(sealed.backend().to_owned()))?;
         Ok(Owned { backend, sealed })
     }
 

@@ -1,6 +1,6 @@
 use super::*;
 use crate::classify::session_ref;
-use crate::pool::Balance;
+use crate::pool::{Balance, Pool};
 use http::uri::Scheme;
 
 fn pool(ports: &[u16]) -> Pool {
@@ -24,7 +24,9 @@ struct Request {
 
 impl Request {
     fn resolve(&self, a: &Affinity, pool: &Pool) -> Result<Owned, Unroutable> {
-        a.resolve(self.session.token_bytes(&self.head), &self.session, pool)
+        a.resolve(self.session.token_bytes(&self.head), &self.session, |id| {
+            pool.get(id).cloned()
+        })
     }
 }
 
@@ -171,7 +173,7 @@ fn restore_refuses_ids_that_cannot_travel() {
         let token = a.sealer().seal(kind, "127.0.0.1:9001", id).unwrap();
         let (target, header) = match kind {
             TokenKind::Legacy => (format!("{target}{token}"), None),
-            TokenKind::Streamable => (target.to_owned(), Some(token.as_str())),
+            TokenKind::Streamable | TokenKind::Task => (target.to_owned(), Some(token.as_str())),
         };
         let session = request(&target, header).unwrap();
         let owned = session.resolve(&a, &p).unwrap();

@@ -91,6 +91,8 @@ pub enum TokenKind {
     Streamable = 1,
     /// Legacy HTTP+SSE: the session query parameter of the endpoint URL.
     Legacy = 2,
+    /// A task's id (SEP-2663, 2026-07-28): `params.taskId` and `Mcp-Name`.
+    Task = 3,
 }
 
 /// What a token says once opened. A typical plaintext (a `host:port` and a
@@ -272,6 +274,7 @@ fn parse_plain(plain: &[u8]) -> Result<Sealed, TokenError> {
     let kind = match kind {
         1 => TokenKind::Streamable,
         2 => TokenKind::Legacy,
+        3 => TokenKind::Task,
         _ => return Err(TokenError::Malformed),
     };
     let (&len, rest) = rest.split_first().ok_or(TokenError::Malformed)?;

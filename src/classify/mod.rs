@@ -108,17 +108,23 @@ pub fn query(target: &str) -> Option<(usize, &str)> {
     Some((at, &target[at..]))
 }
 
-/// Whether a request belongs to the 2026-07-28 revision or later: it names
-/// its method in `Mcp-Method`, or its `MCP-Protocol-Version` is a date at or
-/// after 2026-07-28.
+/// Whether a request belongs to the 2026-07-28 revision or later: its
+/// `MCP-Protocol-Version` is a date at or after 2026-07-28, or it names its
+/// method in `Mcp-Method` and gives no version.
+///
+/// A request that carries `Mcp-Method` *and* an older version is of the
+/// older world: a dual-era server reads the version (and with it the
+/// session id), so Tether must too; otherwise a raw session id could reach a
+/// server past the token check with a header added. A route that matches on
+/// `Mcp-*` headers refuses such a request (`proxy`).
 pub fn is_modern(buf: &[u8], fields: &Fields) -> bool {
-    if fields.get(buf, FieldKind::McpMethod).is_some() {
-        return true;
-    }
-    fields
+    match fields
         .get(buf, FieldKind::ProtocolVersion)
         .map(<[u8]>::trim_ascii)
-        .is_some_and(|v| is_date(v) && v >= MODERN_REVISION)
+    {
+        Some(v) => is_date(v) && v >= MODERN_REVISION,
+        None => fields.get(buf, FieldKind::McpMethod).is_some(),
+    }
 }
 
 /// `YYYY-MM-DD`, the form of every protocol revision.
@@ -226,6 +232,14 @@ mod tests {
             ("MCP-Protocol-Version: 2025-11-25\r\n", false),
             ("MCP-Protocol-Version: draft\r\n", false),
             ("MCP-Protocol-Version: 9\r\n", false),
+            (
+                "Mcp-Method: tools/call\r\nMCP-Protocol-Version: 2026-07-28\r\n",
+                true,
+            ),
+            (
+                "Mcp-Method: tools/call\r\nMCP-Protocol-Version: 2025-11-25\r\n",
+                false,
+            ),
         ] {
             let head = format!("POST /mcp HTTP/1.1\r\nHost: x\r\n{fields}\r\n");
             let parsed = RequestHead::parse(head.as_bytes(), 1 << 16)

@@ -47,6 +47,43 @@ pub struct FileConfig {
     pub log: LogFile,
     #[serde(default)]
     pub timeouts: TimeoutsFile,
+    /// Named pools (`[pools.NAME]`), besides `default` (the top-level `backends`).
+    #[serde(default)]
+    pub pools: std::collections::BTreeMap<String, PoolFile>,
+    /// Ordered routes (`[[routes]]`): the first that matches picks the pool.
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
+}
+
+/// `[pools.NAME]`: a pool's backends and how it is balanced and checked;
+/// what it does not say comes from the top level.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolFile {
+    #[serde(default)]
+    pub backends: Vec<BackendFile>,
+    pub balance: Option<Balance>,
+    /// Keys of `[health]`, over the top-level ones.
+    #[serde(default)]
+    pub health: HealthFile,
+}
+
+/// `[[routes]]`: match fields (all given must match; none: the fallback)
+/// and the pool.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    /// The request path begins with this.
+    pub path_prefix: Option<String>,
+    /// The request's host (`Host`, port ignored unless given); `*.` prefix allowed.
+    pub host: Option<String>,
+    /// `Mcp-Method` equals this.
+    pub method: Option<String>,
+    /// `Mcp-Name` equals this, or matches it as a glob (`*` any run of characters).
+    pub name: Option<String>,
+    pub pool: String,
+    /// Check `Mcp-*` headers against the body (2026-07-28 requests). Default true.
+    pub validate: Option<bool>,
 }
 
 /// `[limits]` in the file.
@@ -116,7 +153,7 @@ pub struct DiscoveryFile {
 }
 
 /// `[health]` in the file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthFile {
     pub check: Option<Check>,
@@ -129,6 +166,22 @@ pub struct HealthFile {
     pub rise: Option<u32>,
     #[serde(default, with = "humantime_serde")]
     pub down_after: Option<Duration>,
+}
+
+impl HealthFile {
+    /// These keys, and `base`'s where these say nothing.
+    pub fn over(self, base: &HealthFile) -> HealthFile {
+        let base = base.clone();
+        HealthFile {
+            check: self.check.or(base.check),
+            path: self.path.or(base.path),
+            interval: self.interval.or(base.interval),
+            timeout: self.timeout.or(base.timeout),
+            fall: self.fall.or(base.fall),
+            rise: self.rise.or(base.rise),
+            down_after: self.down_after.or(base.down_after),
+        }
+    }
 }
 
 /// `[drain]` in the file.

@@ -25,6 +25,49 @@ pub const KEY_ENV: &str = "TETHER_SESSION_KEY";
 /// The environment variable that overrides `threads`.
 pub const THREADS_ENV: &str = "TETHER_THREADS";
 
+/// The pool the top-level `backends` (and `--backend` flags) make.
+pub const DEFAULT_POOL: &str = "default";
+
+/// A pool: its backends (own and discovered), health checks and balance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub name: String,
+    /// Its own `http://` backends.
+    pub backends: Vec<BackendAddr>,
+    /// `dns://`, `srv://` and (for `default`) the backends file.
+    pub sources: Vec<Source>,
+    pub health: HealthSettings,
+    pub balance: Balance,
+}
+
+/// A route: what a request must carry to go to `pool`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RouteConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub pool: String,
+    pub validate: bool,
+}
+
+impl RouteConfig {
+    pub fn catch_all(pool: String) -> Self {
+        RouteConfig {
+            path_prefix: None,
+            host: None,
+            method: None,
+            name: None,
+            pool,
+            validate: true,
+        }
+    }
+}
+
 /// What the command line (and environment) may override.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -124,18 +167,17 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// `Authorization: Bearer` token the admin API's POSTs need.
     pub admin_token: Option<String>,
-    /// The config's own `http://` backends.
-    pub backends: Vec<BackendAddr>,
-    /// `dns://`, `srv://` and the backends file.
-    pub sources: Vec<Source>,
+    /// The pools: `default` (the top-level `backends`) first, then
+    /// `[pools.NAME]` by name.
+    pub pools: Vec<PoolConfig>,
+    /// In order; the first that matches picks a request's pool.
+    pub routes: Vec<RouteConfig>,
     pub discovery: DiscoverySettings,
-    pub health: HealthSettings,
     pub drain: DrainSettings,
     pub shutdown_grace: Duration,
     pub log: LogSettings,
     pub key: SessionKey,
     pub key_origin: KeyOrigin,
-    pub balance: Balance,
     pub preserve_host: bool,
     pub limits: Limits,
     pub timeouts: Timeouts,
@@ -216,45 +258,64 @@ impl Config {
             }
         };
         let admin = overrides.admin.or(admin);
-        let mut backends = Vec::new();
-        let mut sources = Vec::new();
-        for (i, spec) in file.backends.iter().enumerate() {
-            let (url, drain) = match spec {
-                BackendFile::Url(url) => (url.as_str(), false),
-                BackendFile::Table(t) => (t.url.as_str(), t.drain),
-            };
-            let key = || format!("backends[{i}]");
-            match Source::parse(url) {
-                Some(Ok(source)) if drain => {
-                    let _ = source;
-                    return Err(ConfigError::new(
-                        key(),
-                        "drain applies to http:// backends (drain discovered ones with the admin API)",
-                    ));
-                }
-                Some(Ok(source)) => sources.push(source),
-                Some(Err(e)) => return Err(ConfigError::new(key(), e)),
-                None => {
-                    let entry =
-                        discovery::parse_http(url).map_err(|e| ConfigError::new(key(), e))?;
-                    backends.push(BackendAddr {
-                        scheme: entry.scheme,
-                        authority: entry.authority,
-                        drain,
-                    });
-                }
-            }
-        }
-        if let Some(path) = overrides.backends_file.or(file.discovery.file) {
+        let (mut backends, mut sources) = backend_list(&file.backends, "backends")?;
+        if let Some(path) = overrides.backends_file.or(file.discovery.file.clone()) {
             sources.push(Source::File(path));
         }
-        if backends.is_empty() && sources.is_empty() {
+        let health_defaults = file.health.clone();
+        let balance = file.balance.unwrap_or_default();
+        let mut pools = Vec::new();
+        if !backends.is_empty() || !sources.is_empty() {
+            if file.pools.contains_key(DEFAULT_POOL) {
+                return Err(ConfigError::new(
+                    "pools.default",
+                    "the top-level backends are the default pool: give one or the other",
+                ));
+            }
+            pools.push(PoolConfig {
+                name: DEFAULT_POOL.into(),
+                backends: std::mem::take(&mut backends),
+                sources: std::mem::take(&mut sources),
+                health: health(health_defaults.clone(), "health")?,
+                balance,
+            });
+        }
+        for (name, pool) in std::mem::take(&mut file.pools) {
+            let key = format!("pools.{name}");
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(ConfigError::new(
+                    key,
+                    "a pool name is 1-64 letters, digits, '-' or '_'",
+                ));
+            }
+            let (backends, sources) = backend_list(&pool.backends, &format!("{key}.backends"))?;
+            if backends.is_empty() && sources.is_empty() {
+                return Err(ConfigError::new(
+                    format!("{key}.backends"),
+                    "a pool needs at least one backend",
+                ));
+            }
+            pools.push(PoolConfig {
+                health: health(pool.health.over(&health_defaults), &format!("{key}.health"))?,
+                balance: pool.balance.unwrap_or(balance),
+                name,
+                backends,
+                sources,
+            });
+        }
+        if pools.is_empty() {
             return Err(ConfigError::new(
                 "backends",
                 "at least one backend is needed (--backend http://host:port, dns://NAME:PORT, \
                  srv://NAME or --backends-file)",
             ));
         }
+        let routes = routes(std::mem::take(&mut file.routes), &pools)?;
         let discovery = DiscoverySettings {
             interval: positive(
                 "discovery.interval",
@@ -263,7 +324,6 @@ impl Config {
             )?,
             resolver: overrides.resolver.or(file.discovery.resolver),
         };
-        let health = health(file.health)?;
         let defaults = DrainSettings::default();
         let drain = DrainSettings {
             idle: positive("drain.idle", file.drain.idle, defaults.idle)?,
@@ -292,10 +352,9 @@ impl Config {
             listen,
             admin,
             admin_token,
-            backends,
-            sources,
+            pools,
+            routes,
             discovery,
-            health,
             drain,
             shutdown_grace: match file.shutdown_grace {
                 Some(d) => d,
@@ -304,7 +363,6 @@ impl Config {
             log,
             key,
             key_origin,
-            balance: file.balance.unwrap_or_default(),
             preserve_host: file.preserve_host.unwrap_or(true),
             limits: limits(file.limits)?,
             timeouts: timeouts(file.timeouts)?,
@@ -373,32 +431,123 @@ fn positive(key: &str, d: Option<Duration>, default: Duration) -> Result<Duratio
     }
 }
 
-fn health(file: HealthFile) -> Result<HealthSettings, ConfigError> {
+/// `backends = [...]` (at the top or in a pool): `http://` entries and
+/// discovery sources; `key` names the list in errors.
+fn backend_list(
+    list: &[BackendFile],
+    key: &str,
+) -> Result<(Vec<BackendAddr>, Vec<Source>), ConfigError> {
+    let mut backends = Vec::new();
+    let mut sources = Vec::new();
+    for (i, spec) in list.iter().enumerate() {
+        let (url, drain) = match spec {
+            BackendFile::Url(url) => (url.as_str(), false),
+            BackendFile::Table(t) => (t.url.as_str(), t.drain),
+        };
+        let key = || format!("{key}[{i}]");
+        match Source::parse(url) {
+            Some(Ok(_)) if drain => {
+                return Err(ConfigError::new(
+                    key(),
+                    "drain applies to http:// backends (drain discovered ones with the admin API)",
+                ));
+            }
+            Some(Ok(source)) => sources.push(source),
+            Some(Err(e)) => return Err(ConfigError::new(key(), e)),
+            None => {
+                let entry = discovery::parse_http(url).map_err(|e| ConfigError::new(key(), e))?;
+                backends.push(BackendAddr {
+                    scheme: entry.scheme,
+                    authority: entry.authority,
+                    drain,
+                });
+            }
+        }
+    }
+    Ok((backends, sources))
+}
+
+/// The routes, checked against the pools. None given: one catch-all route to
+/// the only pool, or to `default`.
+fn routes(file: Vec<RouteFile>, pools: &[PoolConfig]) -> Result<Vec<RouteConfig>, ConfigError> {
+    if file.is_empty() {
+        let pool =
+            match pools {
+                [only] => only.name.clone(),
+                _ if pools.iter().any(|p| p.name == DEFAULT_POOL) => DEFAULT_POOL.into(),
+                _ => return Err(ConfigError::new(
+                    "routes",
+                    "several pools and no default one: [[routes]] must say which requests go where",
+                )),
+            };
+        return Ok(vec![RouteConfig::catch_all(pool)]);
+    }
+    let mut routes = Vec::new();
+    for (i, r) in file.into_iter().enumerate() {
+        let key = |field: &str| format!("routes[{i}].{field}");
+        if !pools.iter().any(|p| p.name == r.pool) {
+            let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+            return Err(ConfigError::new(
+                key("pool"),
+                format!("no pool '{}' (pools: {})", r.pool, names.join(", ")),
+            ));
+        }
+        let visible = |v: &Option<String>| {
+            let ok = |v: &str| {
+                !v.is_empty() && v.len() <= 1024 && v.bytes().all(|b| b.is_ascii_graphic())
+            };
+            v.as_deref().map_or(true, ok)
+        };
+        for (field, value) in [("host", &r.host), ("method", &r.method), ("name", &r.name)] {
+            if !visible(value) {
+                return Err(ConfigError::new(
+                    key(field),
+                    "must be visible ASCII, not empty",
+                ));
+            }
+        }
+        if r.path_prefix
+            .as_deref()
+            .is_some_and(|p| !p.starts_with('/'))
+            || !visible(&r.path_prefix)
+        {
+            return Err(ConfigError::new(key("path_prefix"), "must begin with /"));
+        }
+        routes.push(RouteConfig {
+            path_prefix: r.path_prefix,
+            host: r.host.map(|h| h.to_ascii_lowercase()),
+            method: r.method,
+            name: r.name,
+            pool: r.pool,
+            validate: r.validate.unwrap_or(true),
+        });
+    }
+    Ok(routes)
+}
+
+fn health(file: HealthFile, at: &str) -> Result<HealthSettings, ConfigError> {
     let d = HealthSettings::default();
+    let k = |name: &str| format!("{at}.{name}");
     let s = HealthSettings {
         check: file.check.unwrap_or(d.check),
         path: file.path.unwrap_or(d.path),
-        interval: positive("health.interval", file.interval, d.interval)?,
-        timeout: positive("health.timeout", file.timeout, d.timeout)?,
+        interval: positive(&k("interval"), file.interval, d.interval)?,
+        timeout: positive(&k("timeout"), file.timeout, d.timeout)?,
         fall: file.fall.unwrap_or(d.fall),
         rise: file.rise.unwrap_or(d.rise),
-        down_after: positive("health.down_after", file.down_after, d.down_after)?,
+        down_after: positive(&k("down_after"), file.down_after, d.down_after)?,
     };
     let path_ok = s.path.starts_with('/')
         && s.path.len() <= 1024
         && s.path.bytes().all(|b| b.is_ascii_graphic());
     if !path_ok {
         return Err(ConfigError::new(
-            "health.path",
+            k("path"),
             "must be an origin-form path (starts with /, visible ASCII)",
         ));
     }
     if s.fall == 0 || s.rise == 0 {
-        let key = if s.fall == 0 {
-            "health.fall"
-        } else {
-            "health.rise"
-        };
+        let key = if s.fall == 0 { k("fall") } else { k("rise") };
         return Err(ConfigError::new(key, "must be at least 1"));
     }
     Ok(s)
@@ -473,9 +622,7 @@ pub struct View<'a> {
     pub admin: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<&'static str>,
-    pub backends: Vec<String>,
     pub session_key: String,
-    pub balance: Balance,
     pub preserve_host: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
@@ -484,13 +631,23 @@ pub struct View<'a> {
     pub limits: &'a Limits,
     pub timeouts: &'a Timeouts,
     pub discovery: &'a DiscoverySettings,
-    pub health: &'a HealthSettings,
     pub drain: &'a DrainSettings,
     pub log: &'a LogSettings,
+    pub pools: std::collections::BTreeMap<&'a str, PoolView<'a>>,
+    pub routes: &'a [RouteConfig],
 }
 
-impl Config {
-    pub fn view(&self) -> View<'_> {
+/// A pool in the view.
+#[derive(Debug, serde::Serialize)]
+pub struct PoolView<'a> {
+    pub backends: Vec<String>,
+    pub balance: Balance,
+    pub health: &'a HealthSettings,
+}
+
+impl PoolConfig {
+    /// Its backends and sources as the view shows them.
+    pub fn listed(&self) -> Vec<String> {
         let mut backends: Vec<String> = self
             .backends
             .iter()
@@ -506,31 +663,52 @@ impl Config {
             Source::File(_) => format!("backends file {}", s.label().trim_start_matches("file:")),
             _ => s.label(),
         }));
+        backends
+    }
+}
+
+impl Config {
+    pub fn view(&self) -> View<'_> {
         View {
             listen: self.listen,
             admin: self.admin,
             admin_token: self.admin_token.as_ref().map(|_| "<redacted>"),
-            backends,
             session_key: match self.key_origin {
                 KeyOrigin::File => "<redacted> (from a file)".into(),
                 KeyOrigin::Env => format!("<redacted> (from {KEY_ENV})"),
                 KeyOrigin::Generated => "random (sessions do not survive a restart)".into(),
             },
-            balance: self.balance,
             preserve_host: self.preserve_host,
             threads: self.threads,
             shutdown_grace: self.shutdown_grace,
             limits: &self.limits,
             timeouts: &self.timeouts,
             discovery: &self.discovery,
-            health: &self.health,
             drain: &self.drain,
             log: &self.log,
+            pools: self
+                .pools
+                .iter()
+                .map(|p| {
+                    let view = PoolView {
+                        backends: p.listed(),
+                        balance: p.balance,
+                        health: &p.health,
+                    };
+                    (p.name.as_str(), view)
+                })
+                .collect(),
+            routes: &self.routes,
         }
     }
 
     /// The view as TOML (`tether check`).
     pub fn to_toml(&self) -> String {
         toml::to_string(&self.view()).unwrap_or_else(|e| format!("# cannot show: {e}\n"))
+    }
+
+    /// The pool named `name`.
+    pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
+        self.pools.iter().find(|p| p.name == name)
     }
 }

@@ -22,9 +22,9 @@ fn runs_with_no_file_and_only_backends() {
     .unwrap();
     assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
     assert_eq!(c.admin, None);
-    assert_eq!(c.backends[0].authority.as_str(), "127.0.0.1:9001");
+    assert_eq!(c.pools[0].backends[0].authority.as_str(), "127.0.0.1:9001");
     assert_eq!(c.key_origin, KeyOrigin::Generated);
-    assert_eq!(c.balance, Balance::LeastOutstanding);
+    assert_eq!(c.pools[0].balance, Balance::LeastOutstanding);
     assert!(c.preserve_host);
     assert_eq!(c.limits.max_request_body, 4 << 20);
     assert_eq!(c.timeouts.stream_idle, Some(Duration::from_secs(600)));
@@ -58,8 +58,8 @@ response = "90s"
     let c = Config::from_parts(file, overrides, &no_env).unwrap();
     assert_eq!(c.listen, "127.0.0.1:7100".parse().unwrap());
     assert_eq!(c.admin, Some("127.0.0.1:7001".parse().unwrap()));
-    assert_eq!(c.backends.len(), 1);
-    assert_eq!(c.balance, Balance::RoundRobin);
+    assert_eq!(c.pools[0].backends.len(), 1);
+    assert_eq!(c.pools[0].balance, Balance::RoundRobin);
     assert!(!c.preserve_host);
     assert_eq!(c.limits.max_request_body, 1024);
     assert_eq!(c.timeouts.stream_idle, None);
@@ -209,8 +209,8 @@ fn operations_keys_parse_with_defaults_and_name_their_errors() {
         &no_env,
     )
     .unwrap();
-    assert_eq!(c.health, HealthSettings::default());
-    assert_eq!(c.health.interval, Duration::from_secs(2));
+    assert_eq!(c.pools[0].health, HealthSettings::default());
+    assert_eq!(c.pools[0].health.interval, Duration::from_secs(2));
     assert_eq!(c.drain.idle, Duration::from_secs(30));
     assert_eq!(c.drain.timeout, Duration::from_secs(600));
     assert_eq!(c.shutdown_grace, Duration::from_secs(30));
@@ -243,13 +243,13 @@ access = true
     )
     .unwrap();
     let c = Config::from_parts(file, Overrides::default(), &no_env).unwrap();
-    assert_eq!(c.backends.len(), 2);
-    assert!(c.backends[1].drain && !c.backends[0].drain);
-    assert_eq!(c.sources.len(), 3);
+    assert_eq!(c.pools[0].backends.len(), 2);
+    assert!(c.pools[0].backends[1].drain && !c.pools[0].backends[0].drain);
+    assert_eq!(c.pools[0].sources.len(), 3);
     assert_eq!(c.admin_token.as_deref(), Some("abc"));
     assert_eq!(c.admin, Some("127.0.0.1:9090".parse().unwrap()));
-    assert_eq!(c.health.check, crate::pool::health::Check::Http);
-    assert_eq!((c.health.fall, c.health.rise), (5, 2));
+    assert_eq!(c.pools[0].health.check, crate::pool::health::Check::Http);
+    assert_eq!((c.pools[0].health.fall, c.pools[0].health.rise), (5, 2));
     assert_eq!(c.drain.idle, Duration::from_secs(10));
     assert_eq!(c.limits.max_connections, 1000);
     assert_eq!(c.log.format, LogFormat::Json);

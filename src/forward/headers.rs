@@ -21,6 +21,8 @@ pub struct ToUpstream<'a> {
     pub target: &'a [u8],
     /// The value `Mcp-Session-Id` gets, when it carried a token.
     pub session_id: Option<&'a [u8]>,
+    /// The value `Mcp-Name` gets, when it carried a sealed task id.
+    pub mcp_name: Option<&'a [u8]>,
     /// The client's address, as text (formatted once per connection).
     pub peer: &'a str,
     /// The backend's `host:port`: the `Host` sent when the client's is not
@@ -45,6 +47,7 @@ pub fn request(
     out.extend_from_slice(to.target);
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut session_written = false;
+    let mut name_written = false;
     // A replaced Host is written below, like a missing one.
     let mut has_host = false;
     let keep_host = to.preserve_host && to.host.is_none();
@@ -64,6 +67,15 @@ pub fn request(
                 Some(id) => {
                     session_written = true;
                     lines.write(&buf[f.name.clone()], id);
+                    continue;
+                }
+                None => {}
+            },
+            FieldKind::McpName => match to.mcp_name {
+                Some(_) if name_written => continue,
+                Some(name) => {
+                    name_written = true;
+                    lines.write(&buf[f.name.clone()], name);
                     continue;
                 }
                 None => {}
@@ -316,6 +328,7 @@ mod tests {
         ToUpstream {
             target: b"/mcp",
             session_id,
+            mcp_name: None,
             peer,
             authority: host.unwrap_or("10.9.9.9:80"),
             preserve_host: host.is_none(),

@@ -49,6 +49,15 @@ pub enum End {
 /// Called once with how the first-event scan ended.
 pub type OnFirstEvent = Box<dyn FnOnce(Outcome) + Send>;
 
+/// A rewrite of the whole body on its way (the task ids of the 2026-07-28
+/// revision): takes decoded body bytes, may hold some back, gives the bytes
+/// that are ready. The client's framing must then be chunked (or until close).
+pub trait Rewrite: Send {
+    fn push(&mut self, chunk: &[u8], ready: &mut Vec<u8>);
+    /// The body ended: whatever is held.
+    fn finish(&mut self, ready: &mut Vec<u8>);
+}
+
 /// What the relay does to the body on its way.
 pub struct Options {
     pub downstream: Downstream,
@@ -58,6 +67,8 @@ pub struct Options {
     /// The legacy endpoint rewrite, and what to call once with how its
     /// first-event scan ended.
     pub rewriter: Option<(EndpointRewriter, OnFirstEvent)>,
+    /// A rewrite of the whole body.
+    pub rewrite: Option<Box<dyn Rewrite>>,
 }
 
 /// A response body on its way: the backend connection and what the relay
@@ -121,6 +132,7 @@ impl Relay {
             decoder: ChunkedDecoder::new(),
             emit: Emitter {
                 rewriter,
+                rewrite: options.rewrite,
                 on_first_event,
                 chunked: options.downstream == Downstream::Chunked,
             },
@@ -352,6 +364,7 @@ enum Wait {
 struct Emitter {
     /// Boxed: it is gone after the first event, and this lives as long as the stream.
     rewriter: Option<Box<EndpointRewriter>>,
+    rewrite: Option<Box<dyn Rewrite>>,
     on_first_event: Option<OnFirstEvent>,
     chunked: bool,
 }
@@ -359,6 +372,12 @@ struct Emitter {
 impl Emitter {
     fn data(&mut self, data: &[u8], out: &mut Vec<u8>) {
         if data.is_empty() {
+            return;
+        }
+        if let Some(rewrite) = &mut self.rewrite {
+            let mut ready = Vec::new();
+            rewrite.push(data, &mut ready);
+            self.frame(&ready, out);
             return;
         }
         match &mut self.rewriter {
@@ -379,6 +398,11 @@ impl Emitter {
             self.end_rewrite(Outcome::Ended);
             self.frame(&held, out);
         }
+        if let Some(mut rewrite) = self.rewrite.take() {
+            let mut ready = Vec::new();
+            rewrite.finish(&mut ready);
+            self.frame(&ready, out);
+        }
         if self.chunked {
             out.extend_from_slice(chunked::LAST_CHUNK);
         }
@@ -392,6 +416,9 @@ impl Emitter {
     }
 
     fn frame(&self, data: &[u8], out: &mut Vec<u8>) {
+        if data.is_empty() {
+            return;
+        }
         if self.chunked {
             chunked::encode_chunk(data, out);
         } else {

@@ -254,5 +254,94 @@ impl EndpointRewriter {
     }
 }
 
+/// Where the first event in `buf` ends: just past the blank line that ends
+/// it (lines end in CRLF, LF or CR). Used to group bytes, never to change
+/// them: a CR and LF split across reads only makes one more empty group.
+pub fn event_end(buf: &[u8]) -> Option<usize> {
+    let mut line_start = true;
+    let mut i = 0;
+    while i < buf.len() {
+        let b = buf[i];
+        if b == b'\n' || b == b'\r' {
+            let mut end = i + 1;
+            if b == b'\r' && buf.get(end) == Some(&b'\n') {
+                end += 1;
+            }
+            if line_start {
+                return Some(end);
+            }
+            line_start = true;
+            i = end;
+        } else {
+            line_start = false;
+            i += 1;
+        }
+    }
+    None
+}
+
+/// The lines of an event, each with its line ending.
+fn lines(event: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = event;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            Some(i) if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') => i + 2,
+            Some(i) => i + 1,
+            None => rest.len(),
+        };
+        let (line, tail) = rest.split_at(end);
+        rest = tail;
+        Some(line)
+    })
+}
+
+/// A `data` line's value, if `line` is one (the field name alone, or
+/// followed by `:` and an optional space).
+fn data_value(line: &[u8]) -> Option<&[u8]> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let rest = line.strip_prefix(b"data")?;
+    match rest.split_first() {
+        None => Some(b""),
+        Some((b':', value)) => Some(value.strip_prefix(b" ").unwrap_or(value)),
+        Some(_) => None,
+    }
+}
+
+/// An event's data: its `data` lines joined with LF, as a client reads it;
+/// `None` when it has none.
+pub fn event_data(event: &[u8]) -> Option<Vec<u8>> {
+    let mut data: Option<Vec<u8>> = None;
+    for value in lines(event).filter_map(data_value) {
+        match &mut data {
+            None => data = Some(value.to_vec()),
+            Some(d) => {
+                d.push(b'\n');
+                d.extend_from_slice(value);
+            }
+        }
+    }
+    data
+}
+
+/// `event` with its data replaced by `data` (one line: `data` holds no line
+/// break), every other line as it was.
+pub fn write_event(event: &[u8], data: &[u8], out: &mut Vec<u8>) {
+    let mut written = false;
+    for line in lines(event) {
+        if data_value(line).is_none() {
+            out.extend_from_slice(line);
+        } else if !written {
+            written = true;
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(data);
+            out.push(b'\n');
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

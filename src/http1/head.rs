@@ -41,6 +41,8 @@ pub enum FieldKind {
     ForwardedProto,
     /// `Mcp-Method` (2026-07-28): the JSON-RPC method, for routing.
     McpMethod,
+    /// `Mcp-Name` (2026-07-28): the tool, prompt, resource or task a request names.
+    McpName,
     /// `MCP-Protocol-Version`.
     ProtocolVersion,
     /// The name of a field Tether reads, with `_` for `-` (`Mcp_Session_Id`):
@@ -58,6 +60,7 @@ impl FieldKind {
             4 if is(b"host") => FieldKind::Host,
             6 if is(b"expect") => FieldKind::Expect,
             7 if is(b"trailer") || is(b"upgrade") => FieldKind::HopByHop,
+            8 if is(b"mcp-name") => FieldKind::McpName,
             10 if is(b"connection") => FieldKind::Connection,
             10 if is(b"keep-alive") => FieldKind::HopByHop,
             10 if is(b"mcp-method") => FieldKind::McpMethod,

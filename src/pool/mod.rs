@@ -35,6 +35,23 @@ pub enum Balance {
     RoundRobin,
 }
 
+/// A named pool (`default`, or `[pools.NAME]`) and its living set.
+pub struct Named {
+    pub name: Arc<str>,
+    pub fleet: Arc<Fleet>,
+}
+
+/// Finds the backend with identity `id` in any of `pools` (a session
+/// follows its owner whatever pool it is in), with the pool it is in.
+pub fn find_owner<'a>(
+    pools: &'a [Arc<Named>],
+    id: &[u8],
+) -> Option<(&'a Arc<Named>, Arc<Backend>)> {
+    pools
+        .iter()
+        .find_map(|named| Some((named, named.fleet.pool().get(id)?.clone())))
+}
+
 /// The backend chosen for a new session.
 #[derive(Debug)]
 pub struct Picked {

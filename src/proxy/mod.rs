@@ -1,17 +1,20 @@
-//! One request's way through Tether: classify -> affinity -> pool -> forward.
+//! One request's way through Tether: classify -> route -> affinity -> pool
+//! -> forward.
 //!
 //! `handle` never fails: every outcome is a response (the backend's, or a
 //! JSON-RPC error Tether writes), a metric and, when it is news, a log line.
 //! A request that carries a session goes to its owner or gets 404, never
-//! elsewhere; a request without one goes to the pool's pick, and to the next
-//! backend if that one refused the connection. `respond` turns a backend's
+//! elsewhere, whatever pool the owner is in; a request without one (and every
+//! request of the 2026-07-28 revision, which has no sessions) goes to the
+//! pick of the pool its route names, and to the next backend if that one
+//! refused the connection. `respond` turns a backend's
 //! response head into the client's and hands the body to the relay.
 
 mod respond;
 
 use std::future::Future as _;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use arc_swap::ArcSwap;
@@ -30,7 +33,9 @@ use crate::forward::upstream::{Response, Upstream, UpstreamError, UpstreamSettin
 use crate::http1::buf;
 use crate::http1::head::{FieldKind, RequestHead, TargetForm};
 use crate::metrics::{self, Metrics};
-use crate::pool::{health, Backend, Fleet, Pool, State};
+use crate::modern::{header, validate};
+use crate::pool::{find_owner, health, Backend, Fleet, Named, State};
+use crate::route::{self, Routes};
 pub use respond::PendingRelay;
 
 /// What the request path needs from the configuration.
@@ -49,11 +54,18 @@ pub struct Live {
     /// The key before the last change, still accepted for opening tokens.
     previous: Option<SessionKey>,
     settings: Settings,
+    /// Every pool: those the config names, then any a reload removed that
+    /// still drains (their sessions still reach their owners).
+    pools: Vec<Arc<Named>>,
+    /// Indices into `pools`.
+    routes: Routes,
 }
 
 /// The proxy service shared by every connection.
 pub struct Proxy {
-    fleet: Arc<Fleet>,
+    /// Every pool ever configured, by name (the writer's list: a reload
+    /// keeps a pool's fleet, and so its backends, by name).
+    fleets: Mutex<Vec<Arc<Named>>>,
     live: ArcSwap<Live>,
     upstream: Upstream,
     metrics: Arc<Metrics>,
@@ -110,8 +122,39 @@ struct Request<'a> {
     head_request: bool,
     delete: bool,
     legacy_get: bool,
-    /// 2026-07-28 or later: closing the connection cancels the request.
+    /// 2026-07-28 or later: no sessions; closing the connection cancels
+    /// the request.
     modern: bool,
+}
+
+/// Where a request that begins something goes.
+enum Chosen {
+    /// The pick of this pool; `creates`: the answer may be a new task.
+    Pool { named: Arc<Named>, creates: bool },
+    /// A request for an existing task (its sealed id): to its owner.
+    Task { token: String },
+}
+
+/// What the response's task ids need (`modern::task`).
+#[derive(Default)]
+pub struct TaskIds {
+    /// A new task's id is sealed with the answering backend.
+    pub creates: bool,
+    /// The task the request named: (server's id, client's token).
+    pub echo: Option<(String, String)>,
+}
+
+/// What the request sent upstream changes from the client's.
+#[derive(Default)]
+struct Changes<'a> {
+    /// The target (a restored legacy session).
+    target: Option<&'a [u8]>,
+    /// `Mcp-Session-Id`.
+    session_id: Option<&'a [u8]>,
+    /// `Mcp-Name` (a restored task id).
+    mcp_name: Option<&'a [u8]>,
+    /// The body (a restored task id).
+    body: Option<&'a [u8]>,
 }
 
 /// How `Proxy::handle` left a request.
@@ -135,22 +178,24 @@ enum CallError {
 
 impl Proxy {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
-        let fleet = Arc::new(Fleet::new(metrics.clone(), config.health.clone()));
         let upstream = Upstream::new(&UpstreamSettings::of(config));
         let none = metrics::StatusCounters::new(&metrics.requests, &metrics::NO_BACKEND.into());
         let proxy = Proxy {
             none,
-            fleet,
-            live: ArcSwap::from_pointee(Live::new(config, None)),
+            fleets: Mutex::new(Vec::new()),
+            live: ArcSwap::from_pointee(Live::default()),
             upstream,
             metrics,
         };
-        proxy.apply_fleet(config);
+        let pools = proxy.apply_pools(config);
+        let live = Live::new(config, None, pools, &proxy.metrics);
+        proxy.live.store(Arc::new(live));
         proxy
     }
 
-    /// Applies a reloaded config: backends, balance, health and drain
-    /// settings, timeouts, the session key (the old one still opens tokens).
+    /// Applies a reloaded config: pools and routes, backends, balance,
+    /// health and drain settings, timeouts, the session key (the old one
+    /// still opens tokens).
     pub fn reconfigure(&self, config: &Config) {
         let old = self.live.load_full();
         // A new key seals from now on; the one it replaces still opens.
@@ -158,29 +203,64 @@ impl Proxy {
             true => old.previous.clone(),
             false => Some(old.key.clone()),
         };
-        self.live.store(Arc::new(Live::new(config, previous)));
+        let pools = self.apply_pools(config);
+        self.live
+            .store(Arc::new(Live::new(config, previous, pools, &self.metrics)));
         self.upstream.reconfigure(&UpstreamSettings::of(config));
-        self.apply_fleet(config);
     }
 
-    fn apply_fleet(&self, config: &Config) {
-        self.fleet
-            .configure(config.balance, config.drain, config.health.clone());
-        let entries = config.backends.iter().map(|b| b.entry()).collect();
-        self.fleet.set_source(crate::pool::fleet::STATIC, entries);
-        let mut keep: Vec<String> = config.sources.iter().map(|s| s.label()).collect();
-        keep.push(crate::pool::fleet::STATIC.into());
-        self.fleet.retain_sources(&keep);
+    /// Gives each configured pool its settings and backends (making the
+    /// pools that are new); a pool the config no longer names loses its
+    /// sources, so its backends drain and leave. Returns every pool, the
+    /// configured ones first in the config's order.
+    fn apply_pools(&self, config: &Config) -> Vec<Arc<Named>> {
+        let mut fleets = self.fleets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pools = Vec::new();
+        for pool in &config.pools {
+            let named = match fleets.iter().find(|n| *n.name == *pool.name) {
+                Some(named) => named.clone(),
+                None => {
+                    let fleet = Fleet::new(self.metrics.clone(), pool.health.clone());
+                    let named = Arc::new(Named {
+                        name: pool.name.as_str().into(),
+                        fleet: Arc::new(fleet),
+                    });
+                    fleets.push(named.clone());
+                    named
+                }
+            };
+            let fleet = &named.fleet;
+            fleet.configure(pool.balance, config.drain, pool.health.clone());
+            let entries = pool.backends.iter().map(|b| b.entry()).collect();
+            fleet.set_source(crate::pool::fleet::STATIC, entries);
+            let mut keep: Vec<String> = pool.sources.iter().map(|s| s.label()).collect();
+            keep.push(crate::pool::fleet::STATIC.into());
+            fleet.retain_sources(&keep);
+            pools.push(named);
+        }
+        for named in fleets.iter() {
+            if config.pool(&named.name).is_none() {
+                named.fleet.retain_sources(&[]);
+                if !named.fleet.pool().backends().is_empty() {
+                    pools.push(named.clone());
+                }
+            }
+        }
+        pools
     }
 
-    /// The living set of backends.
-    pub fn fleet(&self) -> &Arc<Fleet> {
-        &self.fleet
+    /// Every pool (those a reload removed while they still drain, last).
+    pub fn pools(&self) -> Vec<Arc<Named>> {
+        self.live.load().pools.clone()
     }
 
-    /// The current backends.
-    pub fn pool(&self) -> arc_swap::Guard<Arc<Pool>> {
-        self.fleet.pool()
+    /// Every pool ever configured, removed ones included (for the tick
+    /// that removes their last backends).
+    pub fn all_pools(&self) -> Vec<Arc<Named>> {
+        self.fleets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The connections to the backends.
@@ -217,6 +297,12 @@ impl Proxy {
             legacy_get: classify::may_open_legacy_stream(method),
             modern: classify::is_modern(buf, &head.fields),
         };
+        if req.modern {
+            self.metrics.modern_requests.inc();
+            // No sessions in this revision: an `Mcp-Session-Id` is the
+            // server's business (a modern server ignores it), not a route.
+            return self.forward_new(client, &req).await;
+        }
         // Only a target with a query can carry a legacy session: the others
         // need no UTF-8 check here.
         let query_target = match req.target.bytes(buf).contains(&b'?') {
@@ -232,10 +318,9 @@ impl Proxy {
             let line = AccessLog::new(method, req.target.bytes(buf), token);
             client.set_access(line);
         }
-        let pool = self.fleet.load_full();
         match session {
-            Ok(Some(session)) => self.forward_owned(client, &req, session, &pool).await,
-            Ok(None) => self.forward_new(client, &req, &pool).await,
+            Ok(Some(session)) => self.forward_owned(client, &req, session).await,
+            Ok(None) => self.forward_new(client, &req).await,
             Err(classify::Ambiguous) => self.unroutable(client, &req, Unroutable::Ambiguous).await,
         }
     }
@@ -246,7 +331,6 @@ impl Proxy {
         client: &mut Client,
         req: &Request<'_>,
         session: SessionRef,
-        pool: &Pool,
     ) -> Outcome {
         let target = match session.carrier {
             Carrier::Query { .. } => req.target.as_str(client.buf()),
@@ -254,28 +338,41 @@ impl Proxy {
         };
         let token = session.token_bytes(client.buf());
         let affinity = &req.live.affinity;
-        let resolved = affinity.resolve(token, &session, pool).and_then(|owned| {
+        let mut home = None;
+        let find = |id: &[u8]| {
+            let (named, backend) = find_owner(&req.live.pools, id)?;
+            home = Some(named.clone());
+            Some(backend)
+        };
+        let resolved = affinity.resolve(token, &session, find).and_then(|owned| {
             if owned.backend.state() == State::Down {
                 return Err(Unroutable::OwnerGone(owned.backend.id.to_string()));
             }
             let restored = affinity.restore(target, &session, &owned)?;
             Ok((owned, restored))
         });
-        let (owned, restored) = match resolved {
-            Ok(found) => found,
-            Err(why) => return self.unroutable(client, req, why).await,
+        let (owned, restored, home) = match (resolved, home) {
+            (Ok((owned, restored)), Some(home)) => (owned, restored, home),
+            (Err(why), _) => return self.unroutable(client, req, why).await,
+            (Ok((owned, _)), None) => {
+                let why = Unroutable::OwnerGone(owned.backend.id.to_string());
+                return self.unroutable(client, req, why).await;
+            }
         };
+        let fleet = &home.fleet;
         let backend = owned.backend.clone();
         let outstanding = backend.track();
-        let request = match &restored {
-            Restored::Header => {
-                let id = Some(owned.upstream_id_bytes());
-                self.upstream_request(client, req, &backend, None, id)
-            }
-            Restored::Target(target) => {
-                self.upstream_request(client, req, &backend, Some(target.as_bytes()), None)
-            }
+        let changes = match &restored {
+            Restored::Header => Changes {
+                session_id: Some(owned.upstream_id_bytes()),
+                ..Changes::default()
+            },
+            Restored::Target(target) => Changes {
+                target: Some(target.as_bytes()),
+                ..Changes::default()
+            },
         };
+        let request = self.upstream_request(client, req, &backend, changes);
         let result = self.call(client, req, &backend, &request).await;
         buf::give(request);
         match result {
@@ -286,16 +383,16 @@ impl Proxy {
                     client,
                     req,
                     resp,
-                    &backend,
+                    (&backend, fleet),
                     outstanding,
-                    Some((&owned, &session)),
+                    (Some((&owned, &session)), TaskIds::default()),
                 );
                 client.consume(req.consumed);
                 outcome
             }
             Err(CallError::ClientGone) => Outcome::CLOSE,
             Err(CallError::Upstream(e)) => {
-                self.count_upstream_error(&backend, e.failure);
+                self.count_upstream_error(&backend, fleet, e.failure);
                 if e.failure == UpstreamFailure::Refused {
                     // The owner is down: its sessions are gone with it.
                     return self
@@ -313,14 +410,101 @@ impl Proxy {
         }
     }
 
-    /// A request without a session: the pool's pick, then the next one if
-    /// the pick refused the connection (nothing was sent, so it is safe).
-    async fn forward_new(
-        self: &Arc<Self>,
-        client: &mut Client,
-        req: &Request<'_>,
-        pool: &Pool,
-    ) -> Outcome {
+    /// The pool for a request that begins something: its route's (with
+    /// the route's checks of a 2026-07-28 request's headers).
+    fn choose(&self, client: &Client, req: &Request<'_>) -> Result<Chosen, ProxyError> {
+        let buf = client.buf();
+        let fields = &req.head.fields;
+        let decoded = |kind| match fields.count(kind) {
+            0 => Ok(None),
+            1 => match fields.get(buf, kind).map(header::decode) {
+                Some(Ok(v)) => Ok(Some(v)),
+                Some(Err(header::BadValue::TooLarge)) => {
+                    Err(ProxyError::Head(crate::http1::head::HeadError::TooLarge))
+                }
+                _ => Err(ProxyError::HeaderMismatch(
+                    "an Mcp-* header is not valid =?base64?...?= text".into(),
+                )),
+            },
+            _ => Err(ProxyError::HeaderMismatch(
+                "an Mcp-* header is given twice".into(),
+            )),
+        };
+        let method = decoded(FieldKind::McpMethod)?;
+        let name = decoded(FieldKind::McpName)?;
+        let target = req.target.bytes(buf);
+        let input = route::Input {
+            path: target.split(|&b| b == b'?').next().unwrap_or(target),
+            host: match req.head.target_authority() {
+                Some(authority) => Some(&buf[authority]),
+                None => fields.get(buf, FieldKind::Host),
+            },
+            method: method.as_deref(),
+            name: name.as_deref(),
+        };
+        let live = req.live;
+        let route = live.routes.choose(&input).ok_or(ProxyError::NoRoute)?;
+        let body = req.body.bytes(buf);
+        let mut creates = false;
+        if req.modern {
+            let headers = validate::Headers {
+                version: fields
+                    .get(buf, FieldKind::ProtocolVersion)
+                    .map(<[u8]>::trim_ascii),
+                method: input.method,
+                name: input.name,
+            };
+            let message = match route.validate {
+                true => validate::check(&headers, body).map_err(ProxyError::HeaderMismatch)?,
+                false => serde_json::from_slice(body).unwrap_or_default(),
+            };
+            let method = message.method.as_deref();
+            if method.is_some_and(validate::is_task_method) {
+                let id = message.params.as_ref().and_then(|p| p.task_id.as_ref());
+                return match id {
+                    Some(serde_json::Value::String(token)) => Ok(Chosen::Task {
+                        token: token.clone(),
+                    }),
+                    // Not a token Tether sealed (a number, or none): no
+                    // replica can know it.
+                    _ => Err(ProxyError::TaskNotFound),
+                };
+            }
+            creates = crate::modern::task::may_create(method, body);
+        } else if route.validate && route.by_header {
+            // The spec's SHOULD: who routes on these headers refuses a
+            // request whose version predates their validation.
+            return Err(ProxyError::HeaderMismatch(
+                "this route matches on Mcp-Method/Mcp-Name, which need \
+                 MCP-Protocol-Version 2026-07-28 or later"
+                    .into(),
+            ));
+        }
+        route.requests.inc();
+        let named = live
+            .pools
+            .get(route.pool)
+            .cloned()
+            .ok_or(ProxyError::NoRoute)?;
+        Ok(Chosen::Pool { named, creates })
+    }
+
+    /// A request without a session: the pick of its route's pool, then the
+    /// next one if the pick refused the connection (nothing was sent, so it
+    /// is safe).
+    async fn forward_new(self: &Arc<Self>, client: &mut Client, req: &Request<'_>) -> Outcome {
+        let (named, creates) = match self.choose(client, req) {
+            Ok(Chosen::Pool { named, creates }) => (named, creates),
+            Ok(Chosen::Task { token }) => return self.forward_task(client, req, token).await,
+            Err(err) => {
+                if let ProxyError::TaskNotFound = err {
+                    self.count_invalid("not_a_token");
+                }
+                return self.answer(client, req, err, None).await;
+            }
+        };
+        let fleet = &named.fleet;
+        let pool = fleet.load_full();
         let mut tried: Vec<Arc<Backend>> = Vec::new();
         let mut last_error = None;
         while let Some(picked) = pool.pick(&tried) {
@@ -330,19 +514,30 @@ impl Proxy {
                 tracing::warn!(backend = %backend.id, "no healthy backend: a new session goes to an unhealthy one");
             }
             let outstanding = backend.track();
-            let request = self.upstream_request(client, req, &backend, None, None);
+            let request = self.upstream_request(client, req, &backend, Changes::default());
             let result = self.call(client, req, &backend, &request).await;
             buf::give(request);
             match result {
                 Ok(resp) => {
                     note_response(client, resp.head.status, &backend);
-                    let outcome = self.respond(client, req, resp, &backend, outstanding, None);
+                    let tasks = TaskIds {
+                        creates,
+                        echo: None,
+                    };
+                    let outcome = self.respond(
+                        client,
+                        req,
+                        resp,
+                        (&backend, fleet),
+                        outstanding,
+                        (None, tasks),
+                    );
                     client.consume(req.consumed);
                     return outcome;
                 }
                 Err(CallError::ClientGone) => return Outcome::CLOSE,
                 Err(CallError::Upstream(e)) => {
-                    self.count_upstream_error(&backend, e.failure);
+                    self.count_upstream_error(&backend, fleet, e.failure);
                     tracing::warn!(backend = %backend.id, failure = e.failure.as_str(), detail = %e.detail, "upstream call failed");
                     let retry = e.failure.nothing_sent();
                     let err = ProxyError::Upstream {
@@ -367,28 +562,143 @@ impl Proxy {
         .await
     }
 
-    /// The request as `backend` gets it: `target` replaces the client's
-    /// (a restored legacy session), `session_id` its `Mcp-Session-Id`.
+    /// The request as `backend` gets it, with `changes` from the client's.
     fn upstream_request(
         &self,
         client: &Client,
         req: &Request<'_>,
         backend: &Backend,
-        target: Option<&[u8]>,
-        session_id: Option<&[u8]>,
+        changes: Changes<'_>,
     ) -> Vec<u8> {
         let buf = client.buf();
         let mut out = buf::take();
         let to = ToUpstream {
-            target: target.unwrap_or_else(|| req.target.bytes(buf)),
-            session_id,
+            target: changes.target.unwrap_or_else(|| req.target.bytes(buf)),
+            session_id: changes.session_id,
+            mcp_name: changes.mcp_name,
             peer: client.peer_ip(),
             authority: backend.authority.as_str(),
             preserve_host: req.live.settings.preserve_host,
             host: req.head.target_authority().map(|a| &buf[a]),
         };
-        headers::request(&mut out, buf, req.head, &to, req.body.bytes(buf));
+        let body = changes.body.unwrap_or_else(|| req.body.bytes(buf));
+        headers::request(&mut out, buf, req.head, &to, body);
         out
+    }
+
+    /// A request for an existing task: the owner its id names, with the
+    /// server's id put back; or the unknown-task error, with no backend
+    /// contacted, when the id does not open or its owner is gone.
+    async fn forward_task(
+        self: &Arc<Self>,
+        client: &mut Client,
+        req: &Request<'_>,
+        token: String,
+    ) -> Outcome {
+        let live = req.live;
+        let sealed = match live.affinity.open(token.as_bytes()) {
+            Ok(sealed) if sealed.kind == crate::affinity::TokenKind::Task => sealed,
+            Ok(_) => {
+                return self
+                    .task_unknown(client, req, Some("wrong_transport"), None)
+                    .await
+            }
+            Err(e) => {
+                let why = Unroutable::Invalid(e).invalid_reason();
+                return self.task_unknown(client, req, why, None).await;
+            }
+        };
+        let Some((named, backend)) = find_owner(&live.pools, sealed.backend_bytes())
+            .filter(|(_, b)| b.state() != State::Down)
+        else {
+            return self
+                .task_unknown(client, req, None, Some(sealed.backend()))
+                .await;
+        };
+        let server_id = sealed.upstream_id();
+        let Some(body) = crate::modern::task::restore_body(req.body.bytes(client.buf()), server_id)
+        else {
+            return self
+                .task_unknown(client, req, Some("malformed"), None)
+                .await;
+        };
+        let fleet = &named.fleet;
+        let outstanding = backend.track();
+        let has_name = req.head.fields.count(FieldKind::McpName) > 0;
+        let changes = Changes {
+            mcp_name: has_name.then_some(server_id.as_bytes()),
+            body: Some(&body),
+            ..Changes::default()
+        };
+        let request = self.upstream_request(client, req, &backend, changes);
+        let result = self.call(client, req, &backend, &request).await;
+        buf::give(request);
+        match result {
+            Ok(resp) => {
+                note_response(client, resp.head.status, &backend);
+                let tasks = TaskIds {
+                    creates: false,
+                    echo: Some((server_id.to_owned(), token)),
+                };
+                let outcome = self.respond(
+                    client,
+                    req,
+                    resp,
+                    (&backend, fleet),
+                    outstanding,
+                    (None, tasks),
+                );
+                client.consume(req.consumed);
+                outcome
+            }
+            Err(CallError::ClientGone) => Outcome::CLOSE,
+            Err(CallError::Upstream(e)) => {
+                self.count_upstream_error(&backend, fleet, e.failure);
+                if e.failure == UpstreamFailure::Refused {
+                    return self
+                        .task_unknown(client, req, None, Some(&backend.id))
+                        .await;
+                }
+                tracing::warn!(backend = %backend.id, failure = e.failure.as_str(), detail = %e.detail, "upstream call failed");
+                let err = ProxyError::Upstream {
+                    backend: backend.id.to_string(),
+                    failure: e.failure,
+                    detail: e.detail,
+                };
+                self.answer(client, req, err, Some(&backend)).await
+            }
+        }
+    }
+
+    /// The unknown-task error, counted: `invalid` is why the id did not
+    /// open; `owner`, the backend that is gone.
+    async fn task_unknown(
+        &self,
+        client: &mut Client,
+        req: &Request<'_>,
+        invalid: Option<&'static str>,
+        owner: Option<&str>,
+    ) -> Outcome {
+        match owner {
+            Some(owner) => {
+                tracing::info!(backend = %owner, "task's owner is gone; answered the unknown-task error");
+                self.metrics
+                    .tasks_orphaned
+                    .get_or_create(&Metrics::backend(&Arc::<str>::from(owner)))
+                    .inc();
+            }
+            None => self.count_invalid(invalid.unwrap_or("invalid")),
+        }
+        self.answer(client, req, ProxyError::TaskNotFound, None)
+            .await
+    }
+
+    fn count_invalid(&self, reason: &'static str) {
+        tracing::info!(reason, "task or session reference did not open");
+        self.metrics
+            .invalid_tokens
+            .get_or_create(&metrics::Reason { reason })
+            .inc();
     }
 
     /// Sends `request` and waits for the response head, watching the client:
@@ -442,7 +752,7 @@ impl Proxy {
         match (&why, why.invalid_reason()) {
             (Unroutable::OwnerGone(owner), _) => {
                 tracing::info!(backend = %owner, "session's owner is gone; answered 404");
-                if let Some(b) = self.fleet.pool().get(owner.as_bytes()) {
+                if let Some((_, b)) = find_owner(&req.live.pools, owner.as_bytes()) {
                     b.session_orphaned();
                 }
                 self.metrics
@@ -450,14 +760,7 @@ impl Proxy {
                     .get_or_create(&Metrics::backend(&owner.as_str().into()))
                     .inc();
             }
-            (_, reason) => {
-                let reason = reason.unwrap_or("invalid");
-                tracing::info!(reason, "session reference did not open; answered 404");
-                self.metrics
-                    .invalid_tokens
-                    .get_or_create(&metrics::Reason { reason })
-                    .inc();
-            }
+            (_, reason) => self.count_invalid(reason.unwrap_or("invalid")),
         }
         self.answer(client, req, ProxyError::SessionNotFound, None)
             .await
@@ -527,12 +830,12 @@ impl Proxy {
             .inc();
     }
 
-    fn count_upstream_error(&self, backend: &Backend, failure: UpstreamFailure) {
+    fn count_upstream_error(&self, backend: &Backend, fleet: &Fleet, failure: UpstreamFailure) {
         if matches!(
             failure,
             UpstreamFailure::Refused | UpstreamFailure::Connect | UpstreamFailure::Timeout
         ) {
-            health::passive_failure(backend, &self.fleet.health_settings(), &self.metrics);
+            health::passive_failure(backend, &fleet.health_settings(), &self.metrics);
         }
         self.metrics
             .upstream_errors
@@ -544,9 +847,37 @@ impl Proxy {
     }
 }
 
-impl Live {
-    fn new(config: &Config, previous: Option<SessionKey>) -> Live {
+impl Default for Live {
+    fn default() -> Live {
+        let key = SessionKey::generate();
         Live {
+            affinity: Affinity::new(&key),
+            key,
+            previous: None,
+            settings: Settings {
+                preserve_host: true,
+                stream_idle: None,
+                sse_scan_bytes: 0,
+                access_log: false,
+            },
+            pools: Vec::new(),
+            routes: Routes::default(),
+        }
+    }
+}
+
+impl Live {
+    fn new(
+        config: &Config,
+        previous: Option<SessionKey>,
+        pools: Vec<Arc<Named>>,
+        metrics: &Metrics,
+    ) -> Live {
+        let names: Vec<&str> = pools.iter().map(|p| &*p.name).collect();
+        let routes = Routes::new(&config.routes, &names, metrics);
+        Live {
+            pools,
+            routes,
             affinity: match &previous {
                 Some(previous) => Affinity::with_previous(&config.key, previous),
                 None => Affinity::new(&config.key),

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::{response_session_id, Outcome, Proxy, Request};
+use super::{response_session_id, Outcome, Proxy, Request, TaskIds};
 use crate::affinity::{Owned, ResponseId, TokenKind};
 use crate::classify::SessionRef;
 use crate::downstream::Client;
@@ -17,13 +17,15 @@ use crate::forward::upstream::Response;
 use crate::http1::buf;
 use crate::http1::head::{FieldKind, Framing};
 use crate::metrics::{self, Metrics};
-use crate::pool::{Backend, Outstanding, StreamCount};
+use crate::modern::task;
+use crate::pool::{Backend, Fleet, Outstanding, StreamCount};
 
 /// A response whose body is relayed by the connection's task, with what must
 /// stay counted until it ends.
 pub struct PendingRelay {
     proxy: Arc<Proxy>,
     backend: Arc<Backend>,
+    fleet: Arc<Fleet>,
     relay: Relay,
     /// Close the client connection after this response.
     close: bool,
@@ -44,11 +46,12 @@ impl PendingRelay {
         let PendingRelay {
             proxy,
             backend,
+            fleet,
             relay,
             close,
             ..
         } = *self;
-        proxy.relay_ended(end, relay, &backend, close)
+        proxy.relay_ended(end, relay, (&backend, &fleet), close)
     }
 }
 
@@ -60,9 +63,9 @@ impl Proxy {
         client: &Client,
         req: &Request<'_>,
         resp: Response,
-        backend: &Arc<Backend>,
+        (backend, fleet): (&Arc<Backend>, &Arc<Fleet>),
         outstanding: Outstanding,
-        session: Option<(&Owned, &SessionRef)>,
+        (session, tasks): (Option<(&Owned, &SessionRef)>, TaskIds),
     ) -> Outcome {
         let head = &resp.head;
         let owned = session.map(|(owned, _)| owned);
@@ -93,9 +96,12 @@ impl Proxy {
         let event_stream =
             headers::is_event_stream(head.fields.get(&resp.buf, FieldKind::ContentType));
         let rewrite = event_stream && req.legacy_get && success;
+        let task_rewrite = (tasks.creates || tasks.echo.is_some())
+            && task_ids_possible(&resp, event_stream)
+            && head.framing != Framing::None;
         let downstream = match head.framing {
             Framing::None => Downstream::None,
-            Framing::Length(n) if !rewrite => Downstream::Length(n),
+            Framing::Length(n) if !rewrite && !task_rewrite => Downstream::Length(n),
             _ if req.head.minor == 1 => Downstream::Chunked,
             _ => Downstream::Close,
         };
@@ -115,11 +121,7 @@ impl Proxy {
         );
         self.count_request(backend, head.status);
         if head.status >= 500 {
-            crate::pool::health::passive_failure(
-                backend,
-                &self.fleet.health_settings(),
-                &self.metrics,
-            );
+            crate::pool::health::passive_failure(backend, &fleet.health_settings(), &self.metrics);
         } else {
             backend.call_succeeded();
         }
@@ -141,10 +143,13 @@ impl Proxy {
                     });
                 (self.endpoint_rewriter(req.live, backend), report)
             }),
+            rewrite: task_rewrite
+                .then(|| self.task_rewriter(req.live, backend, tasks, event_stream)),
         };
         Outcome::Relay(Box::new(PendingRelay {
             proxy: self.clone(),
             backend: backend.clone(),
+            fleet: fleet.clone(),
             relay: Relay::new(resp, out, options),
             close,
             _outstanding: outstanding,
@@ -153,7 +158,13 @@ impl Proxy {
     }
 
     /// What a finished relay means for the connections and the counts.
-    fn relay_ended(&self, end: End, relay: Relay, backend: &Arc<Backend>, close: bool) -> bool {
+    fn relay_ended(
+        &self,
+        end: End,
+        relay: Relay,
+        (backend, fleet): (&Arc<Backend>, &Fleet),
+        close: bool,
+    ) -> bool {
         match end {
             End::Complete { reusable } => {
                 if reusable {
@@ -180,10 +191,43 @@ impl Proxy {
             }
             End::Cut(why) => {
                 tracing::info!(backend = %backend.id, why, "response body cut");
-                self.count_upstream_error(backend, UpstreamFailure::Io);
+                self.count_upstream_error(backend, fleet, UpstreamFailure::Io);
                 false
             }
         }
+    }
+
+    /// Rewrites the task ids of a 2026-07-28 response from `backend`.
+    fn task_rewriter(
+        &self,
+        live: &Arc<super::Live>,
+        backend: &Arc<Backend>,
+        tasks: TaskIds,
+        event_stream: bool,
+    ) -> Box<dyn crate::forward::relay::Rewrite> {
+        let seal = tasks.creates.then(|| {
+            let live = live.clone();
+            let backend = backend.clone();
+            let seal: task::SealFn = Box::new(move |id: &str| {
+                live.affinity
+                    .sealer()
+                    .seal(TokenKind::Task, &backend.id, id)
+            });
+            seal
+        });
+        let created = self
+            .metrics
+            .tasks_created
+            .get_or_create(&Metrics::backend(&backend.id))
+            .clone();
+        Box::new(task::TaskRewriter::new(
+            event_stream,
+            seal,
+            tasks.echo,
+            Box::new(move || {
+                created.inc();
+            }),
+        ))
     }
 
     /// Seals the session id of a legacy `endpoint` event for `backend`.
@@ -206,6 +250,20 @@ impl Proxy {
             Some(token)
         };
         EndpointRewriter::new(scan, backend.authority.as_str().to_owned(), Box::new(seal))
+    }
+}
+
+/// Whether a response may carry a task id: an event stream, a body not yet
+/// all here, or one that names `"taskId"`. A whole JSON body without one
+/// keeps its length and goes on untouched (the common `tools/call`).
+fn task_ids_possible(resp: &Response, event_stream: bool) -> bool {
+    if event_stream {
+        return true;
+    }
+    let body = resp.buf.get(resp.head.len..).unwrap_or_default();
+    match resp.head.framing {
+        Framing::Length(n) if body.len() as u64 >= n => task::contains(body, b"\"taskId\""),
+        _ => true,
     }
 }
 

@@ -177,7 +177,11 @@ async fn background(control: Arc<Control>, mut stop: watch::Receiver<Stop>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => control.proxy.fleet().tick(Instant::now()),
+            _ = tick.tick() => {
+                for named in control.proxy.all_pools() {
+                    named.fleet.tick(Instant::now());
+                }
+            }
             _ = stop.wait_for(|s| *s != Stop::Running) => return,
         }
     }
@@ -223,7 +227,11 @@ async fn accept_loop(
                 Err(e) => errors.failed(&e).await,
             },
             Some(joined) = conns.join_next(), if !conns.is_empty() => task_ended(joined, &metrics),
-            _ = sweep.tick() => proxy.upstream().sweep(proxy.pool().backends()),
+            _ = sweep.tick() => {
+                for named in proxy.all_pools() {
+                    proxy.upstream().sweep(named.fleet.pool().backends());
+                }
+            }
             _ = stop.changed() => break,
         }
     }

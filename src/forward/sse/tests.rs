@@ -171,3 +171,26 @@ fn scanner_reports_ranges() {
     assert_eq!(data, [&b"x"[..], b"y"]);
     assert_eq!(&buf[ev.end..], b"rest");
 }
+
+#[test]
+fn events_are_grouped_by_their_blank_line_whatever_the_line_ends() {
+    assert_eq!(event_end(b"data: 1\n\ndata: 2\n\n"), Some(9));
+    assert_eq!(event_end(b"data: 1\r\n\r\nrest"), Some(11));
+    assert_eq!(event_end(b"data: 1\r\rrest"), Some(9));
+    assert_eq!(event_end(b": keepalive\n\n"), Some(13));
+    assert_eq!(event_end(b"data: 1\n"), None);
+    assert_eq!(event_end(b"data: 1\r"), None);
+    assert_eq!(event_end(b""), None);
+}
+
+#[test]
+fn event_data_joins_lines_and_write_event_keeps_the_rest() {
+    let event = b"id: 7\r\nevent: message\r\ndata: {\"a\":\r\ndata:1}\r\n\r\n";
+    assert_eq!(event_data(event).unwrap(), b"{\"a\":\n1}");
+    assert_eq!(event_data(b": comment\n\n"), None);
+    assert_eq!(event_data(b"data\n\n").unwrap(), b"");
+    assert_eq!(event_data(b"database: x\n\n"), None);
+    let mut out = Vec::new();
+    write_event(event, b"{\"a\":2}", &mut out);
+    assert_eq!(out, b"id: 7\r\nevent: message\r\ndata: {\"a\":2}\n\r\n");
+}
