@@ -299,3 +299,106 @@ access = true
         assert_eq!(err.key, key, "{text}: {err}");
     }
 }
+
+fn parsed(text: &str) -> Result<Config, ConfigError> {
+    Config::from_parts(parse_file(text, "t.toml")?, Overrides::default(), &no_env)
+}
+
+#[test]
+fn pools_and_routes_parse_as_the_issue_writes_them() {
+    let c = parsed(
+        r#"
+[health]
+fall = 7
+[pools.main]
+backends = ["http://10.0.0.1:3000", "dns://mcp.default.svc:3000"]
+[pools.reports]
+backends = ["http://10.0.0.9:3000"]
+balance = "round-robin"
+[pools.reports.health]
+check = "tcp"
+
+[[routes]]
+method = "tools/call"
+name = "report_*"
+pool = "reports"
+
+[[routes]]
+pool = "main"
+"#,
+    )
+    .unwrap();
+    let names: Vec<&str> = c.pools.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["main", "reports"]);
+    let main = c.pool("main").unwrap();
+    assert_eq!((main.backends.len(), main.sources.len()), (1, 1));
+    assert_eq!(main.balance, Balance::LeastOutstanding);
+    let reports = c.pool("reports").unwrap();
+    assert_eq!(reports.balance, Balance::RoundRobin);
+    // A pool's [health] keys over the top-level ones.
+    assert_eq!(reports.health.check, crate::pool::health::Check::Tcp);
+    assert_eq!((reports.health.fall, main.health.fall), (7, 7));
+    assert_eq!(c.routes.len(), 2);
+    assert_eq!(c.routes[0].name.as_deref(), Some("report_*"));
+    assert!(c.routes[0].validate && c.routes[1].validate);
+    // The view shows both, and parses back as TOML.
+    let toml = c.to_toml();
+    assert!(toml.contains("[pools.reports]"), "{toml}");
+    assert!(toml.parse::<toml::Table>().is_ok(), "{toml}");
+}
+
+#[test]
+fn backend_flags_alone_make_the_default_pool_with_a_catch_all_route() {
+    let c = Config::from_parts(
+        FileConfig::default(),
+        with_backends(&["http://127.0.0.1:9001"]),
+        &no_env,
+    )
+    .unwrap();
+    assert_eq!(c.pools.len(), 1);
+    assert_eq!(c.pools[0].name, DEFAULT_POOL);
+    assert_eq!(c.routes, [RouteConfig::catch_all(DEFAULT_POOL.into())]);
+    // Flags next to named pools: the default pool, and it is the fallback.
+    let file = parse_file("[pools.b]\nbackends = [\"http://h:2\"]\n", "t").unwrap();
+    let c = Config::from_parts(file, with_backends(&["http://h:1"]), &no_env).unwrap();
+    assert_eq!(c.routes, [RouteConfig::catch_all(DEFAULT_POOL.into())]);
+}
+
+#[test]
+fn pool_and_route_errors_name_their_key() {
+    for (text, key) in [
+        (
+            "[pools.a]\nbackends = [\"http://h:1\"]\n[pools.b]\nbackends = [\"http://h:2\"]\n",
+            "routes",
+        ),
+        (
+            "[pools.a]\nbackends = [\"http://h:1\"]\n[[routes]]\npool = \"nope\"\n",
+            "routes[0].pool",
+        ),
+        ("[pools.a]\nbackends = []\n", "pools.a.backends"),
+        ("[pools.\"a b\"]\nbackends = [\"http://h:1\"]\n", "pools.a b"),
+        (
+            "backends = [\"http://h:1\"]\n[pools.default]\nbackends = [\"http://h:2\"]\n",
+            "pools.default",
+        ),
+        (
+            "[pools.a]\nbackends = [\"http://h:1\"]\n[[routes]]\npath_prefix = \"mcp\"\npool = \"a\"\n",
+            "routes[0].path_prefix",
+        ),
+        (
+            "[pools.a]\nbackends = [\"http://h:1\"]\n[[routes]]\nname = \"\"\npool = \"a\"\n",
+            "routes[0].name",
+        ),
+        (
+            "[pools.a]\nbackends = [\"ftp://h:1\"]\n",
+            "pools.a.backends[0]",
+        ),
+        (
+            "[pools.a]\nbackends = [\"http://h:1\"]\n[pools.a.health]\nfall = 0\n",
+            "pools.a.health.fall",
+        ),
+    ] {
+        let err = parsed(text).unwrap_err();
+        assert_eq!(err.key, key, "{text}: {err}");
+    }
+}

@@ -1,0 +1,368 @@
+//! The 2026-07-28 revision on the wire, against raw backends that show exactly
+//! what reached them: header validation (no backend contacted on a mismatch),
+//! routes by header, host and path, the era rule for session ids, and task
+//! affinity (ids sealed in JSON and SSE answers, restored in body and
+//! `Mcp-Name` on the way in, the unknown-task error with no backend contacted).
+//! The same features with real SDK peers: interop/python/test_modern.py.
+
+mod support;
+
+use mcp_tether_testkit::raw::{exchange, post, After, RawBackend};
+use serde_json::{json, Value};
+use support::*;
+
+const MODERN: &str = "MCP-Protocol-Version: 2026-07-28\r\n";
+
+fn call(name: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+           "params": {"name": name, "arguments": {},
+                      "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                                "io.modelcontextprotocol/clientCapabilities":
+                                    {"extensions": {"io.modelcontextprotocol/tasks": {}}}}}})
+    .to_string()
+}
+
+fn task_request(method: &str, task_id: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": 2, "method": method, "params": {"taskId": task_id}}).to_string()
+}
+
+/// A request to Tether on its own connection; the whole answer.
+async fn send(t: &mcp_tether::Running, body: &str, fields: &str) -> String {
+    let fields = format!("{MODERN}{fields}Connection: close\r\n");
+    exchange(t.proxy_addr, post("/mcp", body, &fields).as_bytes()).await
+}
+
+fn status(answer: &str) -> u16 {
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The JSON body of an answer (the last `data:` of an event stream, or the
+/// de-chunked body).
+fn body(answer: &str) -> Value {
+    let (head, rest) = answer.split_once("\r\n\r\n").expect("a head");
+    let text = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = rest;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        out
+    } else {
+        rest.to_owned()
+    };
+    match text.lines().filter_map(|l| l.strip_prefix("data: ")).last() {
+        Some(data) => serde_json::from_str(data).expect("event data is JSON"),
+        None => serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")),
+    }
+}
+
+fn respond_json(value: Value) -> (Vec<u8>, After) {
+    let body = value.to_string();
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    (
+        [head.into_bytes(), body.into_bytes()].concat(),
+        After::KeepOpen,
+    )
+}
+
+/// A server with tasks: `tools/call` creates task `srv-NAME` (as JSON, or as
+/// an event stream when the tool is `sse`); `tasks/*` answer about the id
+/// they were sent.
+fn task_server(name: &'static str) -> impl Fn(&str) -> (Vec<u8>, After) + Send + Sync {
+    move |request: &str| {
+        let body = request.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let message: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        let id = &message["id"];
+        let result = match message["method"].as_str() {
+            Some("tools/call") => json!({"taskId": format!("srv-{name}"), "status": "working",
+                                         "resultType": "task", "ttlMs": 60000}),
+            _ => json!({"taskId": message["params"]["taskId"], "status": "completed",
+                        "resultType": "complete", "result": {"content": [{"type": "text", "text": name}]}}),
+        };
+        let answer = json!({"jsonrpc": "2.0", "id": id, "result": result});
+        if message["params"]["name"] == "sse" {
+            let events = format!(
+                ": keepalive\n\nevent: message\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{{\"progress\":1}}}}\n\nevent: message\ndata: {answer}\n\n"
+            );
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n",
+                events.len()
+            );
+            return (
+                [head.into_bytes(), events.into_bytes()].concat(),
+                After::KeepOpen,
+            );
+        }
+        respond_json(answer)
+    }
+}
+
+#[tokio::test]
+async fn a_mismatch_is_answered_400_and_reaches_no_backend() {
+    let backend = RawBackend::start(task_server("a")).await;
+    let t = tether_urls(vec![backend.url()], "").await;
+    for (fields, why) in [
+        ("Mcp-Method: tools/call\r\nMcp-Name: other\r\n", "Mcp-Name"),
+        ("Mcp-Method: tools/call\r\n", "Mcp-Name is missing"),
+        (
+            "Mcp-Method: tools/list\r\nMcp-Name: whoami\r\n",
+            "Mcp-Method",
+        ),
+        (
+            "Mcp-Method: tools/call\r\nMcp-Name: whoami\r\nMcp-Name: whoami\r\n",
+            "twice",
+        ),
+        (
+            "Mcp-Method: tools/call\r\nMcp-Name: =?base64?%%?=\r\n",
+            "base64",
+        ),
+    ] {
+        let answer = send(&t, &call("whoami"), fields).await;
+        assert_eq!(status(&answer), 400, "{fields}: {answer}");
+        let v = body(&answer);
+        assert_eq!(v["error"]["code"], -32020, "{answer}");
+        assert_eq!(v["id"], 1);
+        assert!(
+            v["error"]["data"]["detail"].as_str().unwrap().contains(why),
+            "{answer}"
+        );
+    }
+    assert!(backend.seen().is_empty(), "{:?}", backend.seen());
+    // Matching, base64-encoded, with an unknown Mcp-Param-* and a session id
+    // (no session in this revision): forwarded, all of it untouched.
+    let fields = "Mcp-Method: tools/call\r\nMcp-Name: =?base64?d2hvYW1p?=\r\nMcp-Param-Region: eu\r\nMcp-Session-Id: raw-id\r\n";
+    let answer = send(&t, &call("whoami"), fields).await;
+    assert_eq!(status(&answer), 200, "{answer}");
+    let seen = backend.seen().join("");
+    assert!(seen.contains("Mcp-Param-Region: eu"), "{seen}");
+    assert!(seen.contains("Mcp-Session-Id: raw-id"), "{seen}");
+    assert!(seen.contains("Mcp-Name: =?base64?d2hvYW1p?="), "{seen}");
+}
+
+#[tokio::test]
+async fn an_older_version_with_mcp_method_keeps_the_session_rules() {
+    // Mcp-Method with an older version is not modern: the raw session id is
+    // refused (404), it never reaches the backend past the token check.
+    let backend = RawBackend::start(task_server("a")).await;
+    let t = tether_urls(vec![backend.url()], "").await;
+    let fields = "MCP-Protocol-Version: 2025-11-25\r\nMcp-Method: tools/call\r\nMcp-Name: whoami\r\nMcp-Session-Id: raw-id\r\nConnection: close\r\n";
+    let answer = exchange(
+        t.proxy_addr,
+        post("/mcp", &call("whoami"), fields).as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&answer), 404, "{answer}");
+    assert!(backend.seen().is_empty());
+}
+
+#[tokio::test]
+async fn a_task_lives_on_its_owner_and_its_id_is_sealed_both_ways() {
+    let backends = [
+        RawBackend::start(task_server("a")).await,
+        RawBackend::start(task_server("b")).await,
+        RawBackend::start(task_server("c")).await,
+    ];
+    let t = tether_urls(backends.iter().map(RawBackend::url).collect(), "").await;
+    let calls = "Mcp-Method: tools/call\r\nMcp-Name: report\r\n";
+    let counts = || backends.iter().map(|b| b.seen().len()).collect::<Vec<_>>();
+    let mut owners = Vec::new();
+    for _ in 0..3 {
+        let at_start = counts();
+        let created = body(&send(&t, &call("report"), calls).await);
+        let token = created["result"]["taskId"].as_str().unwrap().to_owned();
+        assert!(token.starts_with("t1."), "{created}");
+        let before = counts();
+        let owner = (0..3).find(|&i| before[i] > at_start[i]).unwrap();
+        owners.push(owner);
+        for method in ["tasks/get", "tasks/update", "tasks/cancel"] {
+            // With and without the Mcp-Name the SEP asks for.
+            for name in ["".to_owned(), format!("Mcp-Name: {token}\r\n")] {
+                let fields = format!("Mcp-Method: {method}\r\n{name}");
+                let answer = send(&t, &task_request(method, &token), &fields).await;
+                assert_eq!(status(&answer), 200, "{answer}");
+                assert_eq!(
+                    body(&answer)["result"]["taskId"],
+                    token.as_str(),
+                    "echoed as the client knows it"
+                );
+                let seen = backends[owner].seen().last().cloned().unwrap();
+                let (head, sent) = seen.split_once("\r\n\r\n").unwrap();
+                let sent: Value = serde_json::from_str(sent).unwrap();
+                assert!(
+                    sent["params"]["taskId"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("srv-"),
+                    "{sent}"
+                );
+                assert!(!head.contains("t1."), "the server's id in Mcp-Name: {head}");
+                if !name.is_empty() {
+                    assert!(head.contains("Mcp-Name: srv-"), "{head}");
+                }
+            }
+        }
+        for (i, b) in backends.iter().enumerate() {
+            let more = b.seen().len() - before[i];
+            assert_eq!(more, if i == owner { 6 } else { 0 }, "backend {i}");
+        }
+    }
+    owners.sort();
+    assert_eq!(owners, [0, 1, 2], "new tasks spread over the backends");
+    let m = metrics(&t).await;
+    let created: f64 = backends
+        .iter()
+        .map(|b| {
+            sample(
+                &m,
+                &format!("tether_tasks_created_total{{backend=\"{}\"}}", b.addr),
+            )
+        })
+        .sum();
+    assert_eq!(created, 3.0);
+}
+
+#[tokio::test]
+async fn a_task_created_in_an_event_stream_is_sealed_and_the_rest_passes() {
+    let backend = RawBackend::start(task_server("a")).await;
+    let t = tether_urls(vec![backend.url()], "").await;
+    let answer = send(
+        &t,
+        &call("sse"),
+        "Mcp-Method: tools/call\r\nMcp-Name: sse\r\n",
+    )
+    .await;
+    assert_eq!(status(&answer), 200, "{answer}");
+    assert!(answer.contains(": keepalive\n\n"), "{answer}");
+    assert!(answer.contains("notifications/progress"), "{answer}");
+    assert!(!answer.contains("srv-a"), "{answer}");
+    let token = body(&answer)["result"]["taskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let answer = send(
+        &t,
+        &task_request("tasks/get", &token),
+        "Mcp-Method: tasks/get\r\n",
+    )
+    .await;
+    assert_eq!(body(&answer)["result"]["taskId"], token.as_str());
+}
+
+#[tokio::test]
+async fn an_unknown_task_gets_the_seps_error_with_no_backend_contacted() {
+    let backend = RawBackend::start(task_server("a")).await;
+    let t = tether_urls(vec![backend.url()], "").await;
+    let other = mcp_tether::affinity::Sealer::new(&mcp_tether::affinity::SessionKey::generate());
+    let forged = other
+        .seal(
+            mcp_tether::affinity::TokenKind::Task,
+            &backend.addr.to_string(),
+            "srv-a",
+        )
+        .unwrap();
+    let session = {
+        // A session token is not a task token.
+        let created = send(
+            &t,
+            &call("report"),
+            "Mcp-Method: tools/call\r\nMcp-Name: report\r\n",
+        )
+        .await;
+        assert_eq!(status(&created), 200);
+        backend.seen().len()
+    };
+    for id in ["srv-a", forged.as_str(), "t1.AAAA"] {
+        let answer = send(
+            &t,
+            &task_request("tasks/get", id),
+            "Mcp-Method: tasks/get\r\n",
+        )
+        .await;
+        assert_eq!(status(&answer), 400, "{answer}");
+        let v = body(&answer);
+        assert_eq!(v["error"]["code"], -32602, "{answer}");
+        assert_eq!(v["id"], 2);
+    }
+    assert_eq!(backend.seen().len(), session, "no backend contacted");
+    let m = metrics(&t).await;
+    assert!(sample(&m, "tether_invalid_tokens_total{reason=\"forged\"}") >= 1.0);
+}
+
+#[tokio::test]
+async fn routes_pick_pools_by_header_host_and_path() {
+    let main = RawBackend::start(task_server("main")).await;
+    let reports = RawBackend::start(task_server("reports")).await;
+    let admin = RawBackend::start(task_server("admin")).await;
+    let extra = format!(
+        "[pools.main]\nbackends = [\"{}\"]\n[pools.reports]\nbackends = [\"{}\"]\n[pools.admin]\nbackends = [\"{}\"]\n\
+         [[routes]]\nmethod = \"tools/call\"\nname = \"report_*\"\npool = \"reports\"\n\
+         [[routes]]\nhost = \"admin.example\"\npool = \"admin\"\n\
+         [[routes]]\npath_prefix = \"/admin/\"\npool = \"admin\"\n\
+         [[routes]]\npool = \"main\"\n",
+        main.url(),
+        reports.url(),
+        admin.url()
+    );
+    let file = mcp_tether::config::parse_file(&test_toml(&extra), "test").unwrap();
+    let overrides = mcp_tether::config::Overrides {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Default::default()
+    };
+    let config = mcp_tether::config::Config::from_parts(file, overrides, &|_| None).unwrap();
+    let t = mcp_tether::start(config).await.unwrap();
+    for name in ["report_q3", "report_", "other", "weekly_report"] {
+        send(
+            &t,
+            &call(name),
+            &format!("Mcp-Method: tools/call\r\nMcp-Name: {name}\r\n"),
+        )
+        .await;
+    }
+    assert_eq!(reports.seen().len(), 2);
+    assert_eq!(main.seen().len(), 2);
+    let on_host = "POST /mcp HTTP/1.1\r\nHost: Admin.Example:8443\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+    exchange(t.proxy_addr, on_host.as_bytes()).await;
+    let on_path =
+        "POST /admin/mcp HTTP/1.1\r\nHost: lb\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+    exchange(t.proxy_addr, on_path.as_bytes()).await;
+    assert_eq!(admin.seen().len(), 2);
+    // An older-era request whose headers name the routed tool: refused (the
+    // spec's SHOULD for who routes on those headers).
+    let old = format!(
+        "MCP-Protocol-Version: 2025-06-18\r\nMcp-Method: tools/call\r\nMcp-Name: report_x\r\nConnection: close\r\n"
+    );
+    let answer = exchange(
+        t.proxy_addr,
+        post("/mcp", &call("report_x"), &old).as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&answer), 400, "{answer}");
+    assert_eq!(reports.seen().len(), 2);
+    let m = metrics(&t).await;
+    assert_eq!(
+        sample(
+            &m,
+            "tether_route_requests_total{route=\"0\",pool=\"reports\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(&m, "tether_route_requests_total{route=\"3\",pool=\"main\"}"),
+        2.0
+    );
+}
