@@ -62,7 +62,11 @@ fn body(answer: &str) -> Value {
     } else {
         rest.to_owned()
     };
-    match text.lines().filter_map(|l| l.strip_prefix("data: ")).last() {
+    match text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .next_back()
+    {
         Some(data) => serde_json::from_str(data).expect("event data is JSON"),
         None => serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")),
     }
