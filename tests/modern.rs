@@ -347,12 +347,10 @@ async fn routes_pick_pools_by_header_host_and_path() {
     assert_eq!(admin.seen().len(), 2);
     // An older-era request whose headers name the routed tool: refused (the
     // spec's SHOULD for who routes on those headers).
-    let old = format!(
-        "MCP-Protocol-Version: 2025-06-18\r\nMcp-Method: tools/call\r\nMcp-Name: report_x\r\nConnection: close\r\n"
-    );
+    let old = "MCP-Protocol-Version: 2025-06-18\r\nMcp-Method: tools/call\r\nMcp-Name: report_x\r\nConnection: close\r\n";
     let answer = exchange(
         t.proxy_addr,
-        post("/mcp", &call("report_x"), &old).as_bytes(),
+        post("/mcp", &call("report_x"), old).as_bytes(),
     )
     .await;
     assert_eq!(status(&answer), 400, "{answer}");
