@@ -173,7 +173,7 @@ fn restore_refuses_ids_that_cannot_travel() {
         let token = a.sealer().seal(kind, "127.0.0.1:9001", id).unwrap();
         let (target, header) = match kind {
             TokenKind::Legacy => (format!("{target}{token}"), None),
-            TokenKind::Streamable | TokenKind::Task => (target.to_owned(), Some(token.as_str())),
+            _ => (target.to_owned(), Some(token.as_str())),
         };
         let session = request(&target, header).unwrap();
         let owned = session.resolve(&a, &p).unwrap();

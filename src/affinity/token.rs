@@ -93,6 +93,8 @@ pub enum TokenKind {
     Legacy = 2,
     /// A task's id (SEP-2663, 2026-07-28): `params.taskId` and `Mcp-Name`.
     Task = 3,
+    /// Cookie stickiness: a backend, no upstream id (a `Set-Cookie` value).
+    Cookie = 4,
 }
 
 /// What a token says once opened. A typical plaintext (a `host:port` and a
@@ -275,6 +277,7 @@ fn parse_plain(plain: &[u8]) -> Result<Sealed, TokenError> {
         1 => TokenKind::Streamable,
         2 => TokenKind::Legacy,
         3 => TokenKind::Task,
+        4 => TokenKind::Cookie,
         _ => return Err(TokenError::Malformed),
     };
     let (&len, rest) = rest.split_first().ok_or(TokenError::Malformed)?;

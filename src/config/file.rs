@@ -84,6 +84,14 @@ pub struct RouteFile {
     pub pool: String,
     /// Check `Mcp-*` headers against the body (2026-07-28 requests). Default true.
     pub validate: Option<bool>,
+    /// Soft affinity: `header:NAME`, `authorization` or `cookie:NAME`, hashed
+    /// onto the pool with bounded loads.
+    pub soft_affinity: Option<String>,
+    /// With `soft_affinity`: how far above the mean load a backend may be and
+    /// still take its keys. Default 1.25.
+    pub load_factor: Option<f64>,
+    /// Cookie stickiness: the name of a sealed cookie naming the backend.
+    pub sticky_cookie: Option<String>,
 }
 
 /// `[limits]` in the file.

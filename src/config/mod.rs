@@ -41,7 +41,7 @@ pub struct PoolConfig {
 }
 
 /// A route: what a request must carry to go to `pool`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RouteConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
@@ -53,6 +53,51 @@ pub struct RouteConfig {
     pub name: Option<String>,
     pub pool: String,
     pub validate: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soft_affinity: Option<SoftKey>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_factor: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sticky_cookie: Option<String>,
+}
+
+/// What soft affinity hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SoftKey {
+    /// A request header's value (a tenant id an auth proxy sets).
+    Header(String),
+    /// The whole `Authorization` value.
+    Authorization,
+    /// A cookie's value.
+    Cookie(String),
+}
+
+impl SoftKey {
+    fn parse(text: &str) -> Option<SoftKey> {
+        let token = |v: &str| {
+            !v.is_empty()
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        };
+        match text.split_once(':') {
+            None if text == "authorization" => Some(SoftKey::Authorization),
+            Some(("header", name)) if token(name) => {
+                Some(SoftKey::Header(name.to_ascii_lowercase()))
+            }
+            Some(("cookie", name)) if token(name) => Some(SoftKey::Cookie(name.to_owned())),
+            _ => None,
+        }
+    }
+}
+
+impl serde::Serialize for SoftKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SoftKey::Header(name) => s.serialize_str(&format!("header:{name}")),
+            SoftKey::Authorization => s.serialize_str("authorization"),
+            SoftKey::Cookie(name) => s.serialize_str(&format!("cookie:{name}")),
+        }
+    }
 }
 
 impl RouteConfig {
@@ -64,6 +109,9 @@ impl RouteConfig {
             name: None,
             pool,
             validate: true,
+            soft_affinity: None,
+            load_factor: None,
+            sticky_cookie: None,
         }
     }
 }
@@ -513,6 +561,39 @@ fn routes(file: Vec<RouteFile>, pools: &[PoolConfig]) -> Result<Vec<RouteConfig>
         {
             return Err(ConfigError::new(key("path_prefix"), "must begin with /"));
         }
+        let soft_affinity = match &r.soft_affinity {
+            None => None,
+            Some(text) => Some(SoftKey::parse(text).ok_or_else(|| {
+                ConfigError::new(
+                    key("soft_affinity"),
+                    "must be header:NAME, authorization or cookie:NAME",
+                )
+            })?),
+        };
+        match r.load_factor {
+            Some(_) if soft_affinity.is_none() => {
+                return Err(ConfigError::new(
+                    key("load_factor"),
+                    "applies with soft_affinity",
+                ))
+            }
+            Some(f) if !(1.0..=100.0).contains(&f) => {
+                return Err(ConfigError::new(key("load_factor"), "must be 1.0 to 100"))
+            }
+            _ => {}
+        }
+        let cookie_ok = |c: &str| {
+            !c.is_empty()
+                && c.len() <= 64
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if r.sticky_cookie.as_deref().is_some_and(|c| !cookie_ok(c)) {
+            return Err(ConfigError::new(
+                key("sticky_cookie"),
+                "a cookie name is 1-64 letters, digits, '-' or '_'",
+            ));
+        }
         routes.push(RouteConfig {
             path_prefix: r.path_prefix,
             host: r.host.map(|h| h.to_ascii_lowercase()),
@@ -520,6 +601,11 @@ fn routes(file: Vec<RouteFile>, pools: &[PoolConfig]) -> Result<Vec<RouteConfig>
             name: r.name,
             pool: r.pool,
             validate: r.validate.unwrap_or(true),
+            load_factor: soft_affinity
+                .as_ref()
+                .map(|_| r.load_factor.unwrap_or(1.25)),
+            soft_affinity,
+            sticky_cookie: r.sticky_cookie,
         });
     }
     Ok(routes)

@@ -397,6 +397,22 @@ fn pool_and_route_errors_name_their_key() {
             "[pools.a]\nbackends = [\"http://h:1\"]\n[pools.a.health]\nfall = 0\n",
             "pools.a.health.fall",
         ),
+        (
+            "backends = [\"http://h:1\"]\n[[routes]]\npool = \"default\"\nsoft_affinity = \"ip\"\n",
+            "routes[0].soft_affinity",
+        ),
+        (
+            "backends = [\"http://h:1\"]\n[[routes]]\npool = \"default\"\nload_factor = 2.0\n",
+            "routes[0].load_factor",
+        ),
+        (
+            "backends = [\"http://h:1\"]\n[[routes]]\npool = \"default\"\nsoft_affinity = \"authorization\"\nload_factor = 0.5\n",
+            "routes[0].load_factor",
+        ),
+        (
+            "backends = [\"http://h:1\"]\n[[routes]]\npool = \"default\"\nsticky_cookie = \"a;b\"\n",
+            "routes[0].sticky_cookie",
+        ),
     ] {
         let err = parsed(text).unwrap_err();
         assert_eq!(err.key, key, "{text}: {err}");

@@ -178,6 +178,15 @@ pub fn response(
     out.extend_from_slice(b"\r\n");
 }
 
+/// Adds a field to a head `response` wrote (before its final empty line).
+pub fn append_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    if out.ends_with(b"\r\n\r\n") {
+        out.truncate(out.len() - 2);
+        field(out, name, value);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// A whole response Tether writes itself (errors): JSON, with its length,
 /// and `Retry-After` when the refusal is a matter of load.
 pub fn own_response(

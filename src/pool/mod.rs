@@ -13,6 +13,7 @@ mod backend;
 pub mod discovery;
 pub mod fleet;
 pub mod health;
+pub mod ring;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -67,6 +68,8 @@ pub struct Pool {
     backends: Vec<Arc<Backend>>,
     balance: Balance,
     next: AtomicUsize,
+    /// Built the first time a key is hashed (soft affinity is opt-in).
+    ring: std::sync::OnceLock<ring::Ring>,
 }
 
 impl Pool {
@@ -75,6 +78,7 @@ impl Pool {
             backends,
             balance,
             next: AtomicUsize::new(0),
+            ring: std::sync::OnceLock::new(),
         }
     }
 
@@ -114,6 +118,48 @@ impl Pool {
                 backend,
                 panic: true,
             })
+    }
+
+    /// Soft affinity: the first `active` backend clockwise from `hash` on
+    /// the ring whose outstanding requests stay within `load_factor` times
+    /// the mean (`ring`). With none active, the ordinary pick (panic mode).
+    pub fn pick_by_key(
+        &self,
+        hash: u64,
+        load_factor: f64,
+        exclude: &[Arc<Backend>],
+    ) -> Option<Picked> {
+        let untried = |b: &Arc<Backend>| !exclude.iter().any(|e| Arc::ptr_eq(e, b));
+        let active: Vec<&Arc<Backend>> = self
+            .backends
+            .iter()
+            .filter(|b| b.takes_new() && untried(b))
+            .collect();
+        if active.is_empty() {
+            return self.pick(exclude);
+        }
+        let total: usize = active.iter().map(|b| b.outstanding()).sum();
+        let cap = ring::capacity(total, active.len(), load_factor);
+        let ring = self.ring.get_or_init(|| ring::Ring::new(&self.backends));
+        let mut first = None;
+        for i in ring.walk(hash, self.backends.len()) {
+            let b = &self.backends[i];
+            if !b.takes_new() || !untried(b) {
+                continue;
+            }
+            first.get_or_insert(i);
+            if b.outstanding() < cap {
+                return Some(Picked {
+                    backend: b.clone(),
+                    panic: false,
+                });
+            }
+        }
+        // Every one at capacity (a factor below 1): the key's own.
+        first.map(|i| Picked {
+            backend: self.backends[i].clone(),
+            panic: false,
+        })
     }
 
     fn select(&self, start: usize, accept: impl Fn(&Arc<Backend>) -> bool) -> Option<Arc<Backend>> {
@@ -253,6 +299,54 @@ mod tests {
         b.set_health(Health::Healthy);
         b.set_drain(drain::CONFIG, false);
         assert_eq!(b.state(), State::Active);
+    }
+
+    #[test]
+    fn a_key_keeps_its_backend_until_it_is_over_its_share() {
+        let p = pool(5, Balance::LeastOutstanding);
+        let key = ring::hash_key(b"tenant-a");
+        let home = p.pick_by_key(key, 1.25, &[]).unwrap().backend;
+        for _ in 0..10 {
+            assert_eq!(p.pick_by_key(key, 1.25, &[]).unwrap().backend.id, home.id);
+        }
+        // Keys spread: 200 keys land on every backend, none with more than
+        // twice its share.
+        let mut counts = std::collections::HashMap::new();
+        for k in 0..200 {
+            let b = p.pick_by_key(ring::hash_key(format!("k{k}").as_bytes()), 1.25, &[]);
+            *counts.entry(b.unwrap().backend.id.clone()).or_insert(0) += 1;
+        }
+        assert_eq!(counts.len(), 5, "{counts:?}");
+        assert!(counts.values().all(|&c| c < 80), "{counts:?}");
+        // Busy beyond 1.25x the mean: the next backend on the ring takes it.
+        let busy: Vec<_> = (0..4).map(|_| home.track()).collect();
+        let moved = p.pick_by_key(key, 1.25, &[]).unwrap().backend;
+        assert_ne!(moved.id, home.id);
+        drop(busy);
+        assert_eq!(p.pick_by_key(key, 1.25, &[]).unwrap().backend.id, home.id);
+        // A drained home: elsewhere; excluded (refused): elsewhere.
+        home.set_drain(drain::ADMIN, true);
+        assert_ne!(p.pick_by_key(key, 1.25, &[]).unwrap().backend.id, home.id);
+        home.set_drain(drain::ADMIN, false);
+        let other = p
+            .pick_by_key(key, 1.25, std::slice::from_ref(&home))
+            .unwrap();
+        assert_ne!(other.backend.id, home.id);
+    }
+
+    #[test]
+    fn a_backend_leaving_moves_only_its_keys() {
+        let five = pool(5, Balance::LeastOutstanding);
+        let four = Pool::new(five.backends()[..4].to_vec(), Balance::LeastOutstanding);
+        let gone = five.backends()[4].id.clone();
+        for k in 0..200 {
+            let key = ring::hash_key(format!("k{k}").as_bytes());
+            let before = five.pick_by_key(key, 10.0, &[]).unwrap().backend.id.clone();
+            let after = four.pick_by_key(key, 10.0, &[]).unwrap().backend.id.clone();
+            if before != gone {
+                assert_eq!(before, after, "key k{k} moved");
+            }
+        }
     }
 
     #[test]

@@ -130,18 +130,35 @@ struct Request<'a> {
 /// Where a request that begins something goes.
 enum Chosen {
     /// The pick of this pool; `creates`: the answer may be a new task.
-    Pool { named: Arc<Named>, creates: bool },
+    Pool {
+        named: Arc<Named>,
+        creates: bool,
+        steer: Steer,
+    },
     /// A request for an existing task (its sealed id): to its owner.
     Task { token: String },
 }
 
-/// What the response's task ids need (`modern::task`).
+/// How a route steers the pick within its pool (opt-in, soft: a backend
+/// that cannot take the request is simply not chosen).
 #[derive(Default)]
-pub struct TaskIds {
+struct Steer {
+    /// Soft affinity: the key's hash and the load factor.
+    hash: Option<(u64, f64)>,
+    /// Cookie stickiness: the cookie's name and the backend its value names.
+    cookie: Option<(Box<str>, Option<String>)>,
+}
+
+/// What the response needs besides the head's rewrite: its task ids
+/// (`modern::task`), a cookie to set.
+#[derive(Default)]
+pub struct ResponseChanges {
     /// A new task's id is sealed with the answering backend.
     pub creates: bool,
     /// The task the request named: (server's id, client's token).
     pub echo: Option<(String, String)>,
+    /// A whole `Set-Cookie` value (cookie stickiness).
+    pub set_cookie: Option<String>,
 }
 
 /// What the request sent upstream changes from the client's.
@@ -385,7 +402,7 @@ impl Proxy {
                     resp,
                     (&backend, fleet),
                     outstanding,
-                    (Some((&owned, &session)), TaskIds::default()),
+                    (Some((&owned, &session)), ResponseChanges::default()),
                 );
                 client.consume(req.consumed);
                 outcome
@@ -486,15 +503,36 @@ impl Proxy {
             .get(route.pool)
             .cloned()
             .ok_or(ProxyError::NoRoute)?;
-        Ok(Chosen::Pool { named, creates })
+        let steer = Steer {
+            hash: route.soft.as_ref().and_then(|(_, factor)| {
+                let key = route.soft_key(buf, fields)?;
+                Some((crate::pool::ring::hash_key(key), *factor))
+            }),
+            cookie: route.cookie.as_ref().map(|name| {
+                let owner = route::cookie(buf, fields, name.as_bytes())
+                    .and_then(|v| live.affinity.open(v).ok())
+                    .filter(|s| s.kind == crate::affinity::TokenKind::Cookie)
+                    .map(|s| s.backend().to_owned());
+                (name.clone(), owner)
+            }),
+        };
+        Ok(Chosen::Pool {
+            named,
+            creates,
+            steer,
+        })
     }
 
     /// A request without a session: the pick of its route's pool, then the
     /// next one if the pick refused the connection (nothing was sent, so it
     /// is safe).
     async fn forward_new(self: &Arc<Self>, client: &mut Client, req: &Request<'_>) -> Outcome {
-        let (named, creates) = match self.choose(client, req) {
-            Ok(Chosen::Pool { named, creates }) => (named, creates),
+        let (named, creates, steer) = match self.choose(client, req) {
+            Ok(Chosen::Pool {
+                named,
+                creates,
+                steer,
+            }) => (named, creates, steer),
             Ok(Chosen::Task { token }) => return self.forward_task(client, req, token).await,
             Err(err) => {
                 if let ProxyError::TaskNotFound = err {
@@ -507,7 +545,7 @@ impl Proxy {
         let pool = fleet.load_full();
         let mut tried: Vec<Arc<Backend>> = Vec::new();
         let mut last_error = None;
-        while let Some(picked) = pool.pick(&tried) {
+        while let Some(picked) = steer.pick(&pool, &tried) {
             let backend = picked.backend;
             if picked.panic {
                 self.metrics.panic_picks.inc();
@@ -520,9 +558,10 @@ impl Proxy {
             match result {
                 Ok(resp) => {
                     note_response(client, resp.head.status, &backend);
-                    let tasks = TaskIds {
+                    let tasks = ResponseChanges {
                         creates,
                         echo: None,
+                        set_cookie: steer.cookie_for(&req.live.affinity, &backend),
                     };
                     let outcome = self.respond(
                         client,
@@ -636,9 +675,10 @@ impl Proxy {
         match result {
             Ok(resp) => {
                 note_response(client, resp.head.status, &backend);
-                let tasks = TaskIds {
+                let tasks = ResponseChanges {
                     creates: false,
                     echo: Some((server_id.to_owned(), token)),
+                    set_cookie: None,
                 };
                 let outcome = self.respond(
                     client,
@@ -844,6 +884,45 @@ impl Proxy {
                 kind: failure.as_str(),
             })
             .inc();
+    }
+}
+
+impl Steer {
+    /// The backend for the next try: the cookie's (if it can take it), the
+    /// key's on the ring, or the pool's pick.
+    fn pick(
+        &self,
+        pool: &crate::pool::Pool,
+        tried: &[Arc<Backend>],
+    ) -> Option<crate::pool::Picked> {
+        if let Some((_, Some(id))) = &self.cookie {
+            let named = pool
+                .get(id.as_bytes())
+                .filter(|b| b.takes_new() && !tried.iter().any(|t| Arc::ptr_eq(t, b)));
+            if let Some(b) = named {
+                return Some(crate::pool::Picked {
+                    backend: b.clone(),
+                    panic: false,
+                });
+            }
+        }
+        match self.hash {
+            Some((hash, factor)) => pool.pick_by_key(hash, factor, tried),
+            None => pool.pick(tried),
+        }
+    }
+
+    /// The `Set-Cookie` value naming `backend`, unless the client's cookie
+    /// already does.
+    fn cookie_for(&self, affinity: &Affinity, backend: &Backend) -> Option<String> {
+        let (name, current) = self.cookie.as_ref()?;
+        if current.as_deref() == Some(&*backend.id) {
+            return None;
+        }
+        let token = affinity
+            .sealer()
+            .seal(crate::affinity::TokenKind::Cookie, &backend.id, "")?;
+        Some(format!("{name}={token}; Path=/; HttpOnly; SameSite=Lax"))
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::{response_session_id, Outcome, Proxy, Request, TaskIds};
+use super::{response_session_id, Outcome, Proxy, Request, ResponseChanges};
 use crate::affinity::{Owned, ResponseId, TokenKind};
 use crate::classify::SessionRef;
 use crate::downstream::Client;
@@ -65,7 +65,7 @@ impl Proxy {
         resp: Response,
         (backend, fleet): (&Arc<Backend>, &Arc<Fleet>),
         outstanding: Outstanding,
-        (session, tasks): (Option<(&Owned, &SessionRef)>, TaskIds),
+        (session, tasks): (Option<(&Owned, &SessionRef)>, ResponseChanges),
     ) -> Outcome {
         let head = &resp.head;
         let owned = session.map(|(owned, _)| owned);
@@ -119,6 +119,9 @@ impl Proxy {
         headers::response(
             &mut out, &resp.buf, head, session_id, downstream, connection,
         );
+        if let Some(cookie) = &tasks.set_cookie {
+            headers::append_field(&mut out, b"set-cookie", cookie.as_bytes());
+        }
         self.count_request(backend, head.status);
         if head.status >= 500 {
             crate::pool::health::passive_failure(backend, &fleet.health_settings(), &self.metrics);
@@ -202,7 +205,7 @@ impl Proxy {
         &self,
         live: &Arc<super::Live>,
         backend: &Arc<Backend>,
-        tasks: TaskIds,
+        tasks: ResponseChanges,
         event_stream: bool,
     ) -> Box<dyn crate::forward::relay::Rewrite> {
         let seal = tasks.creates.then(|| {

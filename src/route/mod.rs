@@ -12,7 +12,8 @@
 
 use prometheus_client::metrics::counter::Counter;
 
-use crate::config::RouteConfig;
+use crate::config::{RouteConfig, SoftKey};
+use crate::http1::head::Fields;
 use crate::metrics::{self, Metrics};
 
 /// What a request shows for routing.
@@ -41,6 +42,10 @@ pub struct Route {
     pub validate: bool,
     /// The route matches on `Mcp-Method` or `Mcp-Name`.
     pub by_header: bool,
+    /// Soft affinity: what is hashed, and the load factor.
+    pub soft: Option<(SoftKey, f64)>,
+    /// Cookie stickiness: the cookie's name.
+    pub cookie: Option<Box<str>>,
     /// `tether_route_requests_total{route, pool}`, resolved once.
     pub requests: Counter,
 }
@@ -76,6 +81,11 @@ impl Routes {
                     pool,
                     validate: r.validate,
                     by_header: r.method.is_some() || r.name.is_some(),
+                    soft: r
+                        .soft_affinity
+                        .clone()
+                        .map(|k| (k, r.load_factor.unwrap_or(1.25))),
+                    cookie: r.sticky_cookie.as_deref().map(Into::into),
                     requests,
                 })
             })
@@ -120,6 +130,49 @@ impl Route {
         }
         true
     }
+}
+
+impl Route {
+    /// The soft-affinity key of a request, if the route hashes one and the
+    /// request carries it.
+    pub fn soft_key<'a>(&self, buf: &'a [u8], fields: &Fields) -> Option<&'a [u8]> {
+        match &self.soft.as_ref()?.0 {
+            SoftKey::Header(name) => header(buf, fields, name.as_bytes()),
+            SoftKey::Authorization => header(buf, fields, b"authorization"),
+            SoftKey::Cookie(name) => cookie(buf, fields, name.as_bytes()),
+        }
+    }
+}
+
+/// The first value of the field `name` (lowercase), trimmed, if not empty.
+fn header<'a>(buf: &'a [u8], fields: &Fields, name: &[u8]) -> Option<&'a [u8]> {
+    fields
+        .list
+        .iter()
+        .find(|f| buf[f.name.clone()].eq_ignore_ascii_case(name))
+        .map(|f| buf[f.value.clone()].trim_ascii())
+        .filter(|v| !v.is_empty())
+}
+
+/// The value of cookie `name` in the request's `Cookie` fields (RFC 6265
+/// §5.4: `name=value` pairs separated by `;`), the first if it is repeated.
+pub fn cookie<'a>(buf: &'a [u8], fields: &Fields, name: &[u8]) -> Option<&'a [u8]> {
+    fields
+        .list
+        .iter()
+        .filter(|f| buf[f.name.clone()].eq_ignore_ascii_case(b"cookie"))
+        .flat_map(|f| buf[f.value.clone()].split(|&b| b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let at = pair.iter().position(|&b| b == b'=')?;
+            (pair[..at].trim_ascii() == name).then(|| pair[at + 1..].trim_ascii())
+        })
+        .map(|v| {
+            v.strip_prefix(b"\"")
+                .and_then(|v| v.strip_suffix(b"\""))
+                .unwrap_or(v)
+        })
+        .filter(|v| !v.is_empty())
 }
 
 /// Whether `pattern` (lowercase; a leading `*.` matches one or more labels)

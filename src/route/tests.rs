@@ -108,3 +108,17 @@ fn a_route_naming_an_unknown_pool_is_skipped() {
     let table = routes(&[route(|r| r.pool = "gone".into())]);
     assert!(table.is_empty());
 }
+
+#[test]
+fn cookies_and_headers_are_found_as_servers_find_them() {
+    let head = "GET / HTTP/1.1\r\nHost: x\r\nCookie: a=1; tether=t1.abc ;b=2\r\nCookie: tether=second\r\nX-Tenant:  acme \r\n\r\n";
+    let parsed = crate::http1::head::RequestHead::parse(head.as_bytes(), 1 << 16)
+        .unwrap()
+        .unwrap();
+    let buf = head.as_bytes();
+    assert_eq!(cookie(buf, &parsed.fields, b"tether"), Some(&b"t1.abc"[..]));
+    assert_eq!(cookie(buf, &parsed.fields, b"b"), Some(&b"2"[..]));
+    assert_eq!(cookie(buf, &parsed.fields, b"teth"), None);
+    assert_eq!(header(buf, &parsed.fields, b"x-tenant"), Some(&b"acme"[..]));
+    assert_eq!(header(buf, &parsed.fields, b"authorization"), None);
+}
