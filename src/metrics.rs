@@ -175,6 +175,7 @@ pub struct Metrics {
     pub tasks_created: Family<BackendLabel, Counter>,
     pub tasks_orphaned: Family<BackendLabel, Counter>,
     pub modern_requests: Counter,
+    pub cache_lookups: Family<FirstEventResult, Counter>,
 }
 
 impl Metrics {
@@ -330,6 +331,11 @@ impl Metrics {
             "tasks_orphaned",
             "Task requests whose owning backend is gone (answered with the unknown-task error)",
             self.tasks_orphaned.clone(),
+        );
+        r.register(
+            "cache_lookups",
+            "Response cache ([cache]) lookups of cacheable 2026-07-28 requests, by result (hit, miss, stored)",
+            self.cache_lookups.clone(),
         );
         r.register(
             "modern_requests",

@@ -368,3 +368,44 @@ async fn routes_pick_pools_by_header_host_and_path() {
         2.0
     );
 }
+
+#[tokio::test]
+async fn the_cache_serves_public_results_and_never_private_ones() {
+    let backend = RawBackend::start(|request: &str| {
+        let body = request.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let message: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        let scope = match message["params"]["cursor"].as_str() {
+            Some("private") => "private",
+            _ => "public",
+        };
+        respond_json(json!({"jsonrpc": "2.0", "id": message["id"], "result":
+            {"tools": [], "ttlMs": 60000, "cacheScope": scope, "resultType": "complete"}}))
+    })
+    .await;
+    let t = tether_urls(vec![backend.url()], "[cache]\nenabled = true\n").await;
+    let list = |id: u32, cursor: &str| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": {"cursor": cursor}})
+            .to_string()
+    };
+    for id in 1..=3 {
+        let answer = send(&t, &list(id, "public"), "Mcp-Method: tools/list\r\n").await;
+        assert_eq!(status(&answer), 200, "{answer}");
+        let v = body(&answer);
+        assert_eq!(v["id"], id, "{answer}");
+        assert!(v["result"]["ttlMs"].as_u64().unwrap() <= 60000);
+    }
+    assert_eq!(backend.seen().len(), 1, "two of three from the cache");
+    for id in 1..=2 {
+        send(&t, &list(id, "private"), "Mcp-Method: tools/list\r\n").await;
+    }
+    assert_eq!(backend.seen().len(), 3, "private results are never shared");
+    let m = metrics(&t).await;
+    assert_eq!(
+        sample(&m, "tether_cache_lookups_total{result=\"hit\"}"),
+        2.0
+    );
+    assert_eq!(
+        sample(&m, "tether_cache_lookups_total{result=\"stored\"}"),
+        1.0
+    );
+}

@@ -47,6 +47,8 @@ pub struct FileConfig {
     pub log: LogFile,
     #[serde(default)]
     pub timeouts: TimeoutsFile,
+    #[serde(default)]
+    pub cache: CacheFile,
     /// Named pools (`[pools.NAME]`), besides `default` (the top-level `backends`).
     #[serde(default)]
     pub pools: std::collections::BTreeMap<String, PoolFile>,
@@ -190,6 +192,18 @@ impl HealthFile {
             down_after: self.down_after.or(base.down_after),
         }
     }
+}
+
+/// `[cache]` in the file: the shared cache of `"public"` results (off by default).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheFile {
+    pub enabled: Option<bool>,
+    /// Most bytes of results held. Default 16 MiB.
+    pub max_bytes: Option<usize>,
+    /// Longest an entry lives, whatever its `ttlMs`. Default 5m.
+    #[serde(default, with = "humantime_serde")]
+    pub max_ttl: Option<Duration>,
 }
 
 /// `[drain]` in the file.

@@ -15,6 +15,7 @@ use http::uri::{Authority, Scheme};
 pub use file::*;
 
 use crate::affinity::SessionKey;
+pub use crate::modern::cache::CacheSettings;
 use crate::pool::discovery::{self, DiscoverySettings, Source};
 use crate::pool::fleet::{DrainSettings, Entry};
 use crate::pool::health::HealthSettings;
@@ -222,6 +223,7 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub discovery: DiscoverySettings,
     pub drain: DrainSettings,
+    pub cache: CacheSettings,
     pub shutdown_grace: Duration,
     pub log: LogSettings,
     pub key: SessionKey,
@@ -404,6 +406,7 @@ impl Config {
             routes,
             discovery,
             drain,
+            cache: cache(&file.cache)?,
             shutdown_grace: match file.shutdown_grace {
                 Some(d) => d,
                 None => Duration::from_secs(30),
@@ -639,6 +642,19 @@ fn health(file: HealthFile, at: &str) -> Result<HealthSettings, ConfigError> {
     Ok(s)
 }
 
+fn cache(file: &CacheFile) -> Result<CacheSettings, ConfigError> {
+    let d = CacheSettings::default();
+    let s = CacheSettings {
+        enabled: file.enabled.unwrap_or(d.enabled),
+        max_bytes: file.max_bytes.unwrap_or(d.max_bytes),
+        max_ttl: positive("cache.max_ttl", file.max_ttl, d.max_ttl)?,
+    };
+    if s.max_bytes < 4096 {
+        return Err(ConfigError::new("cache.max_bytes", "must be at least 4096"));
+    }
+    Ok(s)
+}
+
 fn limits(file: LimitsFile) -> Result<Limits, ConfigError> {
     let limits = Limits {
         max_request_body: file.max_request_body.unwrap_or(4 << 20),
@@ -718,6 +734,7 @@ pub struct View<'a> {
     pub timeouts: &'a Timeouts,
     pub discovery: &'a DiscoverySettings,
     pub drain: &'a DrainSettings,
+    pub cache: &'a CacheSettings,
     pub log: &'a LogSettings,
     pub pools: std::collections::BTreeMap<&'a str, PoolView<'a>>,
     pub routes: &'a [RouteConfig],
@@ -771,6 +788,7 @@ impl Config {
             timeouts: &self.timeouts,
             discovery: &self.discovery,
             drain: &self.drain,
+            cache: &self.cache,
             log: &self.log,
             pools: self
                 .pools

@@ -394,9 +394,33 @@ impl Client {
         close: bool,
         head_request: bool,
     ) -> std::io::Result<()> {
+        self.send_json(err.status(), err.retry_after(), body, close, head_request)
+            .await
+    }
+
+    /// Writes a JSON answer of Tether's own (a cached result).
+    pub async fn send_own(
+        &mut self,
+        status: http::StatusCode,
+        body: &[u8],
+        close: bool,
+        head_request: bool,
+    ) -> std::io::Result<()> {
+        self.send_json(status, None, body, close, head_request)
+            .await
+    }
+
+    async fn send_json(
+        &mut self,
+        status: http::StatusCode,
+        retry_after: Option<u32>,
+        body: &[u8],
+        close: bool,
+        head_request: bool,
+    ) -> std::io::Result<()> {
         self.answering = true;
         let mut out = buf::take();
-        headers::own_response(&mut out, err.status(), err.retry_after(), body, close);
+        headers::own_response(&mut out, status, retry_after, body, close);
         if head_request {
             out.truncate(out.len() - body.len());
         }

@@ -312,6 +312,13 @@ pub fn is_event_stream(content_type: Option<&[u8]>) -> bool {
         .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"text/event-stream"))
 }
 
+/// Whether a `Content-Type` value is `application/json`.
+pub fn is_json(content_type: Option<&[u8]>) -> bool {
+    content_type
+        .and_then(|v| v.split(|&b| b == b';').next())
+        .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"application/json"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,6 +59,8 @@ pub struct Live {
     pools: Vec<Arc<Named>>,
     /// Indices into `pools`.
     routes: Routes,
+    /// `[cache]`, when enabled (kept across a reload that leaves it as it was).
+    cache: Option<Arc<crate::modern::cache::Cache>>,
 }
 
 /// The proxy service shared by every connection.
@@ -159,6 +161,9 @@ pub struct ResponseChanges {
     pub echo: Option<(String, String)>,
     /// A whole `Set-Cookie` value (cookie stickiness).
     pub set_cookie: Option<String>,
+    /// The response cache's key for this request: store the answer if it
+    /// may be shared.
+    pub cache_key: Option<String>,
 }
 
 /// What the request sent upstream changes from the client's.
@@ -205,7 +210,7 @@ impl Proxy {
             metrics,
         };
         let pools = proxy.apply_pools(config);
-        let live = Live::new(config, None, pools, &proxy.metrics);
+        let live = Live::new(config, None, pools, None, &proxy.metrics);
         proxy.live.store(Arc::new(live));
         proxy
     }
@@ -221,8 +226,14 @@ impl Proxy {
             false => Some(old.key.clone()),
         };
         let pools = self.apply_pools(config);
-        self.live
-            .store(Arc::new(Live::new(config, previous, pools, &self.metrics)));
+        let cache = old.cache.clone();
+        self.live.store(Arc::new(Live::new(
+            config,
+            previous,
+            pools,
+            cache,
+            &self.metrics,
+        )));
         self.upstream.reconfigure(&UpstreamSettings::of(config));
     }
 
@@ -541,6 +552,28 @@ impl Proxy {
                 return self.answer(client, req, err, None).await;
             }
         };
+        let mut cache_key = None;
+        if let (Some(cache), true) = (&req.live.cache, req.modern) {
+            let buf = client.buf();
+            let version = req.head.fields.get(buf, FieldKind::ProtocolVersion);
+            let found = cache.lookup(
+                &named.name,
+                version.unwrap_or_default().trim_ascii(),
+                req.body.bytes(buf),
+                std::time::Instant::now(),
+            );
+            match found {
+                Some(crate::modern::cache::Lookup::Hit(answer)) => {
+                    self.count_cache("hit");
+                    return self.answer_cached(client, req, &answer).await;
+                }
+                Some(crate::modern::cache::Lookup::Miss(key)) => {
+                    self.count_cache("miss");
+                    cache_key = Some(key);
+                }
+                None => {}
+            }
+        }
         let fleet = &named.fleet;
         let pool = fleet.load_full();
         let mut tried: Vec<Arc<Backend>> = Vec::new();
@@ -562,6 +595,7 @@ impl Proxy {
                         creates,
                         echo: None,
                         set_cookie: steer.cookie_for(&req.live.affinity, &backend),
+                        cache_key: cache_key.take(),
                     };
                     let outcome = self.respond(
                         client,
@@ -679,6 +713,7 @@ impl Proxy {
                     creates: false,
                     echo: Some((server_id.to_owned(), token)),
                     set_cookie: None,
+                    cache_key: None,
                 };
                 let outcome = self.respond(
                     client,
@@ -804,6 +839,44 @@ impl Proxy {
         }
         self.answer(client, req, ProxyError::SessionNotFound, None)
             .await
+    }
+
+    fn count_cache(&self, result: &'static str) {
+        self.metrics
+            .cache_lookups
+            .get_or_create(&metrics::FirstEventResult { result })
+            .inc();
+    }
+
+    /// Stores a backend's answer in the response cache, if it may be shared.
+    pub(super) fn cache_store(&self, live: &Live, key: String, answer: &[u8]) {
+        if let Some(cache) = &live.cache {
+            if cache.store(key, answer, std::time::Instant::now()) {
+                self.count_cache("stored");
+            }
+        }
+    }
+
+    /// A cached answer: 200, JSON, no backend contacted.
+    async fn answer_cached(
+        &self,
+        client: &mut Client,
+        req: &Request<'_>,
+        answer: &[u8],
+    ) -> Outcome {
+        client.consume(req.consumed);
+        if let Some(line) = client.access() {
+            line.status = 200;
+            line.bytes = answer.len() as u64;
+        }
+        self.none.inc(200);
+        let close = !req.head.keep_alive || client.half_closed() || client.lifecycle().closing();
+        let keep_alive = client
+            .send_own(http::StatusCode::OK, answer, close, req.head_request)
+            .await
+            .is_ok()
+            && !close;
+        Outcome::Answered { keep_alive }
     }
 
     /// Writes Tether's own answer to a request that got no backend response.
@@ -941,6 +1014,7 @@ impl Default for Live {
             },
             pools: Vec::new(),
             routes: Routes::default(),
+            cache: None,
         }
     }
 }
@@ -950,11 +1024,20 @@ impl Live {
         config: &Config,
         previous: Option<SessionKey>,
         pools: Vec<Arc<Named>>,
+        cache: Option<Arc<crate::modern::cache::Cache>>,
         metrics: &Metrics,
     ) -> Live {
         let names: Vec<&str> = pools.iter().map(|p| &*p.name).collect();
         let routes = Routes::new(&config.routes, &names, metrics);
+        let cache = match cache {
+            Some(c) if config.cache.enabled && *c.settings() == config.cache => Some(c),
+            _ => config
+                .cache
+                .enabled
+                .then(|| Arc::new(crate::modern::cache::Cache::new(config.cache.clone()))),
+        };
         Live {
+            cache,
             pools,
             routes,
             affinity: match &previous {

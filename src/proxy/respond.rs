@@ -119,6 +119,15 @@ impl Proxy {
         headers::response(
             &mut out, &resp.buf, head, session_id, downstream, connection,
         );
+        if let Some(key) = tasks.cache_key.clone() {
+            let json = headers::is_json(head.fields.get(&resp.buf, FieldKind::ContentType));
+            let body = resp.buf.get(head.len..).unwrap_or_default();
+            if let (200, true, Framing::Length(n)) = (head.status, json, head.framing) {
+                if body.len() as u64 == n {
+                    self.cache_store(req.live, key, body);
+                }
+            }
+        }
         if let Some(cookie) = &tasks.set_cookie {
             headers::append_field(&mut out, b"set-cookie", cookie.as_bytes());
         }
