@@ -409,3 +409,67 @@ async fn the_cache_serves_public_results_and_never_private_ones() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn a_listen_stream_lives_while_it_talks_and_keepalives_pass_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A server answering `subscriptions/listen` with its acknowledgement, then
+    // a keep-alive comment every 100 ms for 1.5 s, then silence.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        mcp_tether_testkit::raw::read_request(&mut s, &mut buf).await;
+        let ack = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/subscriptions/acknowledged\",\"params\":{}}\n\n";
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nx-accel-buffering: no\r\ntransfer-encoding: chunked\r\n\r\n";
+        let chunk = |data: &str| format!("{:x}\r\n{data}\r\n", data.len());
+        s.write_all(format!("{head}{}", chunk(ack)).as_bytes())
+            .await
+            .unwrap();
+        for _ in 0..15 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if s.write_all(chunk(": keepalive\n\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let mut sink = [0u8; 64];
+        while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+    });
+    let t = tether_urls(
+        vec![format!("http://{addr}")],
+        "[timeouts]\nstream_idle = \"400ms\"\n",
+    )
+    .await;
+    let listen = json!({"jsonrpc": "2.0", "id": 5, "method": "subscriptions/listen",
+                        "params": {"notifications": {"toolsListChanged": true}}})
+    .to_string();
+    let mut s = tokio::net::TcpStream::connect(t.proxy_addr).await.unwrap();
+    let fields = format!("{MODERN}Mcp-Method: subscriptions/listen\r\n");
+    s.write_all(post("/mcp", &listen, &fields).as_bytes())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    mcp_tether_testkit::raw::read_until(&mut s, &mut got, "acknowledged").await;
+    // Each keep-alive arrives as it is sent (none held back), and the stream
+    // outlives the idle timeout several times over while they come.
+    let count = |got: &[u8]| got.windows(11).filter(|w| w == b": keepalive").count();
+    within("15 keep-alives", async {
+        while count(&got) < 15 {
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1400));
+    // Then true silence: the stream ends, cleanly (the last chunk; the
+    // connection may carry another request).
+    mcp_tether_testkit::raw::read_until(&mut s, &mut got, "\r\n0\r\n\r\n").await;
+    assert!(got.ends_with(b"\r\n0\r\n\r\n"));
+}
