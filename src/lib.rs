@@ -12,6 +12,9 @@
 //! 2. [`classify`]: what routing needs from the request head (a session
 //!    reference in `Mcp-Session-Id` or a legacy `sessionId`/`session_id` query,
 //!    found as servers find it; the protocol era).
+//!    [`route`]: which pool a request that begins something (a session, a
+//!    2026-07-28 request) goes to; [`modern`]: the 2026-07-28 revision
+//!    (header validation, task affinity, the response cache).
 //! 3. [`affinity`]: sealed tokens; which backend owns a session; the id swap
 //!    on the way in (restore) and on the way out (seal).
 //! 4. [`pool`]: the backends and their life (active, draining, unhealthy,
