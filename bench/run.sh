@@ -62,6 +62,17 @@ fill() { # template -> $WORK/name with ports filled in
 }
 fill haproxy.cfg $HP haproxy
 fill nginx-proxy.conf $NP nginx
+# Tether's routes: tools/call of report_* to their own pool (the same replicas), as HAProxy's ACL.
+cat >"$WORK/tether.toml" <<EOF
+[pools.reports]
+backends = ["http://127.0.0.1:$R1", "http://127.0.0.1:$R2"]
+[[routes]]
+method = "tools/call"
+name = "report_*"
+pool = "reports"
+[[routes]]
+pool = "default"
+EOF
 
 wait_port() {
   for _ in $(seq 100); do
@@ -87,7 +98,7 @@ start_proxies() {
   taskset -c 1 nginx -c "$WORK/nginx.conf" -p "$WORK" -g 'daemon off;' >"$WORK/nginx.log" 2>&1 &
   NPID=$!
   TETHER_THREADS=$TETHER_THREADS TETHER_LOG=warn taskset -c 1 "$TETHER" --listen 127.0.0.1:$TP \
-    --backend http://127.0.0.1:$R1 --backend http://127.0.0.1:$R2 >"$WORK/tether.log" 2>&1 &
+    --config "$WORK/tether.toml" --backend http://127.0.0.1:$R1 --backend http://127.0.0.1:$R2 >"$WORK/tether.log" 2>&1 &
   TPID=$!
   PIDS+=($HPID $NPID $TPID)
   BPID=
@@ -128,10 +139,12 @@ new_session() {
 
 # load RUN FIGURE TARGET CONNS SCRIPT: one wrk measurement, one line in results.tsv.
 load() {
-  local run=$1 figure=$2 target=$3 c=$4 script=$5 port sid pid t0=0 t1=0 out
+  local run=$1 figure=$2 target=$3 c=$4 script=$5 port sid=none pid t0=0 t1=0 out
   port=$(port_of $target)
-  sid=$(new_session $port)
-  [ -z "$sid" ] && { echo "bench: $target gave no session id" >&2; return 1; }
+  if [ "$figure" != modern ]; then
+    sid=$(new_session $port)
+    [ -z "$sid" ] && { echo "bench: $target gave no session id" >&2; return 1; }
+  fi
   pid=$(cpu_pid $target)
   [ -n "$pid" ] && t0=$(ticks $pid)
   out=$(SID=$sid taskset -c 0 wrk -t1 -c"$c" -d"${D}s" --latency -s "$HERE/$script" "http://127.0.0.1:$port/mcp" 2>&1)
@@ -170,6 +183,12 @@ for run in $(seq "$RUNS"); do
   # (1, 5) sticky tools/call POSTs inside one session, at each connection count.
   for c in "${CONNS[@]}"; do
     for target in "${TARGETS[@]}"; do load $run sticky $target $c post.lua; done
+  done
+  # (6) 2026-07-28 tools/call POSTs routed by Mcp-Name (Tether validating the headers), 32
+  # connections; nginx has no such route here, so it sits this one out.
+  for target in "${TARGETS[@]}"; do
+    [ $target = nginx ] && continue
+    load $run modern $target 32 modern.lua
   done
   # (2) new sessions per second: initialize through the proxy, 32 connections.
   for target in "${TARGETS[@]}"; do load $run initialize $target 32 init.lua; done

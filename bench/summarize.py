@@ -77,6 +77,7 @@ def http_table(fig, title):
 rounds = len({r["run"] for r in rows})
 print(f"{rounds} round(s); medians over rounds. " + "; ".join(notes))
 http_table("sticky", "Sticky tools/call POSTs inside one session (wrk, 1 thread)")
+http_table("modern", "2026-07-28 tools/call POSTs routed by Mcp-Name, no session (wrk, 1 thread; Tether validating the headers, HAProxy by an ACL)")
 http_table("initialize", "New sessions: initialize through the proxy (wrk, 1 thread)")
 
 mem = data.get(("sse_mem", next((k[1] for k in data if k[0] == "sse_mem"), "")), {})

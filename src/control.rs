@@ -219,6 +219,10 @@ impl Control {
             .proxy
             .pools()
             .iter()
+            .filter(|named| {
+                // A removed pool shows until its last backend has left.
+                config.pool(&named.name).is_some() || !named.fleet.pool().backends().is_empty()
+            })
             .map(|named| {
                 let pool = named.fleet.pool();
                 let mut states = serde_json::Map::new();

@@ -451,3 +451,67 @@ async fn the_connection_limit_holds_and_follows_reloads_both_ways() {
     assert_eq!(sample(&metrics(&t).await, "tether_max_connections"), 0.0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_reload_adds_and_removes_pools_and_routes_and_sessions_follow_their_owner() {
+    let reps = replicas(2).await;
+    let dir = std::env::temp_dir().join(format!("tether-pools-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("tether.toml");
+    let base = format!(
+        "admin = \"127.0.0.1:0\"\n[drain]\nidle = \"200ms\"\n[health]\ncheck = \"none\"\n[pools.main]\nbackends = [\"{}\"]\n",
+        reps[0].url()
+    );
+    std::fs::write(&conf, &base).unwrap();
+    let t = start_from_file(&conf).await;
+    let before = StreamableClient::connect(&mcp_url(&t)).await.unwrap();
+    assert_eq!(before.whoami().await.unwrap(), "replica-1");
+    // A second pool and a route to it for the legacy path... and for /mcp of a host.
+    std::fs::write(
+        &conf,
+        format!(
+            "{base}[pools.extra]\nbackends = [\"{}\"]\n[[routes]]\nhost = \"extra.test\"\npool = \"extra\"\n[[routes]]\npool = \"main\"\n",
+            reps[1].url()
+        ),
+    )
+    .unwrap();
+    t.control.reload().unwrap();
+    let (_, pools) = admin(&t, http::Method::GET, "/pools", None).await;
+    let pools: Value = serde_json::from_str(&pools).unwrap();
+    assert_eq!(pools["pools"].as_array().unwrap().len(), 2, "{pools}");
+    let (_, routes) = admin(&t, http::Method::GET, "/routes", None).await;
+    assert!(routes.contains("extra.test"), "{routes}");
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
+    let on_extra = send_raw(
+        http::Method::POST,
+        &mcp_url(&t),
+        &[
+            ("host", "extra.test"),
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+        ],
+        init.to_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(on_extra.status, 200);
+    assert_eq!(
+        reps[1].live_sessions(),
+        1,
+        "the host's route chose the extra pool"
+    );
+    assert_eq!(before.whoami().await.unwrap(), "replica-1", "sessions stay");
+    // The pool removed: its backend drains and leaves; /pools shows it until then.
+    std::fs::write(&conf, &base).unwrap();
+    t.control.reload().unwrap();
+    assert_eq!(state_of(&t, &id(&reps[1])).await, "draining");
+    eventually("the removed pool's backend gone", || async {
+        state_of(&t, &id(&reps[1])).await == "absent"
+    })
+    .await;
+    let (_, pools) = admin(&t, http::Method::GET, "/pools", None).await;
+    let pools: Value = serde_json::from_str(&pools).unwrap();
+    assert_eq!(pools["pools"].as_array().unwrap().len(), 1, "{pools}");
+    assert_eq!(before.whoami().await.unwrap(), "replica-1");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

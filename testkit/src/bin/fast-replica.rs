@@ -5,6 +5,8 @@
 //!
 //! - `POST /mcp` without `Mcp-Session-Id` whose body holds `"initialize"`: a new
 //!   session id `<tag>-<32 hex>` in `Mcp-Session-Id` and a fixed initialize result.
+//! - `POST /mcp` without a session but with `Mcp-Method` (2026-07-28): the same
+//!   fixed `tools/call` result.
 //! - `POST /mcp` with `Mcp-Session-Id`: a fixed small `tools/call` result and the
 //!   header echoed. An id without this replica's `<tag>-` prefix gets the SDK's
 //!   404, so a proxy that loses stickiness shows up as non-2xx answers in wrk.
@@ -162,6 +164,10 @@ async fn handle(
             Ok(resp)
         }
         Some(_) => Ok(full(StatusCode::NOT_FOUND, "application/json", NOT_FOUND)),
+        // A 2026-07-28 request: no session, the same small result.
+        None if parts.headers.contains_key("mcp-method") => {
+            Ok(full(StatusCode::OK, "application/json", TOOL_RESULT))
+        }
         None if contains(&body, b"\"initialize\"") => {
             let mut resp = full(StatusCode::OK, "application/json", INIT_RESULT);
             if let Ok(id) = HeaderValue::try_from(replica.new_session_id()) {
