@@ -8,7 +8,7 @@
 #   STREAMS=4000      held SSE streams for the memory-per-stream figure
 #   TETHER_THREADS=1  Tether's threads (1: one current-thread runtime, like HAProxy nbthread 1 and
 #                     one nginx worker); the proxies' core is pinned either way
-#   BASE_PORT=18000   replicas on BASE+1/BASE+2, HAProxy BASE+80, nginx BASE+81, Tether BASE+82
+#   BASE_PORT=18000   replicas on BASE+1/BASE+2 (BASE+3: the routed "reports" pool), HAProxy BASE+80, nginx BASE+81, Tether BASE+82
 #   TOKEN=1           also run the token micro-benchmark (criterion; builds the dev-dependencies)
 #   OUT=path          where the raw results go (default: a fresh directory under /tmp)
 #   BEFORE=path       another tether binary (e.g. an older build) measured too, as "before",
@@ -25,7 +25,7 @@ RUNS=${RUNS:-3}
 STREAMS=${STREAMS:-4000}
 TETHER_THREADS=${TETHER_THREADS:-1}
 BASE=${BASE_PORT:-18000}
-R1=$((BASE + 1)) R2=$((BASE + 2)) HP=$((BASE + 80)) NP=$((BASE + 81)) TP=$((BASE + 82)) BP=$((BASE + 83))
+R1=$((BASE + 1)) R2=$((BASE + 2)) R3=$((BASE + 3)) HP=$((BASE + 80)) NP=$((BASE + 81)) TP=$((BASE + 82)) BP=$((BASE + 83))
 TARGETS=(direct haproxy nginx tether)
 PROXIES=(haproxy nginx tether)
 if [ -n "${BEFORE:-}" ]; then TARGETS+=(before); PROXIES+=(before); fi
@@ -57,15 +57,15 @@ cleanup() {
 trap cleanup EXIT
 
 fill() { # template -> $WORK/name with ports filled in
-  sed -e "s|@PROXY_PORT@|$2|g" -e "s|@R1@|$R1|g" -e "s|@R2@|$R2|g" \
+  sed -e "s|@PROXY_PORT@|$2|g" -e "s|@R1@|$R1|g" -e "s|@R2@|$R2|g" -e "s|@R3@|$R3|g" \
       -e "s|@PIDFILE@|$WORK/$3.pid|g" -e "s|@ERRLOG@|$WORK/$3.err|g" "$HERE/$1" >"$WORK/$3.conf"
 }
 fill haproxy.cfg $HP haproxy
 fill nginx-proxy.conf $NP nginx
-# Tether's routes: tools/call of report_* to their own pool (the same replicas), as HAProxy's ACL.
+# Tether's routes: tools/call of report_* to their own pool (a third replica), as HAProxy's ACL.
 cat >"$WORK/tether.toml" <<EOF
 [pools.reports]
-backends = ["http://127.0.0.1:$R1", "http://127.0.0.1:$R2"]
+backends = ["http://127.0.0.1:$R3"]
 [[routes]]
 method = "tools/call"
 name = "report_*"
@@ -88,7 +88,9 @@ start_replicas() {
   PIDS+=($!)
   taskset -c 0 "$REPLICA" --port $R2 --tag s2 >"$WORK/r2.log" 2>&1 &
   PIDS+=($!)
-  wait_port $R1 && wait_port $R2
+  taskset -c 0 "$REPLICA" --port $R3 --tag s3 >"$WORK/r3.log" 2>&1 &
+  PIDS+=($!)
+  wait_port $R1 && wait_port $R2 && wait_port $R3
 }
 
 # Fresh proxies each round, so the SSE memory figure starts from a clean process.

@@ -349,6 +349,9 @@ impl Metrics {
     /// metrics for ever). `statuses`: those its `requests` series counted.
     pub fn forget_backend(&self, backend: &Arc<str>, statuses: &[u16]) {
         let name = || Name(backend.clone());
+        self.tasks_created.remove(&BackendLabel { backend: name() });
+        self.tasks_orphaned
+            .remove(&BackendLabel { backend: name() });
         for status in statuses {
             self.requests.remove(&BackendStatus {
                 backend: name(),

@@ -473,3 +473,97 @@ async fn a_listen_stream_lives_while_it_talks_and_keepalives_pass_at_once() {
     mcp_tether_testkit::raw::read_until(&mut s, &mut got, "\r\n0\r\n\r\n").await;
     assert!(got.ends_with(b"\r\n0\r\n\r\n"));
 }
+
+#[tokio::test]
+async fn no_raw_session_reference_reaches_a_backend_whatever_version_it_names() {
+    let backend = RawBackend::start(task_server("a")).await;
+    let t = tether_urls(vec![backend.url()], "").await;
+    for request in [
+        // The legacy transport has no modern form: its parameter is checked.
+        post(
+            "/messages?sessionId=RAW-LEGACY",
+            &call("x"),
+            &format!("{MODERN}Mcp-Method: tools/call\r\nMcp-Name: x\r\nConnection: close\r\n"),
+        ),
+        // GET and DELETE are of the older world whatever the version.
+        format!("DELETE /mcp HTTP/1.1\r\nHost: lb\r\n{MODERN}Mcp-Session-Id: RAW-DEL\r\nConnection: close\r\n\r\n"),
+        format!("GET /mcp HTTP/1.1\r\nHost: lb\r\n{MODERN}Mcp-Session-Id: RAW-GET\r\nConnection: close\r\n\r\n"),
+    ] {
+        let answer = exchange(t.proxy_addr, request.as_bytes()).await;
+        assert_eq!(status(&answer), 404, "{answer}");
+    }
+    // Two versions: Tether and a server could read different ones.
+    let answer = send(
+        &t,
+        &call("x"),
+        "MCP-Protocol-Version: 2025-11-25\r\nMcp-Method: tools/call\r\nMcp-Name: x\r\n",
+    )
+    .await;
+    assert_eq!(status(&answer), 400, "{answer}");
+    assert!(backend.seen().is_empty(), "{:?}", backend.seen());
+}
+
+#[tokio::test]
+async fn a_modern_answer_never_gets_a_session_token() {
+    let backend = RawBackend::start(|_: &str| {
+        let body = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#;
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nmcp-session-id: srv-session\r\ncontent-length: {}\r\n\r\n", body.len());
+        ([head.into_bytes(), body.as_bytes().to_vec()].concat(), After::KeepOpen)
+    })
+    .await;
+    let t = tether_urls(vec![backend.url()], "").await;
+    let answer = send(&t, &call("x"), "Mcp-Method: tools/call\r\nMcp-Name: x\r\n").await;
+    assert!(answer.contains("mcp-session-id: srv-session"), "{answer}");
+    let m = metrics(&t).await;
+    assert_eq!(
+        sample(
+            &m,
+            &format!(
+                "tether_sessions_created_total{{backend=\"{}\",transport=\"streamable\"}}",
+                backend.addr
+            )
+        ),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn a_task_request_reaches_its_owner_whatever_the_routes() {
+    // Routes with no catch-all: a tasks/get matches none, and still goes to
+    // the task's owner.
+    let backend = RawBackend::start(task_server("a")).await;
+    let extra = format!(
+        "[pools.main]\nbackends = [\"{}\"]\n[[routes]]\nmethod = \"tools/call\"\npool = \"main\"\n",
+        backend.url()
+    );
+    let file = mcp_tether::config::parse_file(&test_toml(&extra), "test").unwrap();
+    let overrides = mcp_tether::config::Overrides {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Default::default()
+    };
+    let config = mcp_tether::config::Config::from_parts(file, overrides, &|_| None).unwrap();
+    let t = mcp_tether::start(config).await.unwrap();
+    let created = body(
+        &send(
+            &t,
+            &call("report"),
+            "Mcp-Method: tools/call\r\nMcp-Name: report\r\n",
+        )
+        .await,
+    );
+    let token = created["result"]["taskId"].as_str().unwrap().to_owned();
+    let answer = send(
+        &t,
+        &task_request("tasks/get", &token),
+        "Mcp-Method: tasks/get\r\n",
+    )
+    .await;
+    assert_eq!(status(&answer), 200, "{answer}");
+    let listed = send(
+        &t,
+        &json!({"jsonrpc":"2.0","id":3,"method":"tools/list"}).to_string(),
+        "Mcp-Method: tools/list\r\n",
+    )
+    .await;
+    assert_eq!(status(&listed), 404, "no route: {listed}");
+}

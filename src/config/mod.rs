@@ -365,6 +365,27 @@ impl Config {
                  srv://NAME or --backends-file)",
             ));
         }
+        // A backend is in one pool: its sessions and tasks follow one health
+        // state, and its metrics are one set.
+        for (i, pool) in pools.iter().enumerate() {
+            for b in &pool.backends {
+                let id = b.authority.as_str().to_ascii_lowercase();
+                let other = pools[..i].iter().find(|p| {
+                    p.backends
+                        .iter()
+                        .any(|o| o.authority.as_str().eq_ignore_ascii_case(&id))
+                });
+                if let Some(other) = other {
+                    return Err(ConfigError::new(
+                        format!("pools.{}.backends", pool.name),
+                        format!(
+                            "http://{id} is in pool '{}' already: a backend is in one pool",
+                            other.name
+                        ),
+                    ));
+                }
+            }
+        }
         let routes = routes(std::mem::take(&mut file.routes), &pools)?;
         let discovery = DiscoverySettings {
             interval: positive(

@@ -398,6 +398,10 @@ fn pool_and_route_errors_name_their_key() {
             "pools.a.health.fall",
         ),
         (
+            "backends = [\"http://h:1\"]\n[pools.b]\nbackends = [\"http://H:1\"]\n",
+            "pools.b.backends",
+        ),
+        (
             "backends = [\"http://h:1\"]\n[[routes]]\npool = \"default\"\nsoft_affinity = \"ip\"\n",
             "routes[0].soft_affinity",
         ),

@@ -139,7 +139,11 @@ impl Relay {
             idle_timeout: options.idle_timeout,
             idle: None,
             event_stream: options.event_stream,
-            length_framed: matches!(options.downstream, Downstream::Length(_)),
+            // Promised a length by either side: the body cannot end early
+            // (a rewritten body is chunked to the client, but a backend
+            // that stops short of its length has cut it).
+            length_framed: matches!(options.downstream, Downstream::Length(_))
+                || matches!(head.framing, Framing::Length(_)),
             idle_hint,
             ending: None,
         }

@@ -256,28 +256,78 @@ impl EndpointRewriter {
 
 /// Where the first event in `buf` ends: just past the blank line that ends
 /// it (lines end in CRLF, LF or CR). Used to group bytes, never to change
-/// them: a CR and LF split across reads only makes one more empty group.
+/// them.
 pub fn event_end(buf: &[u8]) -> Option<usize> {
-    let mut line_start = true;
-    let mut i = 0;
-    while i < buf.len() {
-        let b = buf[i];
-        if b == b'\n' || b == b'\r' {
-            let mut end = i + 1;
-            if b == b'\r' && buf.get(end) == Some(&b'\n') {
-                end += 1;
-            }
-            if line_start {
-                return Some(end);
-            }
-            line_start = true;
-            i = end;
-        } else {
-            line_start = false;
-            i += 1;
+    Splitter::new().next(buf)
+}
+
+/// Finds where events end in a buffer that grows, resuming where it stopped
+/// (so a large event arriving in many reads is scanned once, not once per
+/// read). Positions are relative to the start of the event being scanned.
+#[derive(Debug, Clone)]
+pub struct Splitter {
+    /// Bytes of the current event already scanned.
+    pos: usize,
+    /// `pos` is at the start of a line.
+    line_start: bool,
+}
+
+impl Default for Splitter {
+    fn default() -> Self {
+        Splitter::new()
+    }
+}
+
+impl Splitter {
+    pub fn new() -> Self {
+        Splitter {
+            pos: 0,
+            line_start: true,
         }
     }
-    None
+
+    /// Bytes of `buf` scanned so far (a CR at its end waits for the next
+    /// byte: it may begin a CRLF).
+    pub fn scanned(&self) -> usize {
+        self.pos
+    }
+
+    /// Where the event that begins at `buf[0]` ends, if it does within
+    /// `buf`; the splitter then starts over for the next event, which begins
+    /// there. `buf` must extend the bytes given before.
+    pub fn next(&mut self, buf: &[u8]) -> Option<usize> {
+        let mut i = self.pos;
+        while i < buf.len() {
+            let b = buf[i];
+            if b == b'\n' || b == b'\r' {
+                let mut end = i + 1;
+                if b == b'\r' {
+                    match buf.get(end) {
+                        Some(b'\n') => end += 1,
+                        Some(_) => {}
+                        None => break,
+                    }
+                }
+                if self.line_start {
+                    *self = Splitter::new();
+                    return Some(end);
+                }
+                self.line_start = true;
+                i = end;
+            } else {
+                self.line_start = false;
+                i += 1;
+            }
+        }
+        self.pos = i;
+        None
+    }
+
+    /// `n` bytes were taken off the front of the buffer (never more than
+    /// were scanned).
+    pub fn consumed(&mut self, n: usize) {
+        self.pos = self.pos.saturating_sub(n);
+    }
 }
 
 /// The lines of an event, each with its line ending.

@@ -42,6 +42,22 @@ pub fn decode(value: &[u8]) -> Result<Cow<'_, [u8]>, BadValue> {
     }
 }
 
+/// A value as a header carries it: as it is when it is visible ASCII with
+/// no leading or trailing space and not the encoded form itself, else
+/// `=?base64?...?=` (so a backend's odd id cannot break the head).
+pub fn encode(value: &str) -> std::borrow::Cow<'_, str> {
+    let plain = !value.is_empty()
+        && value.bytes().all(|b| b.is_ascii_graphic())
+        && !value.starts_with("=?base64?");
+    match plain {
+        true => std::borrow::Cow::Borrowed(value),
+        false => std::borrow::Cow::Owned(format!(
+            "=?base64?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(value)
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +76,16 @@ mod tests {
         );
         // A prefix alone is not the encoded form.
         assert_eq!(&*decode(b"=?base64?").unwrap(), b"=?base64?");
+    }
+
+    #[test]
+    fn encode_keeps_safe_values_and_encodes_the_rest() {
+        assert_eq!(encode("abc-123_X"), "abc-123_X");
+        for odd in ["a b", "r\u{e9}port", "x\r\nInjected: 1", "", "=?base64?x?="] {
+            let encoded = encode(odd);
+            assert!(encoded.starts_with("=?base64?"), "{odd:?}");
+            assert_eq!(&*decode(encoded.as_bytes()).unwrap(), odd.as_bytes());
+        }
     }
 
     #[test]

@@ -141,6 +141,17 @@ enum Chosen {
     Task { token: String },
 }
 
+/// The task a task request names: its sealed id, or the unknown-task error
+/// for one that cannot be a token (a number, none).
+fn task_of(message: &validate::Message<'_>) -> Result<Chosen, ProxyError> {
+    match message.params.as_ref().and_then(|p| p.task_id.as_ref()) {
+        Some(serde_json::Value::String(token)) => Ok(Chosen::Task {
+            token: token.clone(),
+        }),
+        _ => Err(ProxyError::TaskNotFound),
+    }
+}
+
 /// How a route steers the pick within its pool (opt-in, soft: a backend
 /// that cannot take the request is simply not chosen).
 #[derive(Default)]
@@ -209,7 +220,7 @@ impl Proxy {
             upstream,
             metrics,
         };
-        let pools = proxy.apply_pools(config);
+        let (pools, _) = proxy.apply_pools(config);
         let live = Live::new(config, None, pools, None, &proxy.metrics);
         proxy.live.store(Arc::new(live));
         proxy
@@ -225,7 +236,7 @@ impl Proxy {
             true => old.previous.clone(),
             false => Some(old.key.clone()),
         };
-        let pools = self.apply_pools(config);
+        let (pools, removed) = self.apply_pools(config);
         let cache = old.cache.clone();
         self.live.store(Arc::new(Live::new(
             config,
@@ -234,14 +245,19 @@ impl Proxy {
             cache,
             &self.metrics,
         )));
+        // Only now that no route names them: their backends drain and leave.
+        for named in removed {
+            named.fleet.retain_sources(&[]);
+        }
         self.upstream.reconfigure(&UpstreamSettings::of(config));
     }
 
     /// Gives each configured pool its settings and backends (making the
     /// pools that are new); a pool the config no longer names loses its
-    /// sources, so its backends drain and leave. Returns every pool, the
-    /// configured ones first in the config's order.
-    fn apply_pools(&self, config: &Config) -> Vec<Arc<Named>> {
+    /// sources, so its backends drain and leave. Returns every pool (the
+    /// configured ones first, in the config's order) and the removed ones,
+    /// to empty once the routes that named them are gone.
+    fn apply_pools(&self, config: &Config) -> (Vec<Arc<Named>>, Vec<Arc<Named>>) {
         let mut fleets = self.fleets.lock().unwrap_or_else(|e| e.into_inner());
         let mut pools = Vec::new();
         for pool in &config.pools {
@@ -266,15 +282,16 @@ impl Proxy {
             fleet.retain_sources(&keep);
             pools.push(named);
         }
+        let mut removed = Vec::new();
         for named in fleets.iter() {
             if config.pool(&named.name).is_none() {
-                named.fleet.retain_sources(&[]);
+                removed.push(named.clone());
                 if !named.fleet.pool().backends().is_empty() {
                     pools.push(named.clone());
                 }
             }
         }
-        pools
+        (pools, removed)
     }
 
     /// Every pool (those a reload removed while they still drain, last).
@@ -323,14 +340,10 @@ impl Proxy {
             head_request: method == b"HEAD",
             delete: method == b"DELETE",
             legacy_get: classify::may_open_legacy_stream(method),
-            modern: classify::is_modern(buf, &head.fields),
+            // The revision is POST only: a GET or DELETE with a session is
+            // of the older world whatever version it names.
+            modern: method == b"POST" && classify::is_modern(buf, &head.fields),
         };
-        if req.modern {
-            self.metrics.modern_requests.inc();
-            // No sessions in this revision: an `Mcp-Session-Id` is the
-            // server's business (a modern server ignores it), not a route.
-            return self.forward_new(client, &req).await;
-        }
         // Only a target with a query can carry a legacy session: the others
         // need no UTF-8 check here.
         let query_target = match req.target.bytes(buf).contains(&b'?') {
@@ -345,6 +358,27 @@ impl Proxy {
             };
             let line = AccessLog::new(method, req.target.bytes(buf), token);
             client.set_access(line);
+        }
+        if head.fields.count(FieldKind::ProtocolVersion) > 1 {
+            // Tether and a server could read different ones.
+            let err = ProxyError::HeaderMismatch("MCP-Protocol-Version is given twice".into());
+            return self.answer(client, &req, err, None).await;
+        }
+        if req.modern {
+            self.metrics.modern_requests.inc();
+            match session {
+                // The legacy transport has no modern form: its session
+                // parameter is checked whatever version the request names.
+                Ok(Some(s)) if matches!(s.carrier, Carrier::Query { .. }) => {
+                    return self.forward_owned(client, &req, s).await
+                }
+                Err(classify::Ambiguous) => {
+                    return self.unroutable(client, &req, Unroutable::Ambiguous).await
+                }
+                // No sessions in this revision: an `Mcp-Session-Id` is the
+                // server's business (a modern server ignores it), not a route.
+                _ => return self.forward_new(client, &req).await,
+            }
         }
         match session {
             Ok(Some(session)) => self.forward_owned(client, &req, session).await,
@@ -471,34 +505,38 @@ impl Proxy {
             name: name.as_deref(),
         };
         let live = req.live;
-        let route = live.routes.choose(&input).ok_or(ProxyError::NoRoute)?;
         let body = req.body.bytes(buf);
+        let headers = validate::Headers {
+            version: fields
+                .get(buf, FieldKind::ProtocolVersion)
+                .map(<[u8]>::trim_ascii),
+            method: input.method,
+            name: input.name,
+        };
+        let task_method = |m: Option<&[u8]>| {
+            m.and_then(|m| std::str::from_utf8(m).ok())
+                .is_some_and(validate::is_task_method)
+        };
+        // A request for a task goes to its owner whatever the routes say,
+        // and is always checked: its routing key is in the body.
+        if req.modern && task_method(input.method) {
+            let message = validate::check(&headers, body).map_err(ProxyError::HeaderMismatch)?;
+            return task_of(&message);
+        }
+        let route = live.routes.choose(&input).ok_or(ProxyError::NoRoute)?;
         let mut creates = false;
         if req.modern {
-            let headers = validate::Headers {
-                version: fields
-                    .get(buf, FieldKind::ProtocolVersion)
-                    .map(<[u8]>::trim_ascii),
-                method: input.method,
-                name: input.name,
-            };
             let message = match route.validate {
                 true => validate::check(&headers, body).map_err(ProxyError::HeaderMismatch)?,
                 false => serde_json::from_slice(body).unwrap_or_default(),
             };
             let method = message.method.as_deref();
             if method.is_some_and(validate::is_task_method) {
-                let id = message.params.as_ref().and_then(|p| p.task_id.as_ref());
-                return match id {
-                    Some(serde_json::Value::String(token)) => Ok(Chosen::Task {
-                        token: token.clone(),
-                    }),
-                    // Not a token Tether sealed (a number, or none): no
-                    // replica can know it.
-                    _ => Err(ProxyError::TaskNotFound),
-                };
+                return task_of(&message);
             }
-            creates = crate::modern::task::may_create(method, body);
+            // Any tools/call may be answered with a task; the answer is only
+            // rewritten if it names one (`respond::task_ids_possible`).
+            creates = method == Some("tools/call");
         } else if route.validate && route.by_header {
             // The spec's SHOULD: who routes on these headers refuses a
             // request whose version predates their validation.
@@ -698,8 +736,9 @@ impl Proxy {
         let fleet = &named.fleet;
         let outstanding = backend.track();
         let has_name = req.head.fields.count(FieldKind::McpName) > 0;
+        let name = has_name.then(|| crate::modern::header::encode(server_id));
         let changes = Changes {
-            mcp_name: has_name.then_some(server_id.as_bytes()),
+            mcp_name: name.as_deref().map(str::as_bytes),
             body: Some(&body),
             ..Changes::default()
         };

@@ -69,7 +69,10 @@ impl Proxy {
     ) -> Outcome {
         let head = &resp.head;
         let owned = session.map(|(owned, _)| owned);
+        // A 2026-07-28 answer is not a session's: its `Mcp-Session-Id`, if a
+        // server sends one, passes as it is.
         let sealed = response_session_id(&resp)
+            .filter(|_| !req.modern)
             .map(|value| req.live.affinity.seal_response(value, backend, owned));
         let session_id = match (&sealed, session) {
             (Some(ResponseId::Same), Some((_, session))) => Some(session.token_bytes(client.buf())),

@@ -180,6 +180,11 @@ fn events_are_grouped_by_their_blank_line_whatever_the_line_ends() {
     assert_eq!(event_end(b": keepalive\n\n"), Some(13));
     assert_eq!(event_end(b"data: 1\n"), None);
     assert_eq!(event_end(b"data: 1\r"), None);
+    assert_eq!(
+        event_end(b"data: 1\n\r"),
+        None,
+        "a CR at the end may begin a CRLF"
+    );
     assert_eq!(event_end(b""), None);
 }
 
@@ -193,4 +198,31 @@ fn event_data_joins_lines_and_write_event_keeps_the_rest() {
     let mut out = Vec::new();
     write_event(event, b"{\"a\":2}", &mut out);
     assert_eq!(out, b"id: 7\r\nevent: message\r\ndata: {\"a\":2}\n\r\n");
+}
+
+#[test]
+fn the_splitter_resumes_and_finds_the_same_ends_at_every_split() {
+    let stream: &[u8] = b"data: a\r\n\r\n: c\n\nid: 1\rdata: b\r\rdata: x\n\r\n";
+    let whole: Vec<usize> = {
+        let mut ends = Vec::new();
+        let mut start = 0;
+        while let Some(end) = event_end(&stream[start..]) {
+            start += end;
+            ends.push(start);
+        }
+        ends
+    };
+    assert_eq!(whole, [11, 16, 31, 41]);
+    for step in 1..stream.len() {
+        let mut splitter = Splitter::new();
+        let (mut ends, mut start, mut fed) = (Vec::new(), 0, 0);
+        while fed < stream.len() {
+            fed = (fed + step).min(stream.len());
+            while let Some(end) = splitter.next(&stream[start..fed]) {
+                start += end;
+                ends.push(start);
+            }
+        }
+        assert_eq!(ends, whole, "fed {step} bytes at a time");
+    }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -101,9 +102,76 @@ fn the_request_body_gets_the_servers_id() {
 }
 
 #[test]
-fn only_a_tools_call_that_declares_the_extension_may_create_a_task() {
-    let with = br#"{"params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{"extensions":{"io.modelcontextprotocol/tasks":{}}}}}}"#;
-    assert!(may_create(Some("tools/call"), with));
-    assert!(!may_create(Some("tools/list"), with));
-    assert!(!may_create(Some("tools/call"), b"{}"));
+fn only_the_id_changes_numbers_and_key_order_stay() {
+    let n = Arc::new(AtomicUsize::new(0));
+    let body = br#"{"id":18446744073709551616,"jsonrpc":"2.0","result":{"z":1.10,"taskId":"abc","big":123456789012345678901234567890,"resultType":"task"}}"#;
+    let out = run(&mut rewriter(false, None, n.clone()), &[body]);
+    let expected = br#"{"id":18446744073709551616,"jsonrpc":"2.0","result":{"z":1.10,"taskId":"t1.sealed-abc","big":123456789012345678901234567890,"resultType":"task"}}"#;
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        String::from_utf8_lossy(expected)
+    );
+    let request = br#"{"jsonrpc":"2.0","id":18446744073709551616,"method":"tasks/update","params":{"taskId":"t1.x","inputResponses":{"k":{"n":1.50}}}}"#;
+    let restored = restore_body(request, "srv \"1\"").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&restored),
+        r#"{"jsonrpc":"2.0","id":18446744073709551616,"method":"tasks/update","params":{"taskId":"srv \"1\"","inputResponses":{"k":{"n":1.50}}}}"#
+    );
+    // A duplicated taskId is ambiguous: left alone.
+    let twice =
+        br#"{"jsonrpc":"2.0","id":1,"result":{"taskId":"a","taskId":"b","resultType":"task"}}"#;
+    assert_eq!(run(&mut rewriter(false, None, n.clone()), &[twice]), twice);
+    // An echo only for the task the request named.
+    let other = br#"{"jsonrpc":"2.0","id":4,"result":{"taskId":"zzz","resultType":"complete"}}"#;
+    assert_eq!(
+        run(
+            &mut rewriter(false, Some(("abc", "t1.c")), n.clone()),
+            &[other]
+        ),
+        other
+    );
+}
+
+#[test]
+fn crlf_events_split_at_every_byte_come_out_whole() {
+    let event = format!("event: message\r\ndata: {CREATED}\r\n\r\n: ping\r\n\r\n");
+    let bytes = event.as_bytes();
+    for at in 1..bytes.len() {
+        let n = Arc::new(AtomicUsize::new(0));
+        let out = run(
+            &mut rewriter(true, None, n.clone()),
+            &[&bytes[..at], &bytes[at..]],
+        );
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains("t1.sealed-abc") && !text.contains("\"abc\""),
+            "split at {at}: {text}"
+        );
+        assert!(text.ends_with(": ping\r\n\r\n"), "split at {at}: {text}");
+        assert_eq!(n.load(Ordering::Relaxed), 1);
+    }
+}
+
+#[test]
+fn an_oversized_event_passes_and_the_next_one_is_rewritten() {
+    let n = Arc::new(AtomicUsize::new(0));
+    let mut r = rewriter(true, None, n.clone());
+    let mut out = Vec::new();
+    // A large event in many small reads: scanned once (no quadratic rescans),
+    // passed once it is over the bound.
+    let big = format!("data: {{\"taskId\":\"{}\"}}\n\n", "x".repeat(MAX_BODY + 10));
+    for chunk in big.as_bytes().chunks(1448) {
+        r.push(chunk, &mut out);
+    }
+    assert_eq!(out.len(), big.len());
+    assert_eq!(out, big.as_bytes());
+    out.clear();
+    let next = format!("data: {CREATED}\n\n");
+    r.push(next.as_bytes(), &mut out);
+    assert!(String::from_utf8_lossy(&out).contains("t1.sealed-abc"));
+    // An event the stream never ends goes out at the finish as it was.
+    out.clear();
+    r.push(b"data: {\"par", &mut out);
+    r.finish(&mut out);
+    assert_eq!(out, b"data: {\"par");
 }

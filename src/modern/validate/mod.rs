@@ -28,9 +28,10 @@ use super::META_VERSION;
 /// The parts of a JSON-RPC message the headers mirror.
 #[derive(Debug, Default, Deserialize)]
 pub struct Message<'a> {
-    /// Present on requests (and responses), absent on notifications.
-    #[serde(default)]
-    pub id: Option<serde::de::IgnoredAny>,
+    /// Present on requests (and responses), absent on notifications; an
+    /// `"id": null` is present.
+    #[serde(default, deserialize_with = "present")]
+    pub id: Option<Value>,
     #[serde(borrow, default)]
     pub method: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -53,6 +54,12 @@ pub struct Params<'a> {
 pub struct Meta<'a> {
     #[serde(rename = "io.modelcontextprotocol/protocolVersion", borrow, default)]
     pub version: Option<Cow<'a, str>>,
+}
+
+/// `Some` for any value, `null` included (serde gives `None` for an absent
+/// member through `default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// The request's routing headers, decoded; `None`: absent.
@@ -93,18 +100,22 @@ impl Params<'_> {
 
 /// Parses `body` and checks `headers` against it.
 pub fn check<'b>(headers: &Headers<'_>, body: &'b [u8]) -> Result<Message<'b>, String> {
+    if headers.name.is_some() && headers.method.is_none() {
+        return Err("Mcp-Name given without Mcp-Method".into());
+    }
     let message: Message<'b> = match serde_json::from_slice(body) {
         Ok(m) => m,
-        Err(e) if e.is_data() => return Err(format!("body: {e}")),
-        // Not JSON, or not one object (a batch): nothing the headers can
-        // mirror. The server answers it; a header naming a method it does
-        // not have is still a mismatch.
-        Err(_) => match headers.method {
-            Some(_) => {
-                return Err("Mcp-Method given, but the body is not one JSON-RPC request".into())
-            }
-            None => return Ok(Message::default()),
-        },
+        // A body Tether cannot read (not JSON, not one object, two members
+        // of one name, or JSON a server's parser reads and serde's refuses:
+        // a lone surrogate, NaN, deep nesting) cannot be shown to agree
+        // with a header: with one, a mismatch. With none, the server
+        // answers it (but an ambiguous structure is refused).
+        Err(e) if headers.method.is_some() || e.is_data() => {
+            return Err(format!(
+                "the body cannot be checked against the headers: {e}"
+            ))
+        }
+        Err(_) => return Ok(Message::default()),
     };
     let Some(version) = headers.version else {
         return Err("MCP-Protocol-Version is missing".into());
@@ -136,7 +147,13 @@ pub fn check<'b>(headers: &Headers<'_>, body: &'b [u8]) -> Result<Message<'b>, S
         }
         Some(_) => {}
     }
-    if let Some(member) = name_param(method) {
+    let Some(member) = name_param(method) else {
+        return match headers.name {
+            Some(_) => Err(format!("Mcp-Name given, but {method} names nothing")),
+            None => Ok(message),
+        };
+    };
+    {
         let value = message.params.as_ref().and_then(|p| p.member(member));
         match (headers.name, value) {
             (None, _) if is_task_method(method) => {}

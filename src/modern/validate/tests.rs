@@ -49,7 +49,10 @@ fn every_disagreement_is_a_mismatch() {
             headers(Some("tools/list"), Some("report_q3")),
             "Mcp-Method is not",
         ),
-        (headers(None, Some("report_q3")), "Mcp-Method is missing"),
+        (
+            headers(None, Some("report_q3")),
+            "Mcp-Name given without Mcp-Method",
+        ),
         (headers(Some("tools/call"), None), "Mcp-Name is missing"),
         (
             headers(Some("tools/call"), Some("report_q4")),
@@ -91,6 +94,7 @@ fn bodies_the_headers_cannot_mirror() {
     // Not JSON with Mcp-Method: a mismatch; without it, the server's to answer.
     assert!(check(&headers(Some("tools/list"), None), b"{not json").is_err());
     assert!(check(&headers(None, None), b"{not json").is_ok());
+    // A batch (gone in this revision) is no one message.
     assert!(check(&headers(Some("tools/list"), None), b"[]").is_err());
     // A response the client sends back has no method to mirror.
     let response = br#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
@@ -106,4 +110,34 @@ fn numbers_compare_as_numbers() {
     assert!(!same_value(b"7", &serde_json::json!("07")));
     assert!(!same_value(b"07x", &serde_json::json!(7)));
     assert!(!same_value(b"true", &serde_json::json!(true)));
+}
+
+#[test]
+fn what_a_hostile_client_could_route_by_is_refused() {
+    // Mcp-Name alone, or on a method that names nothing: a route on the
+    // name must not take it.
+    let list = br#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#;
+    assert!(check(&headers(Some("tools/list"), Some("report_x")), list).is_err());
+    assert!(check(&headers(None, Some("report_x")), list).is_err());
+    // `"id": null` is a request, not a notification: Mcp-Method is needed.
+    let null_id =
+        br#"{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{"name":"admin_wipe"}}"#;
+    assert!(check(&headers(None, None), null_id).is_err());
+    // JSON servers read and serde refuses, under a routing header.
+    for body in [
+        &br#"{"id":1,"method":"tools/call","params":{"name":"report_x","uri":"\ud800"}}"#[..],
+        br#"{"id":1,"method":"tools/call","params":{"name":"report_x","taskId":NaN}}"#,
+    ] {
+        assert!(check(&headers(Some("tools/call"), Some("report_x")), body).is_err());
+    }
+    let deep = format!(
+        r#"{{"id":1,"method":"tools/call","params":{{"name":"report_x","uri":{}1{}}}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    assert!(check(
+        &headers(Some("tools/call"), Some("report_x")),
+        deep.as_bytes()
+    )
+    .is_err());
 }
