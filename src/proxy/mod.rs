@@ -434,32 +434,60 @@ impl Proxy {
                 ..Changes::default()
             },
         };
-        let request = self.upstream_request(client, req, &backend, changes);
-        let result = self.call(client, req, &backend, &request).await;
+        let session = Some((&owned, &session));
+        let called = self
+            .call_owner(
+                client,
+                req,
+                (&backend, fleet),
+                outstanding,
+                changes,
+                (session, ResponseChanges::default()),
+            )
+            .await;
+        match called {
+            Some(outcome) => outcome,
+            // The owner is down: its sessions are gone with it.
+            None => {
+                let why = Unroutable::OwnerGone(backend.id.to_string());
+                self.unroutable(client, req, why).await
+            }
+        }
+    }
+
+    /// Sends the request, with `changes`, to the owner of a session or a
+    /// task and answers with what comes back; `None` when the owner refused
+    /// the connection (it is down: the caller answers for it).
+    #[allow(clippy::too_many_arguments)]
+    async fn call_owner(
+        self: &Arc<Self>,
+        client: &mut Client,
+        req: &Request<'_>,
+        (backend, fleet): (&Arc<Backend>, &Arc<Fleet>),
+        outstanding: crate::pool::Outstanding,
+        changes: Changes<'_>,
+        answer: (
+            Option<(&crate::affinity::Owned, &SessionRef)>,
+            ResponseChanges,
+        ),
+    ) -> Option<Outcome> {
+        let request = self.upstream_request(client, req, backend, changes);
+        let result = self.call(client, req, backend, &request).await;
         buf::give(request);
         match result {
             Ok(resp) => {
-                note_response(client, resp.head.status, &backend);
+                note_response(client, resp.head.status, backend);
                 // The answer's head may carry the client's token, still in its buffer.
-                let outcome = self.respond(
-                    client,
-                    req,
-                    resp,
-                    (&backend, fleet),
-                    outstanding,
-                    (Some((&owned, &session)), ResponseChanges::default()),
-                );
+                let outcome =
+                    self.respond(client, req, resp, (backend, fleet), outstanding, answer);
                 client.consume(req.consumed);
-                outcome
+                Some(outcome)
             }
-            Err(CallError::ClientGone) => Outcome::CLOSE,
+            Err(CallError::ClientGone) => Some(Outcome::CLOSE),
             Err(CallError::Upstream(e)) => {
-                self.count_upstream_error(&backend, fleet, e.failure);
+                self.count_upstream_error(backend, fleet, e.failure);
                 if e.failure == UpstreamFailure::Refused {
-                    // The owner is down: its sessions are gone with it.
-                    return self
-                        .unroutable(client, req, Unroutable::OwnerGone(backend.id.to_string()))
-                        .await;
+                    return None;
                 }
                 tracing::warn!(backend = %backend.id, failure = e.failure.as_str(), detail = %e.detail, "upstream call failed");
                 let err = ProxyError::Upstream {
@@ -467,7 +495,7 @@ impl Proxy {
                     failure: e.failure,
                     detail: e.detail,
                 };
-                self.answer(client, req, err, Some(&backend)).await
+                Some(self.answer(client, req, err, Some(backend)).await)
             }
         }
     }
@@ -742,44 +770,25 @@ impl Proxy {
             body: Some(&body),
             ..Changes::default()
         };
-        let request = self.upstream_request(client, req, &backend, changes);
-        let result = self.call(client, req, &backend, &request).await;
-        buf::give(request);
-        match result {
-            Ok(resp) => {
-                note_response(client, resp.head.status, &backend);
-                let tasks = ResponseChanges {
-                    creates: false,
-                    echo: Some((server_id.to_owned(), token)),
-                    set_cookie: None,
-                    cache_key: None,
-                };
-                let outcome = self.respond(
-                    client,
-                    req,
-                    resp,
-                    (&backend, fleet),
-                    outstanding,
-                    (None, tasks),
-                );
-                client.consume(req.consumed);
-                outcome
-            }
-            Err(CallError::ClientGone) => Outcome::CLOSE,
-            Err(CallError::Upstream(e)) => {
-                self.count_upstream_error(&backend, fleet, e.failure);
-                if e.failure == UpstreamFailure::Refused {
-                    return self
-                        .task_unknown(client, req, None, Some(&backend.id))
-                        .await;
-                }
-                tracing::warn!(backend = %backend.id, failure = e.failure.as_str(), detail = %e.detail, "upstream call failed");
-                let err = ProxyError::Upstream {
-                    backend: backend.id.to_string(),
-                    failure: e.failure,
-                    detail: e.detail,
-                };
-                self.answer(client, req, err, Some(&backend)).await
+        let tasks = ResponseChanges {
+            echo: Some((server_id.to_owned(), token)),
+            ..ResponseChanges::default()
+        };
+        let called = self
+            .call_owner(
+                client,
+                req,
+                (&backend, fleet),
+                outstanding,
+                changes,
+                (None, tasks),
+            )
+            .await;
+        match called {
+            Some(outcome) => outcome,
+            None => {
+                self.task_unknown(client, req, None, Some(&backend.id))
+                    .await
             }
         }
     }
