@@ -13,6 +13,7 @@ taskset -c 1 haproxy -db -f $W/haproxy.conf >/dev/null 2>&1 & HPID=$!; pids+=($H
 TETHER_THREADS=1 TETHER_LOG=warn taskset -c 1 $T --listen 127.0.0.1:$TP --config $W/tether.toml --backend http://127.0.0.1:$R1 --backend http://127.0.0.1:$R2 >/dev/null 2>&1 & TPID=$!; pids+=($TPID)
 TETHER_THREADS=1 TETHER_LOG=warn taskset -c 1 $B --listen 127.0.0.1:$BP --backend http://127.0.0.1:$R1 --backend http://127.0.0.1:$R2 >/dev/null 2>&1 & BPID=$!; pids+=($BPID)
 sleep 1
+HZ=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' /proc/$1/stat; }
 for round in 1 2 3 4 5; do
   for t in haproxy:$HP:$HPID tether:$TP:$TPID before:$BP:$BPID; do
@@ -22,6 +23,6 @@ for round in 1 2 3 4 5; do
     t1=$(ticks $pid)
     reqs=$(echo "$out" | awk '/requests in/{print $1}'); rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
     bad=$(echo "$out" | awk '/Non-2xx/{print $NF}')
-    echo "$round $name rps=$rps cpu_us=$(awk -v a=$t0 -v b=$t1 -v r=$reqs 'BEGIN{printf "%.2f",(b-a)/100*1e6/r}') non2xx=${bad:-0}"
+    echo "$round $name rps=$rps cpu_us=$(awk -v a=$t0 -v b=$t1 -v r=$reqs -v hz=$HZ 'BEGIN{printf "%.2f",(b-a)/hz*1e6/r}') non2xx=${bad:-0}"
   done
 done
