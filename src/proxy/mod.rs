@@ -458,7 +458,6 @@ impl Proxy {
     /// Sends the request, with `changes`, to the owner of a session or a
     /// task and answers with what comes back; `None` when the owner refused
     /// the connection (it is down: the caller answers for it).
-    #[allow(clippy::too_many_arguments)]
     async fn call_owner(
         self: &Arc<Self>,
         client: &mut Client,
