@@ -1,5 +1,6 @@
 use super::*;
 use crate::pool::health::HealthSettings;
+use crate::pool::Balance;
 
 fn no_env(_: &str) -> Option<String> {
     None

@@ -10,6 +10,8 @@
 //! refused the connection. `respond` turns a backend's
 //! response head into the client's and hands the body to the relay.
 
+mod choose;
+mod modern;
 mod respond;
 
 use std::future::Future as _;
@@ -33,9 +35,9 @@ use crate::forward::upstream::{Response, Upstream, UpstreamError, UpstreamSettin
 use crate::http1::buf;
 use crate::http1::head::{FieldKind, RequestHead, TargetForm};
 use crate::metrics::{self, Metrics};
-use crate::modern::{header, validate};
 use crate::pool::{find_owner, health, Backend, Fleet, Named, State};
-use crate::route::{self, Routes};
+use crate::route::Routes;
+use choose::Chosen;
 pub use respond::PendingRelay;
 
 /// What the request path needs from the configuration.
@@ -127,39 +129,6 @@ struct Request<'a> {
     /// 2026-07-28 or later: no sessions; closing the connection cancels
     /// the request.
     modern: bool,
-}
-
-/// Where a request that begins something goes.
-enum Chosen {
-    /// The pick of this pool; `creates`: the answer may be a new task.
-    Pool {
-        named: Arc<Named>,
-        creates: bool,
-        steer: Steer,
-    },
-    /// A request for an existing task (its sealed id): to its owner.
-    Task { token: String },
-}
-
-/// The task a task request names: its sealed id, or the unknown-task error
-/// for one that cannot be a token (a number, none).
-fn task_of(message: &validate::Message<'_>) -> Result<Chosen, ProxyError> {
-    match message.params.as_ref().and_then(|p| p.task_id.as_ref()) {
-        Some(serde_json::Value::String(token)) => Ok(Chosen::Task {
-            token: token.clone(),
-        }),
-        _ => Err(ProxyError::TaskNotFound),
-    }
-}
-
-/// How a route steers the pick within its pool (opt-in, soft: a backend
-/// that cannot take the request is simply not chosen).
-#[derive(Default)]
-struct Steer {
-    /// Soft affinity: the key's hash and the load factor.
-    hash: Option<(u64, f64)>,
-    /// Cookie stickiness: the cookie's name and the backend its value names.
-    cookie: Option<(Box<str>, Option<String>)>,
 }
 
 /// What the response needs besides the head's rewrite: its task ids
@@ -499,106 +468,6 @@ impl Proxy {
         }
     }
 
-    /// The pool for a request that begins something: its route's (with
-    /// the route's checks of a 2026-07-28 request's headers).
-    fn choose(&self, client: &Client, req: &Request<'_>) -> Result<Chosen, ProxyError> {
-        let buf = client.buf();
-        let fields = &req.head.fields;
-        let decoded = |kind| match fields.count(kind) {
-            0 => Ok(None),
-            1 => match fields.get(buf, kind).map(header::decode) {
-                Some(Ok(v)) => Ok(Some(v)),
-                Some(Err(header::BadValue::TooLarge)) => {
-                    Err(ProxyError::Head(crate::http1::head::HeadError::TooLarge))
-                }
-                _ => Err(ProxyError::HeaderMismatch(
-                    "an Mcp-* header is not valid =?base64?...?= text".into(),
-                )),
-            },
-            _ => Err(ProxyError::HeaderMismatch(
-                "an Mcp-* header is given twice".into(),
-            )),
-        };
-        let method = decoded(FieldKind::McpMethod)?;
-        let name = decoded(FieldKind::McpName)?;
-        let target = req.target.bytes(buf);
-        let input = route::Input {
-            path: target.split(|&b| b == b'?').next().unwrap_or(target),
-            host: match req.head.target_authority() {
-                Some(authority) => Some(&buf[authority]),
-                None => fields.get(buf, FieldKind::Host),
-            },
-            method: method.as_deref(),
-            name: name.as_deref(),
-        };
-        let live = req.live;
-        let body = req.body.bytes(buf);
-        let headers = validate::Headers {
-            version: fields
-                .get(buf, FieldKind::ProtocolVersion)
-                .map(<[u8]>::trim_ascii),
-            method: input.method,
-            name: input.name,
-        };
-        let task_method = |m: Option<&[u8]>| {
-            m.and_then(|m| std::str::from_utf8(m).ok())
-                .is_some_and(validate::is_task_method)
-        };
-        // A request for a task goes to its owner whatever the routes say,
-        // and is always checked: its routing key is in the body.
-        if req.modern && task_method(input.method) {
-            let message = validate::check(&headers, body).map_err(ProxyError::HeaderMismatch)?;
-            return task_of(&message);
-        }
-        let route = live.routes.choose(&input).ok_or(ProxyError::NoRoute)?;
-        let mut creates = false;
-        if req.modern {
-            let message = match route.validate {
-                true => validate::check(&headers, body).map_err(ProxyError::HeaderMismatch)?,
-                false => serde_json::from_slice(body).unwrap_or_default(),
-            };
-            let method = message.method.as_deref();
-            if method.is_some_and(validate::is_task_method) {
-                return task_of(&message);
-            }
-            // Any tools/call may be answered with a task; the answer is only
-            // rewritten if it names one (`respond::task_ids_possible`).
-            creates = method == Some("tools/call");
-        } else if route.validate && route.by_header {
-            // The spec's SHOULD: who routes on these headers refuses a
-            // request whose version predates their validation.
-            return Err(ProxyError::HeaderMismatch(
-                "this route matches on Mcp-Method/Mcp-Name, which need \
-                 MCP-Protocol-Version 2026-07-28 or later"
-                    .into(),
-            ));
-        }
-        route.requests.inc();
-        let named = live
-            .pools
-            .get(route.pool)
-            .cloned()
-            .ok_or(ProxyError::NoRoute)?;
-        let steer = Steer {
-            hash: route.soft.as_ref().and_then(|(_, factor)| {
-                let key = route.soft_key(buf, fields)?;
-                Some((crate::pool::ring::hash_key(key), *factor))
-            }),
-            cookie: route.cookie.as_ref().map(|name| {
-                let owner = route::cookie(buf, fields, name.as_bytes())
-                    .and_then(|v| live.affinity.open(v).ok())
-                    .filter(|s| s.kind == crate::affinity::TokenKind::Cookie)
-                    .map(|s| s.backend().to_owned());
-                (name.clone(), owner)
-            }),
-        };
-        Ok(Chosen::Pool {
-            named,
-            creates,
-            steer,
-        })
-    }
-
     /// A request without a session: the pick of its route's pool, then the
     /// next one if the pick refused the connection (nothing was sent, so it
     /// is safe).
@@ -724,97 +593,6 @@ impl Proxy {
         out
     }
 
-    /// A request for an existing task: the owner its id names, with the
-    /// server's id put back; or the unknown-task error, with no backend
-    /// contacted, when the id does not open or its owner is gone.
-    async fn forward_task(
-        self: &Arc<Self>,
-        client: &mut Client,
-        req: &Request<'_>,
-        token: String,
-    ) -> Outcome {
-        let live = req.live;
-        let sealed = match live.affinity.open(token.as_bytes()) {
-            Ok(sealed) if sealed.kind == crate::affinity::TokenKind::Task => sealed,
-            Ok(_) => {
-                return self
-                    .task_unknown(client, req, Some("wrong_transport"), None)
-                    .await
-            }
-            Err(e) => {
-                let why = Unroutable::Invalid(e).invalid_reason();
-                return self.task_unknown(client, req, why, None).await;
-            }
-        };
-        let Some((named, backend)) = find_owner(&live.pools, sealed.backend_bytes())
-            .filter(|(_, b)| b.state() != State::Down)
-        else {
-            return self
-                .task_unknown(client, req, None, Some(sealed.backend()))
-                .await;
-        };
-        let server_id = sealed.upstream_id();
-        let Some(body) = crate::modern::task::restore_body(req.body.bytes(client.buf()), server_id)
-        else {
-            return self
-                .task_unknown(client, req, Some("malformed"), None)
-                .await;
-        };
-        let fleet = &named.fleet;
-        let outstanding = backend.track();
-        let has_name = req.head.fields.count(FieldKind::McpName) > 0;
-        let name = has_name.then(|| crate::modern::header::encode(server_id));
-        let changes = Changes {
-            mcp_name: name.as_deref().map(str::as_bytes),
-            body: Some(&body),
-            ..Changes::default()
-        };
-        let tasks = ResponseChanges {
-            echo: Some((server_id.to_owned(), token)),
-            ..ResponseChanges::default()
-        };
-        let called = self
-            .call_owner(
-                client,
-                req,
-                (&backend, fleet),
-                outstanding,
-                changes,
-                (None, tasks),
-            )
-            .await;
-        match called {
-            Some(outcome) => outcome,
-            None => {
-                self.task_unknown(client, req, None, Some(&backend.id))
-                    .await
-            }
-        }
-    }
-
-    /// The unknown-task error, counted: `invalid` is why the id did not
-    /// open; `owner`, the backend that is gone.
-    async fn task_unknown(
-        &self,
-        client: &mut Client,
-        req: &Request<'_>,
-        invalid: Option<&'static str>,
-        owner: Option<&str>,
-    ) -> Outcome {
-        match owner {
-            Some(owner) => {
-                tracing::info!(backend = %owner, "task's owner is gone; answered the unknown-task error");
-                self.metrics
-                    .tasks_orphaned
-                    .get_or_create(&Metrics::backend(&Arc::<str>::from(owner)))
-                    .inc();
-            }
-            None => self.count_invalid(invalid.unwrap_or("invalid")),
-        }
-        self.answer(client, req, ProxyError::TaskNotFound, None)
-            .await
-    }
-
     fn count_invalid(&self, reason: &'static str) {
         tracing::info!(reason, "task or session reference did not open");
         self.metrics
@@ -886,44 +664,6 @@ impl Proxy {
         }
         self.answer(client, req, ProxyError::SessionNotFound, None)
             .await
-    }
-
-    fn count_cache(&self, result: &'static str) {
-        self.metrics
-            .cache_lookups
-            .get_or_create(&metrics::FirstEventResult { result })
-            .inc();
-    }
-
-    /// Stores a backend's answer in the response cache, if it may be shared.
-    pub(super) fn cache_store(&self, live: &Live, key: String, answer: &[u8]) {
-        if let Some(cache) = &live.cache {
-            if cache.store(key, answer, std::time::Instant::now()) {
-                self.count_cache("stored");
-            }
-        }
-    }
-
-    /// A cached answer: 200, JSON, no backend contacted.
-    async fn answer_cached(
-        &self,
-        client: &mut Client,
-        req: &Request<'_>,
-        answer: &[u8],
-    ) -> Outcome {
-        client.consume(req.consumed);
-        if let Some(line) = client.access() {
-            line.status = 200;
-            line.bytes = answer.len() as u64;
-        }
-        self.none.inc(200);
-        let close = !req.head.keep_alive || client.half_closed() || client.lifecycle().closing();
-        let keep_alive = client
-            .send_own(http::StatusCode::OK, answer, close, req.head_request)
-            .await
-            .is_ok()
-            && !close;
-        Outcome::Answered { keep_alive }
     }
 
     /// Writes Tether's own answer to a request that got no backend response.
@@ -1004,45 +744,6 @@ impl Proxy {
                 kind: failure.as_str(),
             })
             .inc();
-    }
-}
-
-impl Steer {
-    /// The backend for the next try: the cookie's (if it can take it), the
-    /// key's on the ring, or the pool's pick.
-    fn pick(
-        &self,
-        pool: &crate::pool::Pool,
-        tried: &[Arc<Backend>],
-    ) -> Option<crate::pool::Picked> {
-        if let Some((_, Some(id))) = &self.cookie {
-            let named = pool
-                .get(id.as_bytes())
-                .filter(|b| b.takes_new() && !tried.iter().any(|t| Arc::ptr_eq(t, b)));
-            if let Some(b) = named {
-                return Some(crate::pool::Picked {
-                    backend: b.clone(),
-                    panic: false,
-                });
-            }
-        }
-        match self.hash {
-            Some((hash, factor)) => pool.pick_by_key(hash, factor, tried),
-            None => pool.pick(tried),
-        }
-    }
-
-    /// The `Set-Cookie` value naming `backend`, unless the client's cookie
-    /// already does.
-    fn cookie_for(&self, affinity: &Affinity, backend: &Backend) -> Option<String> {
-        let (name, current) = self.cookie.as_ref()?;
-        if current.as_deref() == Some(&*backend.id) {
-            return None;
-        }
-        let token = affinity
-            .sealer()
-            .seal(crate::affinity::TokenKind::Cookie, &backend.id, "")?;
-        Some(format!("{name}={token}; Path=/; HttpOnly; SameSite=Lax"))
     }
 }
 
