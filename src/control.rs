@@ -146,6 +146,7 @@ impl Control {
             request_body_timeout: new.timeouts.request_body,
             budget: old_settings.budget.clone(),
             lifecycle: self.lifecycle.clone(),
+            proxy_protocol: new.proxy_protocol,
         }));
         self.conn_limit.set(new.limits.max_connections);
         self.metrics

@@ -27,6 +27,9 @@ pub struct FileConfig {
     pub balance: Option<Balance>,
     /// Forward the client's `Host` (default true) or the backend's authority.
     pub preserve_host: Option<bool>,
+    /// Every connection to the proxy listener begins with a PROXY protocol
+    /// (v1 or v2) header naming the client (behind an L4 balancer). Default false.
+    pub proxy_protocol: Option<bool>,
     /// Threads that serve traffic. 1 runs everything on one thread (a
     /// current-thread runtime: no work-stealing, like one HAProxy thread or one
     /// nginx worker); N > 1 runs N workers. Default: one per CPU Tether may use.

@@ -139,6 +139,7 @@ pub struct Config {
     pub key: SessionKey,
     pub key_origin: KeyOrigin,
     pub preserve_host: bool,
+    pub proxy_protocol: bool,
     pub limits: Limits,
     pub timeouts: Timeouts,
     /// Runtime threads; `None`: one per available CPU.
@@ -275,6 +276,7 @@ impl Config {
             key,
             key_origin,
             preserve_host: file.preserve_host.unwrap_or(true),
+            proxy_protocol: file.proxy_protocol.unwrap_or(false),
             limits: limits(file.limits)?,
             timeouts: timeouts(file.timeouts)?,
             threads,
@@ -454,6 +456,7 @@ pub struct View<'a> {
     pub admin_token: Option<&'static str>,
     pub session_key: String,
     pub preserve_host: bool,
+    pub proxy_protocol: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
     #[serde(with = "humantime_serde")]
@@ -480,6 +483,7 @@ impl Config {
                 KeyOrigin::Generated => "random (sessions do not survive a restart)".into(),
             },
             preserve_host: self.preserve_host,
+            proxy_protocol: self.proxy_protocol,
             threads: self.threads,
             shutdown_grace: self.shutdown_grace,
             limits: &self.limits,

@@ -65,6 +65,20 @@ fn serve_client(
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         let _open = ConnGuard::new(&metrics);
+        if settings.proxy_protocol {
+            // Boxed: most listeners do not take it, and the task stays small.
+            let read = Box::pin(client.read_proxy_header(settings.header_read_timeout));
+            if let Err(why) = read.await {
+                hostile::note("proxy_protocol", &why);
+                metrics
+                    .connection_errors
+                    .get_or_create(&metrics::Kind {
+                        kind: "proxy_protocol",
+                    })
+                    .inc();
+                return;
+            }
+        }
         let mut served = 0usize;
         loop {
             let one = serve_one(&mut client, &proxy, &metrics, &settings, served > 0);

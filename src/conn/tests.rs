@@ -22,6 +22,7 @@ fn proxy_and_settings(metrics: &Arc<Metrics>) -> (Arc<Proxy>, Arc<ConnSettings>)
         request_body_timeout: config.timeouts.request_body,
         budget: BodyBudget::new(1 << 20, Default::default(), Default::default()),
         lifecycle: Default::default(),
+        proxy_protocol: false,
     });
     (proxy, settings)
 }

@@ -13,6 +13,7 @@
 pub mod access;
 mod body;
 pub mod budget;
+pub mod proxy_protocol;
 mod timer;
 
 use std::net::SocketAddr;
@@ -46,6 +47,8 @@ pub struct ConnSettings {
     /// Shared by every connection: body bytes held in memory, in all.
     pub budget: Arc<BodyBudget>,
     pub lifecycle: Arc<Lifecycle>,
+    /// Every connection begins with a PROXY protocol header (v1 or v2).
+    pub proxy_protocol: bool,
 }
 
 /// A client connection.
@@ -251,6 +254,37 @@ impl Client {
                 // An idle kept-alive connection ends quietly; not an error.
                 Err(ReadError::Timeout) if kept_alive && !started => return Err(ReadError::Done),
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads the PROXY protocol header the listener expects before any HTTP
+    /// (`proxy_protocol = true`), within `timeout`: the client's address
+    /// becomes the one it names (a `LOCAL` header keeps the connection's).
+    /// Bytes after it stay in `buf` for the request head.
+    pub async fn read_proxy_header(&mut self, timeout: std::time::Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match proxy_protocol::parse(&self.buf) {
+                Ok(Some((header, len))) => {
+                    self.buf.drain(..len);
+                    if let proxy_protocol::Header::Proxied(addr) = header {
+                        self.peer = addr;
+                        self.peer_ip = addr.ip().to_string();
+                    }
+                    return Ok(());
+                }
+                Ok(None) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            match self.read_more(deadline).await {
+                Ok(0) => return Err("closed before its PROXY header ended".into()),
+                Ok(_) => {}
+                Err(ReadError::Timeout) => {
+                    return Err("no PROXY header within the header read timeout".into())
+                }
+                Err(ReadError::Io(e)) => return Err(e.to_string()),
+                Err(_) => return Err("PROXY header unreadable".into()),
             }
         }
     }

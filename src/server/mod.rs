@@ -118,6 +118,7 @@ pub async fn start_with(config: Config, source: Option<ReloadSource>) -> std::io
         request_body_timeout: config.timeouts.request_body,
         budget,
         lifecycle: lifecycle.clone(),
+        proxy_protocol: config.proxy_protocol,
     };
     let admin = config.admin;
     let limits = admin::Limits {
