@@ -68,15 +68,20 @@ fn serve_client(
         if settings.proxy_protocol {
             // Boxed: most listeners do not take it, and the task stays small.
             let read = Box::pin(client.read_proxy_header(settings.header_read_timeout));
-            if let Err(why) = read.await {
-                hostile::note("proxy_protocol", &why);
-                metrics
-                    .connection_errors
-                    .get_or_create(&metrics::Kind {
-                        kind: "proxy_protocol",
-                    })
-                    .inc();
-                return;
+            match read.await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(why) => {
+                    let why = format!("{why} (from {})", client.peer());
+                    hostile::note("proxy_protocol", &why);
+                    metrics
+                        .connection_errors
+                        .get_or_create(&metrics::Kind {
+                            kind: "proxy_protocol",
+                        })
+                        .inc();
+                    return;
+                }
             }
         }
         let mut served = 0usize;

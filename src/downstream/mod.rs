@@ -261,23 +261,30 @@ impl Client {
     /// Reads the PROXY protocol header the listener expects before any HTTP
     /// (`proxy_protocol = true`), within `timeout`: the client's address
     /// becomes the one it names (a `LOCAL` header keeps the connection's).
-    /// Bytes after it stay in `buf` for the request head.
-    pub async fn read_proxy_header(&mut self, timeout: std::time::Duration) -> Result<(), String> {
+    /// Bytes after it stay in `buf` for the request head. `Ok(false)`: the
+    /// connection closed before sending anything (a TCP health check).
+    pub async fn read_proxy_header(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Result<bool, String> {
         let deadline = Instant::now() + timeout;
         loop {
             match proxy_protocol::parse(&self.buf) {
                 Ok(Some((header, len))) => {
                     self.buf.drain(..len);
                     if let proxy_protocol::Header::Proxied(addr) = header {
+                        // A dual-stack balancer's ::ffff:a.b.c.d is a.b.c.d.
+                        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
                         self.peer = addr;
                         self.peer_ip = addr.ip().to_string();
                     }
-                    return Ok(());
+                    return Ok(true);
                 }
                 Ok(None) => {}
                 Err(e) => return Err(e.to_string()),
             }
             match self.read_more(deadline).await {
+                Ok(0) if self.buf.is_empty() => return Ok(false),
                 Ok(0) => return Err("closed before its PROXY header ended".into()),
                 Ok(_) => {}
                 Err(ReadError::Timeout) => {

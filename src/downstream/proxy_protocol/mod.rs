@@ -62,14 +62,15 @@ fn parse_v1(buf: &[u8]) -> Result<Option<(Header, usize)>, Invalid> {
     let line = buf[..end]
         .strip_suffix(b"\r")
         .ok_or(Invalid("v1 line not ended by CRLF"))?;
+    // After UNKNOWN the receiver ignores whatever comes before the CRLF.
+    if line == b"PROXY UNKNOWN" || line.starts_with(b"PROXY UNKNOWN ") {
+        return Ok(Some((Header::Local, end + 1)));
+    }
     let line = std::str::from_utf8(line).map_err(|_| Invalid("v1 line not ASCII"))?;
     let mut parts = line.split(' ');
     let (Some("PROXY"), Some(family)) = (parts.next(), parts.next()) else {
         return Err(Invalid("v1 line malformed"));
     };
-    if family == "UNKNOWN" {
-        return Ok(Some((Header::Local, end + 1)));
-    }
     let fields: Vec<&str> = parts.collect();
     let [src, dst, sport, dport] = fields[..] else {
         return Err(Invalid("v1 line needs four fields after the family"));
@@ -129,15 +130,16 @@ fn parse_v2(buf: &[u8]) -> Result<Option<(Header, usize)>, Invalid> {
         _ => return Err(Invalid("v2 command not LOCAL or PROXY")),
     }
     let addr = match buf[13] {
-        // TCP over IPv4, UDP over IPv4.
-        0x11 | 0x12 => {
+        // TCP over IPv4.
+        0x11 => {
             let a = body
                 .get(..12)
                 .ok_or(Invalid("v2 IPv4 addresses cut short"))?;
             let ip = Ipv4Addr::new(a[0], a[1], a[2], a[3]);
             SocketAddr::new(IpAddr::V4(ip), u16::from_be_bytes([a[8], a[9]]))
         }
-        0x21 | 0x22 => {
+        // TCP over IPv6.
+        0x21 => {
             let a = body
                 .get(..36)
                 .ok_or(Invalid("v2 IPv6 addresses cut short"))?;
@@ -148,8 +150,11 @@ fn parse_v2(buf: &[u8]) -> Result<Option<(Header, usize)>, Invalid> {
                 u16::from_be_bytes([a[32], a[33]]),
             )
         }
-        // UNSPEC or a UNIX socket: no IP address to use.
-        _ => return Ok(Some((Header::Local, total))),
+        // UNSPEC, UDP (Tether is TCP only) or a UNIX socket: no client
+        // address to use.
+        0x00 | 0x12 | 0x22 | 0x31 | 0x32 => return Ok(Some((Header::Local, total))),
+        // The spec: other values must be rejected.
+        _ => return Err(Invalid("v2 family and protocol byte not a defined one")),
     };
     Ok(Some((Header::Proxied(addr), total)))
 }

@@ -26,6 +26,7 @@ fn v1_lines() {
         ),
         ("PROXY UNKNOWN\r\n", Header::Local),
         ("PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n", Header::Local),
+        ("PROXY UNKNOWN \u{ff}\u{fe} anything\r\n", Header::Local),
     ] {
         let mut buf = line.as_bytes().to_vec();
         buf.extend_from_slice(b"GET / HTTP/1.1\r\n");
@@ -48,6 +49,8 @@ fn v1_refusals() {
         "PROXY UDP4 192.0.2.7 10.0.0.1 1 2\r\n",
         "GET / HTTP/1.1\r\n",
         "proxy TCP4 192.0.2.7 10.0.0.1 1 2\r\n",
+        "PROXY TCP4 192.000.2.7 10.0.0.1 1 2\r\n",
+        "PROXY UNKNOWNX\r\n",
     ] {
         assert!(parse(line.as_bytes()).is_err(), "{line:?}");
     }
@@ -72,6 +75,8 @@ fn v2_headers() {
         (v2(1, 0x21, &v6), addr("[::1]:8080")),
         (v2(0, 0x11, &v4), Header::Local),
         (v2(1, 0x00, &[]), Header::Local),
+        (v2(1, 0x12, &v4), Header::Local),
+        (v2(1, 0x31, &[0u8; 216]), Header::Local),
     ] {
         let mut buf = bytes.clone();
         buf.extend_from_slice(b"GET / HTTP/1.1\r\n");
@@ -83,6 +88,9 @@ fn v2_headers() {
         b
     }] {
         assert!(parse(&bad).is_err(), "{bad:?}");
+    }
+    for family in [0x13, 0x41, 0x0f, 0xff] {
+        assert!(parse(&v2(1, family, &v4)).is_err(), "{family:#x}");
     }
     let mut huge = v2(1, 0x11, &v4);
     huge[14..16].copy_from_slice(&5000u16.to_be_bytes());
