@@ -322,13 +322,8 @@ async fn routes_pick_pools_by_header_host_and_path() {
         reports.url(),
         admin.url()
     );
-    let file = mcp_tether::config::parse_file(&test_toml(&extra), "test").unwrap();
-    let overrides = mcp_tether::config::Overrides {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        ..Default::default()
-    };
-    let config = mcp_tether::config::Config::from_parts(file, overrides, &|_| None).unwrap();
-    let t = mcp_tether::start(config).await.unwrap();
+    // No backend flags: the file's pools.
+    let t = tether_urls(Vec::new(), &extra).await;
     for name in ["report_q3", "report_", "other", "weekly_report"] {
         send(
             &t,
@@ -536,13 +531,8 @@ async fn a_task_request_reaches_its_owner_whatever_the_routes() {
         "[pools.main]\nbackends = [\"{}\"]\n[[routes]]\nmethod = \"tools/call\"\npool = \"main\"\n",
         backend.url()
     );
-    let file = mcp_tether::config::parse_file(&test_toml(&extra), "test").unwrap();
-    let overrides = mcp_tether::config::Overrides {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        ..Default::default()
-    };
-    let config = mcp_tether::config::Config::from_parts(file, overrides, &|_| None).unwrap();
-    let t = mcp_tether::start(config).await.unwrap();
+    // No backend flags: the file's pools.
+    let t = tether_urls(Vec::new(), &extra).await;
     let created = body(
         &send(
             &t,

@@ -5,7 +5,6 @@
 
 mod support;
 
-use mcp_tether::config::{parse_file, Config, Overrides};
 use mcp_tether_testkit::raw::{echo_target, exchange, RawBackend};
 use support::*;
 
@@ -26,14 +25,8 @@ async fn tether_routes(backends: &[RawBackend], route: &str) -> mcp_tether::Runn
         "[pools.main]\nbackends = [{}]\n[[routes]]\npool = \"main\"\n{route}\n",
         list.join(", ")
     );
-    let file = parse_file(&test_toml(&extra), "test").unwrap();
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        ..Default::default()
-    };
-    mcp_tether::start(Config::from_parts(file, overrides, &|_| None).unwrap())
-        .await
-        .unwrap()
+    // No backend flags: the file's pool.
+    tether_urls(Vec::new(), &extra).await
 }
 
 /// Sends a GET with `fields`; the index of the backend that got it, and the answer.

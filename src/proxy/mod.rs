@@ -7,11 +7,14 @@
 //! elsewhere, whatever pool the owner is in; a request without one (and every
 //! request of the 2026-07-28 revision, which has no sessions) goes to the
 //! pick of the pool its route names, and to the next backend if that one
-//! refused the connection. `respond` turns a backend's
-//! response head into the client's and hands the body to the relay.
+//! refused the connection. The rooms: `choose` (route, header checks,
+//! steering), `owned` (to a session's or a task's owner), `modern` (task
+//! requests, cached answers), `respond` (a backend's response head made the
+//! client's, the body handed to the relay).
 
 mod choose;
 mod modern;
+mod owned;
 mod respond;
 
 use std::future::Future as _;
@@ -24,8 +27,8 @@ use bytes::Bytes;
 
 use crate::affinity::SessionKey;
 
-use crate::affinity::{Affinity, Restored, Unroutable};
-use crate::classify::{self, Carrier, SessionRef};
+use crate::affinity::{Affinity, Unroutable};
+use crate::classify::{self, Carrier};
 use crate::config::Config;
 use crate::downstream::access::AccessLog;
 use crate::downstream::{Body, Client, Watch};
@@ -35,7 +38,7 @@ use crate::forward::upstream::{Response, Upstream, UpstreamError, UpstreamSettin
 use crate::http1::buf;
 use crate::http1::head::{FieldKind, RequestHead, TargetForm};
 use crate::metrics::{self, Metrics};
-use crate::pool::{find_owner, health, Backend, Fleet, Named, State};
+use crate::pool::{find_owner, health, Backend, Fleet, Named};
 use crate::route::Routes;
 use choose::Chosen;
 pub use respond::PendingRelay;
@@ -353,118 +356,6 @@ impl Proxy {
             Ok(Some(session)) => self.forward_owned(client, &req, session).await,
             Ok(None) => self.forward_new(client, &req).await,
             Err(classify::Ambiguous) => self.unroutable(client, &req, Unroutable::Ambiguous).await,
-        }
-    }
-
-    /// A request in a session: its owner, or 404.
-    async fn forward_owned(
-        self: &Arc<Self>,
-        client: &mut Client,
-        req: &Request<'_>,
-        session: SessionRef,
-    ) -> Outcome {
-        let target = match session.carrier {
-            Carrier::Query { .. } => req.target.as_str(client.buf()),
-            Carrier::Header => "",
-        };
-        let token = session.token_bytes(client.buf());
-        let affinity = &req.live.affinity;
-        let mut home = None;
-        let find = |id: &[u8]| {
-            let (named, backend) = find_owner(&req.live.pools, id)?;
-            home = Some(named.clone());
-            Some(backend)
-        };
-        let resolved = affinity.resolve(token, &session, find).and_then(|owned| {
-            if owned.backend.state() == State::Down {
-                return Err(Unroutable::OwnerGone(owned.backend.id.to_string()));
-            }
-            let restored = affinity.restore(target, &session, &owned)?;
-            Ok((owned, restored))
-        });
-        let (owned, restored, home) = match (resolved, home) {
-            (Ok((owned, restored)), Some(home)) => (owned, restored, home),
-            (Err(why), _) => return self.unroutable(client, req, why).await,
-            (Ok((owned, _)), None) => {
-                let why = Unroutable::OwnerGone(owned.backend.id.to_string());
-                return self.unroutable(client, req, why).await;
-            }
-        };
-        let fleet = &home.fleet;
-        let backend = owned.backend.clone();
-        let outstanding = backend.track();
-        let changes = match &restored {
-            Restored::Header => Changes {
-                session_id: Some(owned.upstream_id_bytes()),
-                ..Changes::default()
-            },
-            Restored::Target(target) => Changes {
-                target: Some(target.as_bytes()),
-                ..Changes::default()
-            },
-        };
-        let session = Some((&owned, &session));
-        let called = self
-            .call_owner(
-                client,
-                req,
-                (&backend, fleet),
-                outstanding,
-                changes,
-                (session, ResponseChanges::default()),
-            )
-            .await;
-        match called {
-            Some(outcome) => outcome,
-            // The owner is down: its sessions are gone with it.
-            None => {
-                let why = Unroutable::OwnerGone(backend.id.to_string());
-                self.unroutable(client, req, why).await
-            }
-        }
-    }
-
-    /// Sends the request, with `changes`, to the owner of a session or a
-    /// task and answers with what comes back; `None` when the owner refused
-    /// the connection (it is down: the caller answers for it).
-    async fn call_owner(
-        self: &Arc<Self>,
-        client: &mut Client,
-        req: &Request<'_>,
-        (backend, fleet): (&Arc<Backend>, &Arc<Fleet>),
-        outstanding: crate::pool::Outstanding,
-        changes: Changes<'_>,
-        answer: (
-            Option<(&crate::affinity::Owned, &SessionRef)>,
-            ResponseChanges,
-        ),
-    ) -> Option<Outcome> {
-        let request = self.upstream_request(client, req, backend, changes);
-        let result = self.call(client, req, backend, &request).await;
-        buf::give(request);
-        match result {
-            Ok(resp) => {
-                note_response(client, resp.head.status, backend);
-                // The answer's head may carry the client's token, still in its buffer.
-                let outcome =
-                    self.respond(client, req, resp, (backend, fleet), outstanding, answer);
-                client.consume(req.consumed);
-                Some(outcome)
-            }
-            Err(CallError::ClientGone) => Some(Outcome::CLOSE),
-            Err(CallError::Upstream(e)) => {
-                self.count_upstream_error(backend, fleet, e.failure);
-                if e.failure == UpstreamFailure::Refused {
-                    return None;
-                }
-                tracing::warn!(backend = %backend.id, failure = e.failure.as_str(), detail = %e.detail, "upstream call failed");
-                let err = ProxyError::Upstream {
-                    backend: backend.id.to_string(),
-                    failure: e.failure,
-                    detail: e.detail,
-                };
-                Some(self.answer(client, req, err, Some(backend)).await)
-            }
         }
     }
 
