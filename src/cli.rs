@@ -26,7 +26,7 @@ pub enum Command {
     Demo(DemoArgs),
     /// Validate a config (--config FILE, with any flags the proxy would get) and print it
     /// as it would be in force; exit 0, or 2 with the one-line error.
-    Check(RunArgs),
+    Check(Box<RunArgs>),
 }
 
 /// Running the proxy (the default command).
@@ -65,6 +65,16 @@ pub struct RunArgs {
     /// Log lines as text or JSON (log.format) [default: text].
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Serve TLS on the proxy listener with this certificate (PEM, full chain) (tls.cert).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert (tls.key).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that https:// backends are verified against, instead of
+    /// the system's (tls.backend_ca).
+    #[arg(long, value_name = "FILE")]
+    pub backend_ca: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -79,6 +89,9 @@ impl RunArgs {
             discovery_interval: self.discovery_interval,
             resolver: self.resolver,
             log_format: self.log_format,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            backend_ca: self.backend_ca.clone(),
         }
     }
 }

@@ -147,6 +147,7 @@ impl Control {
             budget: old_settings.budget.clone(),
             lifecycle: self.lifecycle.clone(),
             proxy_protocol: new.proxy_protocol,
+            tls: new.tls.clone(),
         }));
         self.conn_limit.set(new.limits.max_connections);
         self.metrics

@@ -16,6 +16,9 @@ pub enum UpstreamFailure {
     Refused,
     /// Any other failure to connect (unreachable, connect timeout): nothing was sent.
     Connect,
+    /// The TLS handshake with an `https://` backend failed (an untrusted or
+    /// mismatched certificate, most often): nothing was sent.
+    Tls,
     /// No response head within the response timeout.
     Timeout,
     /// The connection failed after the request was (perhaps) sent.
@@ -27,6 +30,7 @@ impl UpstreamFailure {
         match self {
             UpstreamFailure::Refused => "refused",
             UpstreamFailure::Connect => "connect",
+            UpstreamFailure::Tls => "tls",
             UpstreamFailure::Timeout => "timeout",
             UpstreamFailure::Io => "io",
         }
@@ -34,7 +38,10 @@ impl UpstreamFailure {
 
     /// Nothing reached the backend, so another one may be tried.
     pub fn nothing_sent(self) -> bool {
-        matches!(self, UpstreamFailure::Refused | UpstreamFailure::Connect)
+        matches!(
+            self,
+            UpstreamFailure::Refused | UpstreamFailure::Connect | UpstreamFailure::Tls
+        )
     }
 }
 

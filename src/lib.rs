@@ -8,7 +8,8 @@
 //!    [`downstream`]: the client side (its request heads and bodies within
 //!    their size and time limits and the global body budget, watching it,
 //!    Tether's own answers); [`http1`]: the hand-written HTTP/1.1 parts
-//!    (heads, chunked coding, buffer pool).
+//!    (heads, chunked coding, buffer pool); [`transport`]: the byte streams
+//!    beneath both sides (TCP, TLS, in-memory for tests).
 //! 2. [`classify`]: what routing needs from the request head (a session
 //!    reference in `Mcp-Session-Id` or a legacy `sessionId`/`session_id` query,
 //!    found as servers find it; the protocol era).
@@ -58,6 +59,8 @@ mod pool;
 mod proxy;
 mod route;
 mod server;
+pub mod tls;
+pub mod transport;
 
 pub use config::Config;
 pub use server::{start, start_with, Running};

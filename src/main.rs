@@ -77,12 +77,13 @@ async fn serve(config: Config, source: Option<ReloadSource>) -> anyhow::Result<(
     let pools = config.pools.len();
     let backends: usize = config.pools.iter().map(|p| p.backends.len()).sum();
     let sources: usize = config.pools.iter().map(|p| p.sources.len()).sum();
+    let tls = config.tls.is_some();
     let running = mcp_tether::start_with(config, source).await?;
     println!("tether: proxy listening on {}", running.proxy_addr);
     if let Some(admin) = running.admin_addr {
         println!("tether: admin listening on {admin}");
     }
-    tracing::info!(addr = %running.proxy_addr, pools, backends, sources, "tether started");
+    tracing::info!(addr = %running.proxy_addr, tls, pools, backends, sources, "tether started");
     running.serve_signals().await?;
     tracing::info!("tether stopped");
     Ok(())

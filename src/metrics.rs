@@ -64,6 +64,11 @@ pub struct Reason {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Version {
+    pub version: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Kind {
     pub kind: &'static str,
 }
@@ -176,6 +181,9 @@ pub struct Metrics {
     pub tasks_orphaned: Family<BackendLabel, Counter>,
     pub modern_requests: Counter,
     pub cache_lookups: Family<FirstEventResult, Counter>,
+    pub tls_handshakes: Family<Version, Counter>,
+    pub tls_handshake_failures: Family<Reason, Counter>,
+    pub tls_certificate_reloads: Family<Outcome, Counter>,
 }
 
 impl Metrics {
@@ -214,7 +222,7 @@ impl Metrics {
         );
         r.register(
             "upstream_errors",
-            "Failed upstream calls, by backend and kind (refused, connect, timeout, io)",
+            "Failed upstream calls, by backend and kind (refused, connect, tls, timeout, io)",
             self.upstream_errors.clone(),
         );
         r.register(
@@ -341,6 +349,21 @@ impl Metrics {
             "modern_requests",
             "Requests of the 2026-07-28 revision or later (no sessions; routed by header)",
             self.modern_requests.clone(),
+        );
+        r.register(
+            "tls_handshakes",
+            "Client TLS handshakes completed, by protocol version (1.2, 1.3)",
+            self.tls_handshakes.clone(),
+        );
+        r.register(
+            "tls_handshake_failures",
+            "Client TLS handshakes that failed, by reason (timeout, eof, not_tls, protocol, version, no_cipher, alpn, alert, incompatible, io, other)",
+            self.tls_handshake_failures.clone(),
+        );
+        r.register(
+            "tls_certificate_reloads",
+            "Certificate files loaded again after they changed on disk, by outcome (ok, rejected)",
+            self.tls_certificate_reloads.clone(),
         );
     }
 

@@ -30,6 +30,9 @@ pub struct FileConfig {
     /// Every connection to the proxy listener begins with a PROXY protocol
     /// (v1 or v2) header naming the client (behind an L4 balancer). Default false.
     pub proxy_protocol: Option<bool>,
+    /// Also send an RFC 7239 `Forwarded` field (`for`, `proto`, `host`) to
+    /// backends, besides `X-Forwarded-For`/`-Proto`. Default false.
+    pub forwarded: Option<bool>,
     /// Threads that serve traffic. 1 runs everything on one thread (a
     /// current-thread runtime: no work-stealing, like one HAProxy thread or one
     /// nginx worker); N > 1 runs N workers. Default: one per CPU Tether may use.
@@ -52,6 +55,8 @@ pub struct FileConfig {
     pub timeouts: TimeoutsFile,
     #[serde(default)]
     pub cache: CacheFile,
+    #[serde(default)]
+    pub tls: TlsFile,
     /// Named pools (`[pools.NAME]`), besides `default` (the top-level `backends`).
     #[serde(default)]
     pub pools: std::collections::BTreeMap<String, PoolFile>,
@@ -97,6 +102,43 @@ pub struct RouteFile {
     pub load_factor: Option<f64>,
     /// Cookie stickiness: the name of a sealed cookie naming the backend.
     pub sticky_cookie: Option<String>,
+}
+
+/// `[tls]`: TLS for clients (`cert`/`key`, `[[tls.certificates]]`) and to
+/// `https://` backends (`backend_*`, `insecure_skip_verify`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// The default certificate (PEM, full chain) and its key: the proxy
+    /// listener speaks TLS when given.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// More certificates, each served to clients whose SNI names one of its names.
+    #[serde(default)]
+    pub certificates: Vec<CertFile>,
+    /// Longest a client may take to finish its handshake. Default 10s.
+    #[serde(default, with = "humantime_serde")]
+    pub handshake_timeout: Option<Duration>,
+    /// How often the certificate and key files are checked for a change
+    /// (then loaded for new connections). Default 10s; "0s": never.
+    #[serde(default, with = "humantime_serde")]
+    pub watch_interval: Option<Duration>,
+    /// CA certificates (PEM) that `https://` backends are verified against,
+    /// instead of the system's.
+    pub backend_ca: Option<PathBuf>,
+    /// A client certificate and key for `https://` backends (mTLS).
+    pub backend_cert: Option<PathBuf>,
+    pub backend_key: Option<PathBuf>,
+    /// Accept any certificate from `https://` backends. Default false; logged.
+    pub insecure_skip_verify: Option<bool>,
+}
+
+/// `[[tls.certificates]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertFile {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// `[limits]` in the file.

@@ -9,6 +9,7 @@ mod pools;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
@@ -21,6 +22,8 @@ pub use crate::modern::cache::CacheSettings;
 use crate::pool::discovery::DiscoverySettings;
 use crate::pool::fleet::{DrainSettings, Entry};
 use crate::pool::health::HealthSettings;
+use crate::tls::backend::{BackendSettings, BackendTls};
+use crate::tls::{CertFiles, ServerSettings, Terminator};
 
 /// The environment variable holding a base64 session key.
 pub const KEY_ENV: &str = "TETHER_SESSION_KEY";
@@ -40,6 +43,9 @@ pub struct Overrides {
     pub discovery_interval: Option<Duration>,
     pub resolver: Option<SocketAddr>,
     pub log_format: Option<LogFormat>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub backend_ca: Option<PathBuf>,
 }
 
 /// A configuration error: which key, what is wrong. Printed as one line.
@@ -140,6 +146,12 @@ pub struct Config {
     pub key_origin: KeyOrigin,
     pub preserve_host: bool,
     pub proxy_protocol: bool,
+    /// Send an RFC 7239 `Forwarded` field to backends.
+    pub forwarded: bool,
+    /// TLS on the proxy listener; `None`: plain HTTP.
+    pub tls: Option<Arc<Terminator>>,
+    /// How `https://` backends are reached.
+    pub backend_tls: Arc<BackendTls>,
     pub limits: Limits,
     pub timeouts: Timeouts,
     /// Runtime threads; `None`: one per available CPU.
@@ -170,6 +182,11 @@ impl Config {
         overrides: Overrides,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        let tls_files = (
+            overrides.tls_cert.clone(),
+            overrides.tls_key.clone(),
+            overrides.backend_ca.clone(),
+        );
         if !overrides.backends.is_empty() {
             file.backends = overrides
                 .backends
@@ -219,6 +236,7 @@ impl Config {
             }
         };
         let admin = overrides.admin.or(admin);
+        let (tls, backend_tls) = tls(&mut file.tls, tls_files)?;
         let (pools, routes) = pools::build(pools::Parts {
             backends: &file.backends,
             pools: std::mem::take(&mut file.pools),
@@ -277,6 +295,9 @@ impl Config {
             key_origin,
             preserve_host: file.preserve_host.unwrap_or(true),
             proxy_protocol: file.proxy_protocol.unwrap_or(false),
+            forwarded: file.forwarded.unwrap_or(false),
+            tls,
+            backend_tls,
             limits: limits(file.limits)?,
             timeouts: timeouts(file.timeouts)?,
             threads,
@@ -335,6 +356,58 @@ fn key_file(path: &Path) -> Result<(SessionKey, KeyOrigin), ConfigError> {
         })?;
         Ok((key, KeyOrigin::File))
     }
+}
+
+/// `[tls]` and its flags: the certificates loaded (an unreadable file, a key
+/// that does not match its certificate, are errors here).
+fn tls(
+    file: &mut TlsFile,
+    overrides: (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>),
+) -> Result<(Option<Arc<Terminator>>, Arc<BackendTls>), ConfigError> {
+    let (cert, key, backend_ca) = overrides;
+    let cert = cert.or(file.cert.take());
+    let key = key.or(file.key.take());
+    let mut certificates = match (cert, key) {
+        (Some(cert), Some(key)) => vec![CertFiles { cert, key }],
+        (None, None) => Vec::new(),
+        (Some(_), None) => return Err(ConfigError::new("tls.key", "tls.cert needs its key")),
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                "tls.cert",
+                "tls.key needs its certificate",
+            ))
+        }
+    };
+    certificates.extend(file.certificates.drain(..).map(|c| CertFiles {
+        cert: c.cert,
+        key: c.key,
+    }));
+    let terminator = if certificates.is_empty() {
+        None
+    } else {
+        let settings = ServerSettings {
+            certificates,
+            handshake_timeout: positive(
+                "tls.handshake_timeout",
+                file.handshake_timeout,
+                Duration::from_secs(10),
+            )?,
+            watch_interval: match file.watch_interval {
+                Some(d) if d.is_zero() => None,
+                d => Some(d.unwrap_or(Duration::from_secs(10))),
+            },
+        };
+        let t = Terminator::load(settings).map_err(|e| ConfigError::new(e.key, e.problem))?;
+        Some(Arc::new(t))
+    };
+    let backend = BackendSettings {
+        ca: backend_ca.or(file.backend_ca.take()),
+        cert: file.backend_cert.take(),
+        key: file.backend_key.take(),
+        insecure_skip_verify: file.insecure_skip_verify.unwrap_or(false),
+    };
+    let backend = BackendTls::new(backend).map_err(|e| ConfigError::new(e.key, e.problem))?;
+    Ok((terminator, Arc::new(backend)))
 }
 
 fn positive(key: &str, d: Option<Duration>, default: Duration) -> Result<Duration, ConfigError> {
@@ -457,6 +530,7 @@ pub struct View<'a> {
     pub session_key: String,
     pub preserve_host: bool,
     pub proxy_protocol: bool,
+    pub forwarded: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
     #[serde(with = "humantime_serde")]
@@ -466,6 +540,9 @@ pub struct View<'a> {
     pub discovery: &'a DiscoverySettings,
     pub drain: &'a DrainSettings,
     pub cache: &'a CacheSettings,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<&'a ServerSettings>,
+    pub backend_tls: &'a BackendSettings,
     pub log: &'a LogSettings,
     pub pools: std::collections::BTreeMap<&'a str, PoolView<'a>>,
     pub routes: &'a [RouteConfig],
@@ -484,6 +561,7 @@ impl Config {
             },
             preserve_host: self.preserve_host,
             proxy_protocol: self.proxy_protocol,
+            forwarded: self.forwarded,
             threads: self.threads,
             shutdown_grace: self.shutdown_grace,
             limits: &self.limits,
@@ -491,6 +569,8 @@ impl Config {
             discovery: &self.discovery,
             drain: &self.drain,
             cache: &self.cache,
+            tls: self.tls.as_deref().map(Terminator::settings),
+            backend_tls: self.backend_tls.settings(),
             log: &self.log,
             pools: self
                 .pools

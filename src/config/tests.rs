@@ -83,7 +83,7 @@ fn bad_values_name_their_key() {
         (&["http://127.0.0.1:"], "backends[0]"),
         (&[], "backends"),
         (&["127.0.0.1:9001"], "backends[0]"),
-        (&["http://127.0.0.1:1", "https://x:443"], "backends[1]"),
+        (&["http://127.0.0.1:1", "ftp://x:443"], "backends[1]"),
         (&["http://127.0.0.1:1/mcp"], "backends[0]"),
         (&["http://u@h:1"], "backends[0]"),
     ];

@@ -17,6 +17,7 @@
 //! is answered 502 (when nothing was written yet), counted and logged once,
 //! and the connection closes (`crate::panic`).
 
+mod handshake;
 mod hostile;
 
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ use crate::http1::head::HeadError;
 use crate::metrics::{self, Metrics};
 use crate::panic::CatchUnwind;
 use crate::proxy::{Outcome, Proxy};
+use crate::transport::Stream;
 
 /// What to do after one request.
 enum Next {
@@ -49,7 +51,7 @@ pub fn serve(
 ) -> impl std::future::Future<Output = ()> + Send {
     // Built here, outside the task's future, which then holds the client
     // once (an async fn would also keep its moved-from arguments).
-    let client = Client::new(stream, peer, &settings);
+    let client = Client::new(Stream::Tcp(stream), peer, &settings);
     serve_client(client, proxy, metrics, settings)
 }
 
@@ -82,6 +84,13 @@ fn serve_client(
                         .inc();
                     return;
                 }
+            }
+        }
+        if let Some(tls) = settings.tls.clone() {
+            // Boxed: a plain listener's task does not carry it.
+            match Box::pin(handshake::handshake(client, &tls, &metrics, &settings)).await {
+                Some(tls_client) => client = tls_client,
+                None => return,
             }
         }
         let mut served = 0usize;

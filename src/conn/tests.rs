@@ -23,6 +23,7 @@ fn proxy_and_settings(metrics: &Arc<Metrics>) -> (Arc<Proxy>, Arc<ConnSettings>)
         budget: BodyBudget::new(1 << 20, Default::default(), Default::default()),
         lifecycle: Default::default(),
         proxy_protocol: false,
+        tls: None,
     });
     (proxy, settings)
 }

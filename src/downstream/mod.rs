@@ -22,7 +22,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 pub use body::Body;
@@ -30,9 +29,10 @@ pub use budget::{BodyBudget, Held};
 
 use crate::error::ProxyError;
 use crate::forward::headers;
+use crate::http1::buf;
 use crate::http1::head::{may_end_head, HeadError, RequestHead};
-use crate::http1::{buf, io};
 use crate::lifecycle::Lifecycle;
+use crate::transport::Stream;
 
 /// Longest wait for a client to finish sending after an error answer.
 const LINGER: Duration = Duration::from_secs(2);
@@ -49,11 +49,13 @@ pub struct ConnSettings {
     pub lifecycle: Arc<Lifecycle>,
     /// Every connection begins with a PROXY protocol header (v1 or v2).
     pub proxy_protocol: bool,
+    /// TLS, after any PROXY header.
+    pub tls: Option<Arc<crate::tls::Terminator>>,
 }
 
 /// A client connection.
 pub struct Client {
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     /// `peer`'s address as text, for `X-Forwarded-For`.
     peer_ip: String,
@@ -111,8 +113,8 @@ pub enum ReadError {
 
 impl Client {
     /// A client connection just accepted, held to `settings`.
-    pub fn new(stream: TcpStream, peer: SocketAddr, settings: &ConnSettings) -> Client {
-        if let Err(e) = stream.set_nodelay(true) {
+    pub fn new(stream: Stream, peer: SocketAddr, settings: &ConnSettings) -> Client {
+        if let Some(Err(e)) = stream.tcp().map(|s| s.set_nodelay(true)) {
             tracing::debug!(error = %e, "set_nodelay failed");
         }
         Client {
@@ -132,6 +134,12 @@ impl Client {
             lifecycle: settings.lifecycle.clone(),
             access: None,
         }
+    }
+
+    /// The stream, the client's address, and the bytes read and not used
+    /// (after a PROXY header: the start of a TLS ClientHello).
+    pub fn into_parts(self) -> (Stream, SocketAddr, Vec<u8>) {
+        (self.stream, self.peer, self.buf)
     }
 
     /// What the client sent and is not used yet: the current request first.
@@ -199,14 +207,25 @@ impl Client {
         buf::release_if_empty(&mut self.buf);
     }
 
-    /// Writes as much of `bytes` as goes without waiting.
-    pub fn try_write(&self, bytes: &[u8]) -> std::io::Result<usize> {
+    /// Writes as much of `bytes` as goes without waiting; what it took is
+    /// on its way once `try_flush` says so (TLS may hold records back).
+    pub fn try_write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         self.stream.try_write(bytes)
     }
 
-    /// Writes all of `bytes`, waiting as long as it takes.
+    /// Whether everything written is on its way (see `try_write`).
+    pub fn try_flush(&mut self) -> bool {
+        self.stream.try_flush()
+    }
+
+    /// Writes all of `bytes` and flushes, waiting as long as it takes.
     pub async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes).await
+        self.stream.send_all(bytes).await
+    }
+
+    /// Whether the client reached Tether over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
     }
 
     /// Closes our sending side.
@@ -298,31 +317,27 @@ impl Client {
 
     /// Reads what the client sent next into `buf`, by `deadline`. Ok(0): closed.
     async fn read_more(&mut self, deadline: Instant) -> Result<usize, ReadError> {
-        loop {
-            buf::ensure(&mut self.buf);
-            if self.buf.len() == self.buf.capacity() {
-                self.buf.reserve(self.buf.len());
+        let (stream, timer, buf) = (&mut self.stream, &mut self.read_timer, &mut self.buf);
+        // The read comes first: a kept-alive client's next request has often
+        // arrived already, and then no timer is armed at all. While nothing
+        // has come, no buffer is held.
+        let read = std::future::poll_fn(|cx| {
+            buf::ensure(buf);
+            if buf.len() == buf.capacity() {
+                buf.reserve(buf.len());
             }
-            // Try first: a kept-alive client's next request has often arrived
-            // already, and then no timer is armed at all.
-            match io::read_now(&mut self.stream, &mut self.buf) {
-                Ok(Some(n)) => return Ok(n),
-                Ok(None) => {}
-                Err(e) => return Err(ReadError::Io(e)),
-            }
-            buf::release_if_empty(&mut self.buf);
-            let (stream, timer) = (&self.stream, &mut self.read_timer);
-            let ready = std::future::poll_fn(|cx| {
-                if let Poll::Ready(ready) = stream.poll_read_ready(cx) {
-                    return Poll::Ready(Some(ready));
+            match stream.poll_read_vec(cx, buf) {
+                Poll::Ready(result) => Poll::Ready(Some(result)),
+                Poll::Pending => {
+                    buf::release_if_empty(buf);
+                    timer.poll_until(cx, deadline).map(|()| None)
                 }
-                timer.poll_until(cx, deadline).map(|()| None)
-            });
-            match ready.await {
-                None => return Err(ReadError::Timeout),
-                Some(Err(e)) => return Err(ReadError::Io(e)),
-                Some(Ok(())) => {}
             }
+        });
+        match read.await {
+            None => Err(ReadError::Timeout),
+            Some(Err(e)) => Err(ReadError::Io(e)),
+            Some(Ok(n)) => Ok(n),
         }
     }
 
@@ -345,25 +360,26 @@ impl Client {
                     // full of a large body.
                     self.buf.reserve_exact(4096);
                 }
-                let result = self.stream.try_read_buf(&mut self.buf);
+                let result = self.stream.poll_read_vec(cx, &mut self.buf);
                 buf::release_if_empty(&mut self.buf);
                 result
             } else {
                 let mut scratch = [0u8; 4096];
-                let result = self.stream.try_read(&mut scratch);
-                if matches!(result, Ok(n) if n > 0) {
+                let result = self.stream.poll_read_slice(cx, &mut scratch);
+                if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
                     self.overflowed = true;
                 }
                 result
             };
             match result {
-                Ok(0) => {
+                Poll::Ready(Ok(0)) => {
                     self.half_closed = true;
                     return Poll::Ready(Watch::Closed);
                 }
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return Poll::Ready(Watch::Gone),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(Watch::Gone),
+                // Nothing more (the waker is registered).
+                Poll::Pending => return Poll::Pending,
             }
         }
         Poll::Pending
@@ -478,11 +494,11 @@ impl Client {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
             Err(e) => return Err(e),
         };
-        if sent == bytes.len() {
+        if sent == bytes.len() && self.stream.try_flush() {
             return Ok(());
         }
         let rest = &bytes[sent..];
-        tokio::time::timeout(self.write_timeout, self.stream.write_all(rest))
+        tokio::time::timeout(self.write_timeout, self.stream.send_all(rest))
             .await
             .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
     }

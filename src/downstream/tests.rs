@@ -13,7 +13,7 @@ async fn client_with_buffer(len: usize) -> (Client, TcpStream) {
     let mut buf = Vec::with_capacity(len);
     buf.resize(len, b' ');
     let client = Client {
-        stream: s,
+        stream: crate::transport::Stream::Tcp(s),
         peer,
         peer_ip: String::new(),
         buf,

@@ -32,6 +32,10 @@ pub struct ToUpstream<'a> {
     /// The authority of an absolute-form target: it replaces the client's
     /// `Host` (RFC 9112 §3.2.2) when the client's host is preserved.
     pub host: Option<&'a [u8]>,
+    /// The client reached Tether over TLS: `X-Forwarded-Proto: https`.
+    pub tls: bool,
+    /// Also write an RFC 7239 `Forwarded` field.
+    pub forwarded: bool,
 }
 
 /// Writes the request head (and `body`) for a backend into `out`.
@@ -90,12 +94,17 @@ pub fn request(
         lines.pass(f);
     }
     lines.finish();
+    // The host the client asked for (for `Forwarded: host=`): its own, or
+    // an absolute-form target's.
+    let mut client_host = to.host;
     if !has_host {
         let host = match to.host {
             Some(host) if to.preserve_host => host,
             _ => to.authority.as_bytes(),
         };
         field(out, b"host", host);
+    } else if client_host.is_none() && to.forwarded {
+        client_host = head.fields.get(buf, FieldKind::Host);
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     for f in head
@@ -111,7 +120,13 @@ pub fn request(
         }
     }
     out.extend_from_slice(to.peer.as_bytes());
-    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+    out.extend_from_slice(match to.tls {
+        true => b"\r\nx-forwarded-proto: https\r\n",
+        false => b"\r\nx-forwarded-proto: http\r\n",
+    });
+    if to.forwarded {
+        forwarded(out, to, client_host);
+    }
     let declared =
         head.framing != Framing::None || head.fields.get(buf, FieldKind::ContentLength).is_some();
     if declared || !body.is_empty() {
@@ -121,6 +136,38 @@ pub fn request(
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
+}
+
+/// `Forwarded: for=...;proto=...;host=...` (RFC 7239 §4), after the client's
+/// own `Forwarded` lines, which pass unchanged: a list read in order. An
+/// IPv6 address is quoted and bracketed; a host is quoted unless it is a
+/// token (a `host:port` is not: the colon).
+fn forwarded(out: &mut Vec<u8>, to: &ToUpstream<'_>, host: Option<&[u8]>) {
+    out.extend_from_slice(b"forwarded: for=");
+    if to.peer.contains(':') {
+        out.extend_from_slice(b"\"[");
+        out.extend_from_slice(to.peer.as_bytes());
+        out.extend_from_slice(b"]\"");
+    } else {
+        out.extend_from_slice(to.peer.as_bytes());
+    }
+    out.extend_from_slice(if to.tls {
+        b";proto=https"
+    } else {
+        b";proto=http"
+    });
+    // A host with a quote or a backslash in it (a client's invalid Host) is
+    // left out rather than escaped: nothing downstream should trust it.
+    if let Some(host) = host.filter(|h| {
+        !h.is_empty()
+            && h.iter()
+                .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    }) {
+        out.extend_from_slice(b";host=\"");
+        out.extend_from_slice(host);
+        out.push(b'"');
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// How a response body is delimited towards the client.
@@ -349,6 +396,8 @@ mod tests {
             authority: host.unwrap_or("10.9.9.9:80"),
             preserve_host: host.is_none(),
             host: None,
+            tls: false,
+            forwarded: false,
         }
     }
 

@@ -16,16 +16,16 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::headers::Downstream;
 use super::sse::{EndpointRewriter, Outcome};
 use super::upstream::Response;
 use crate::downstream::Client;
+use crate::http1::buf;
 use crate::http1::chunked::{self, ChunkedDecoder};
 use crate::http1::head::Framing;
-use crate::http1::{buf, io};
+use crate::transport::Stream;
 
 /// How a relay ended.
 #[derive(Debug)]
@@ -75,7 +75,7 @@ pub struct Options {
 /// has to remember between reads. Kept small: it is most of what an idle
 /// held stream costs.
 pub struct Relay {
-    up: TcpStream,
+    up: Stream,
     /// Bytes read from the backend and not yet relayed (unallocated while empty).
     from: Vec<u8>,
     /// Bytes for the client (unallocated while empty); first the response head.
@@ -223,7 +223,7 @@ impl Relay {
 
     /// The backend connection, for the idle pool, with the idle time the
     /// backend announced for it.
-    pub fn into_upstream(self) -> (TcpStream, Option<Duration>) {
+    pub fn into_upstream(self) -> (Stream, Option<Duration>) {
         (self.up, self.idle_hint)
     }
 
@@ -283,7 +283,7 @@ impl Relay {
             }
             if self.up.poll_read_ready(cx).is_ready() {
                 buf::ensure(&mut self.from);
-                match io::poll_read_vec(&mut self.up, cx, &mut self.from) {
+                match self.up.poll_read_vec(cx, &mut self.from) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Wait::Closed),
                     Poll::Ready(Ok(_)) => return Poll::Ready(Wait::Data),
                     Poll::Ready(Err(e)) => return Poll::Ready(Wait::Failed(e)),
@@ -333,7 +333,7 @@ async fn send(client: &mut Client, bytes: &[u8], timeout: Option<Duration>) -> s
         Err(e) => return Err(e),
     };
     let rest = &bytes[sent..];
-    if rest.is_empty() {
+    if rest.is_empty() && client.try_flush() {
         return Ok(());
     }
     // Rare, and its future (with a timer) is large: boxed, so the relay's

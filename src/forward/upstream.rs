@@ -23,6 +23,8 @@ use std::task::Poll;
 
 use tokio::io::{AsyncReadExt as _, AsyncWrite as _, Interest};
 use tokio::net::TcpStream;
+
+use crate::transport::Stream;
 use tokio::time::Instant;
 
 use crate::error::UpstreamFailure;
@@ -47,6 +49,8 @@ pub struct UpstreamSettings {
     /// this bounds a tool call answered as JSON; an SSE answer starts at once).
     pub response_timeout: Duration,
     pub pool_idle_timeout: Duration,
+    /// How `https://` backends are reached.
+    pub tls: std::sync::Arc<crate::tls::backend::BackendTls>,
 }
 
 /// A failed upstream call.
@@ -62,6 +66,7 @@ impl UpstreamSettings {
             connect_timeout: config.timeouts.connect,
             response_timeout: config.timeouts.response,
             pool_idle_timeout: config.timeouts.upstream_idle,
+            tls: config.backend_tls.clone(),
         }
     }
 }
@@ -77,7 +82,7 @@ impl UpstreamError {
 
 /// A response head read from a backend, with the connection it came on.
 pub struct Response {
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// The head's bytes, then whatever part of the body came with them.
     pub buf: Vec<u8>,
     pub head: ResponseHead,
@@ -93,6 +98,7 @@ pub struct Upstream {
     connect_timeout: AtomicDuration,
     response_timeout: AtomicDuration,
     pool_idle_timeout: AtomicDuration,
+    tls: crate::tls::backend::Shared,
 }
 
 /// A `Duration` a reload may change, read with one relaxed load.
@@ -130,6 +136,7 @@ impl Upstream {
             connect_timeout: AtomicDuration::new(settings.connect_timeout),
             response_timeout: AtomicDuration::new(settings.response_timeout),
             pool_idle_timeout: AtomicDuration::new(settings.pool_idle_timeout),
+            tls: std::sync::Arc::new(arc_swap::ArcSwap::new(settings.tls.clone())),
         }
     }
 
@@ -138,6 +145,15 @@ impl Upstream {
         self.connect_timeout.set(settings.connect_timeout);
         self.response_timeout.set(settings.response_timeout);
         self.pool_idle_timeout.set(settings.pool_idle_timeout);
+        // Kept when unchanged: its roots stay read, its sessions resumable.
+        if self.tls.load().settings() != settings.tls.settings() {
+            self.tls.store(settings.tls.clone());
+        }
+    }
+
+    /// How `https://` backends are reached (health checks use it too).
+    pub fn tls(&self) -> &crate::tls::backend::Shared {
+        &self.tls
     }
 
     /// Sends `request` (a whole HTTP/1.1 request) to `backend` and reads the
@@ -183,7 +199,7 @@ impl Upstream {
     }
 
     /// A new connection to `backend`, trying each address its name resolves to.
-    async fn connect(&self, backend: &Backend) -> Result<TcpStream, UpstreamError> {
+    async fn connect(&self, backend: &Backend) -> Result<Stream, UpstreamError> {
         let connect = async {
             let addrs = tokio::net::lookup_host(backend.authority.as_str())
                 .await
@@ -201,7 +217,18 @@ impl Upstream {
                         if let Err(e) = stream.set_nodelay(true) {
                             tracing::debug!(error = %e, "set_nodelay failed");
                         }
-                        return Ok(stream);
+                        if backend.scheme != http::uri::Scheme::HTTPS {
+                            return Ok(Stream::Tcp(stream));
+                        }
+                        let tls = self.tls.load_full();
+                        let host = backend.authority.host();
+                        return match tls.connect(host, stream).await {
+                            Ok(s) => Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(s)))),
+                            Err(e) => Err(UpstreamError {
+                                failure: UpstreamFailure::Tls,
+                                detail: format!("TLS with {} ({addr}): {e}", backend.authority),
+                            }),
+                        };
                     }
                     Err(e) => {
                         let failure = if e.kind() == std::io::ErrorKind::ConnectionRefused {
@@ -233,7 +260,7 @@ impl Upstream {
     }
 
     /// The most recently used idle connection to `backend`, if one is fresh enough.
-    fn checkout(&self, backend: &Backend) -> Option<TcpStream> {
+    fn checkout(&self, backend: &Backend) -> Option<Stream> {
         let mut list = backend.idle.lock().unwrap_or_else(|e| e.into_inner());
         let idle_timeout = self.pool_idle_timeout.get();
         let now = Instant::now();
@@ -243,7 +270,8 @@ impl Upstream {
                 list.clear();
                 break;
             }
-            if now < conn.expires && still_idle(&conn.stream) {
+            let mut conn = conn;
+            if now < conn.expires && conn.stream.still_idle() {
                 return Some(conn.stream);
             }
         }
@@ -254,7 +282,7 @@ impl Upstream {
     /// `announced`: the backend's `Keep-Alive: timeout`; the connection is let
     /// go a second before it (at least half of it), so Tether never reuses it
     /// in the moment the backend closes it. Zero: not kept.
-    pub fn checkin(&self, backend: &Backend, stream: TcpStream, announced: Option<Duration>) {
+    pub fn checkin(&self, backend: &Backend, stream: Stream, announced: Option<Duration>) {
         let keep = match announced {
             Some(t) if t.is_zero() => return,
             Some(t) => t
@@ -302,25 +330,17 @@ impl Upstream {
     }
 }
 
-/// Whether an idle connection is still quiet: a backend that closed it, or
-/// sent bytes nobody asked for (a late body, a second response), must not get
-/// the next request, or one client would read another's answer.
-///
-/// A real non-blocking read (a peek), not tokio's cached readiness: under
-/// load the reactor may not have seen bytes that are already in the socket,
-/// and a stale "not readable" would hand them to the next client.
-fn still_idle(stream: &TcpStream) -> bool {
-    let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-    match socket2::SockRef::from(stream).peek(&mut probe) {
-        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
-        Ok(_) => false,
-    }
-}
-
 /// Whether a reused connection that just ended without a response is reset
 /// within `RESET_WAIT`: the proof that the backend had closed it before
 /// reading the request (see the module's notes).
-async fn reset_follows(stream: &TcpStream) -> bool {
+async fn reset_follows(stream: &Stream) -> bool {
+    match stream.tcp() {
+        Some(tcp) => tcp_reset_follows(tcp).await,
+        None => false,
+    }
+}
+
+async fn tcp_reset_follows(stream: &TcpStream) -> bool {
     let reset = async {
         loop {
             match stream.ready(Interest::ERROR).await {
@@ -350,7 +370,7 @@ fn is_reset(e: &std::io::Error) -> bool {
 /// large body): writing stops as soon as response bytes arrive, and the
 /// connection is then not reused.
 async fn attempt(
-    mut stream: TcpStream,
+    mut stream: Stream,
     reused: bool,
     request: &[u8],
     head_request: bool,
@@ -360,7 +380,8 @@ async fn attempt(
     let mut written = 0;
     let write = std::future::poll_fn(|cx| loop {
         if written == request.len() {
-            return Poll::Ready(Ok(()));
+            // TLS may hold its last records; a socket has nothing to flush.
+            return Pin::new(&mut stream).poll_flush(cx);
         }
         match Pin::new(&mut stream).poll_write(cx, &request[written..]) {
             Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
@@ -368,12 +389,15 @@ async fn attempt(
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => {
                 // Blocked on writing: has the backend answered already?
-                while stream.poll_read_ready(cx).is_ready() {
-                    match stream.try_read_buf(&mut buf) {
-                        Ok(0) => return Poll::Ready(Err(std::io::ErrorKind::UnexpectedEof.into())),
-                        Ok(_) => return Poll::Ready(Ok(())),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Poll::Ready(Err(e)),
+                if stream.poll_read_ready(cx).is_ready() {
+                    buf::ensure(&mut buf);
+                    match stream.poll_read_vec(cx, &mut buf) {
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(Err(std::io::ErrorKind::UnexpectedEof.into()))
+                        }
+                        Poll::Ready(Ok(_)) => return Poll::Ready(Ok(())),
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => {}
                     }
                 }
                 return Poll::Pending;

@@ -16,9 +16,7 @@
 //!   fields a proxy must act on.
 //! - `chunked`: the chunked transfer coding, incremental.
 //! - `buf`: the per-thread buffer pool.
-//! - `io`: socket reads that keep tokio's readiness exact (no `EAGAIN` reads).
 
 pub mod buf;
 pub mod chunked;
 pub mod head;
-pub mod io;

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use http::uri::{Authority, Scheme};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// A backend's life, as metrics, the admin API and logs show it.
@@ -113,7 +112,7 @@ pub struct Backend {
 /// A kept-alive connection to a backend, waiting for a request.
 #[derive(Debug)]
 pub struct IdleConn {
-    pub stream: TcpStream,
+    pub stream: crate::transport::Stream,
     pub since: Instant,
     /// When it stops being used: the idle timeout, or the backend's own.
     pub expires: Instant,

@@ -82,7 +82,8 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
 }
 
-/// Parses a plain backend URL, `http://host[:port]` with no path.
+/// Parses a plain backend URL, `http://host[:port]` or `https://host[:port]`
+/// with no path; the port defaults to the scheme's (80, 443).
 pub fn parse_http(url: &str) -> Result<Entry, String> {
     let uri: http::Uri = url
         .parse()
@@ -90,12 +91,16 @@ pub fn parse_http(url: &str) -> Result<Entry, String> {
     let scheme = uri
         .scheme()
         .ok_or_else(|| format!("'{url}' needs a scheme: http://host:port"))?;
-    if *scheme != Scheme::HTTP {
-        return Err(format!(
-            "'{url}': backends are http://, dns:// or srv:// URLs"
-        ));
-    }
-    let authority = uri
+    let scheme = match scheme.as_str() {
+        "http" => Scheme::HTTP,
+        "https" => Scheme::HTTPS,
+        _ => {
+            return Err(format!(
+                "'{url}': backends are http://, https://, dns:// or srv:// URLs"
+            ))
+        }
+    };
+    let mut authority = uri
         .authority()
         .ok_or_else(|| format!("'{url}' needs a host"))?
         .clone();
@@ -110,8 +115,13 @@ pub fn parse_http(url: &str) -> Result<Entry, String> {
             "'{url}': a backend is an origin; paths pass through unchanged, so give none"
         ));
     }
+    if authority.port().is_none() {
+        let port = if scheme == Scheme::HTTPS { 443 } else { 80 };
+        authority = Authority::try_from(format!("{authority}:{port}"))
+            .map_err(|e| format!("'{url}': {e}"))?;
+    }
     Ok(Entry {
-        scheme: Scheme::HTTP,
+        scheme,
         authority,
         drain: false,
     })

@@ -65,6 +65,8 @@ pub struct Fleet {
     members: Mutex<Members>,
     metrics: Arc<Metrics>,
     health: Arc<ArcSwap<HealthSettings>>,
+    /// For the health checks of `https://` backends.
+    tls: crate::tls::backend::Shared,
 }
 
 struct Members {
@@ -101,7 +103,11 @@ impl Drop for Member {
 }
 
 impl Fleet {
-    pub fn new(metrics: Arc<Metrics>, health: HealthSettings) -> Self {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        health: HealthSettings,
+        tls: crate::tls::backend::Shared,
+    ) -> Self {
         Fleet {
             pool: ArcSwap::from_pointee(Pool::new(Vec::new(), Balance::default())),
             members: Mutex::new(Members {
@@ -114,6 +120,7 @@ impl Fleet {
             }),
             metrics,
             health: Arc::new(ArcSwap::from_pointee(health)),
+            tls,
         }
     }
 
@@ -310,6 +317,7 @@ impl Fleet {
                 member.checker = Some(health::spawn(
                     b.clone(),
                     self.health.clone(),
+                    self.tls.clone(),
                     self.metrics.clone(),
                 ));
             }

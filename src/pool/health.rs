@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -21,6 +21,8 @@ use super::backend::{Backend, Health};
 use crate::http1::chunked::ChunkedDecoder;
 use crate::http1::head::{FieldKind, Framing, ResponseHead};
 use crate::metrics::{self, Metrics};
+use crate::tls::backend::Shared as BackendTls;
+use crate::transport::Stream;
 
 /// What a probe sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
@@ -92,12 +94,18 @@ impl Failure {
 pub fn spawn(
     backend: Arc<Backend>,
     settings: Arc<ArcSwap<HealthSettings>>,
+    tls: BackendTls,
     metrics: Arc<Metrics>,
 ) -> AbortHandle {
-    tokio::spawn(run(backend, settings, metrics)).abort_handle()
+    tokio::spawn(run(backend, settings, tls, metrics)).abort_handle()
 }
 
-async fn run(backend: Arc<Backend>, settings: Arc<ArcSwap<HealthSettings>>, metrics: Arc<Metrics>) {
+async fn run(
+    backend: Arc<Backend>,
+    settings: Arc<ArcSwap<HealthSettings>>,
+    tls: BackendTls,
+    metrics: Arc<Metrics>,
+) {
     let mut kind = Kind::Discover;
     let mut run = Run::default();
     let mut backoff = None::<Duration>;
@@ -118,10 +126,11 @@ async fn run(backend: Arc<Backend>, settings: Arc<ArcSwap<HealthSettings>>, metr
             continue;
         }
         let started = Instant::now();
-        let result = match tokio::time::timeout(s.timeout, probe(&backend, &s, &mut kind)).await {
-            Ok(result) => result,
-            Err(_) => Err(Failure::Timeout),
-        };
+        let result =
+            match tokio::time::timeout(s.timeout, probe(&backend, &s, &tls, &mut kind)).await {
+                Ok(result) => result,
+                Err(_) => Err(Failure::Timeout),
+            };
         let label = match result {
             Ok(()) => "ok",
             Err(f) => f.as_str(),
@@ -257,17 +266,27 @@ enum Kind {
     LegacyStream,
 }
 
-async fn probe(backend: &Backend, s: &HealthSettings, kind: &mut Kind) -> Result<(), Failure> {
+async fn probe(
+    backend: &Backend,
+    s: &HealthSettings,
+    tls: &BackendTls,
+    kind: &mut Kind,
+) -> Result<(), Failure> {
+    let to = To {
+        backend,
+        tls: (backend.scheme == http::uri::Scheme::HTTPS).then(|| tls.load_full()),
+    };
     let host = backend.authority.as_str();
     match s.check {
         Check::None => Ok(()),
+        // A TCP check of an https:// backend stops at the connection.
         Check::Tcp => connect(host).await.map(drop),
         Check::Http => {
             let request = format!(
                 "GET {} HTTP/1.1\r\nhost: {host}\r\nuser-agent: tether-health\r\nconnection: close\r\n\r\n",
                 s.path
             );
-            let answer = exchange(host, request.as_bytes(), None).await?;
+            let answer = exchange(&to, request.as_bytes(), None).await?;
             match answer.status {
                 200..=399 => Ok(()),
                 _ => Err(Failure::Failed),
@@ -281,7 +300,7 @@ async fn probe(backend: &Backend, s: &HealthSettings, kind: &mut Kind) -> Result
             };
             let mut last = Failure::Failed;
             for k in order {
-                match mcp_probe(host, &s.path, k).await {
+                match mcp_probe(&to, &s.path, k).await {
                     Ok(()) => {
                         *kind = k;
                         return Ok(());
@@ -302,7 +321,8 @@ const INITIALIZE: &str = concat!(
     r#""capabilities":{},"clientInfo":{"name":"tether-health","version":"1"}}}"#
 );
 
-async fn mcp_probe(host: &str, path: &str, kind: Kind) -> Result<(), Failure> {
+async fn mcp_probe(to: &To<'_>, path: &str, kind: Kind) -> Result<(), Failure> {
+    let host = to.backend.authority.as_str();
     let post = |body: &str, extra: &str| {
         format!(
             "POST {path} HTTP/1.1\r\nhost: {host}\r\nuser-agent: tether-health\r\n\
@@ -317,12 +337,12 @@ async fn mcp_probe(host: &str, path: &str, kind: Kind) -> Result<(), Failure> {
                 DISCOVER,
                 "mcp-protocol-version: 2026-07-28\r\nmcp-method: server/discover\r\n",
             );
-            let answer = exchange(host, request.as_bytes(), Some(b"\"result\"")).await?;
+            let answer = exchange(to, request.as_bytes(), Some(b"\"result\"")).await?;
             answer.ok_with(b"\"result\"")
         }
         Kind::Initialize => {
             let request = post(INITIALIZE, "");
-            let answer = exchange(host, request.as_bytes(), Some(b"\"result\"")).await?;
+            let answer = exchange(to, request.as_bytes(), Some(b"\"result\"")).await?;
             answer.ok_with(b"\"result\"")?;
             if let Some(id) = answer.session_id {
                 // Close the session the probe opened; its answer does not matter.
@@ -330,7 +350,7 @@ async fn mcp_probe(host: &str, path: &str, kind: Kind) -> Result<(), Failure> {
                     "DELETE {path} HTTP/1.1\r\nhost: {host}\r\nuser-agent: tether-health\r\n\
                      mcp-session-id: {id}\r\nmcp-protocol-version: 2025-06-18\r\nconnection: close\r\n\r\n"
                 );
-                let _ = exchange(host, delete.as_bytes(), None).await;
+                let _ = exchange(to, delete.as_bytes(), None).await;
             }
             Ok(())
         }
@@ -339,10 +359,16 @@ async fn mcp_probe(host: &str, path: &str, kind: Kind) -> Result<(), Failure> {
                 "GET {path} HTTP/1.1\r\nhost: {host}\r\nuser-agent: tether-health\r\n\
                  accept: text/event-stream\r\nconnection: close\r\n\r\n"
             );
-            let answer = exchange(host, request.as_bytes(), Some(b"event: endpoint")).await?;
+            let answer = exchange(to, request.as_bytes(), Some(b"event: endpoint")).await?;
             answer.ok_with(b"event: endpoint")
         }
     }
+}
+
+/// Where a probe goes: the backend, and TLS for an `https://` one.
+struct To<'a> {
+    backend: &'a Backend,
+    tls: Option<Arc<crate::tls::backend::BackendTls>>,
 }
 
 async fn connect(host: &str) -> Result<TcpStream, Failure> {
@@ -374,10 +400,21 @@ const MAX_ANSWER: usize = 64 * 1024;
 
 /// Sends `request` on a new connection and reads the answer: the whole
 /// body, or until `marker` shows in it (an event stream does not end).
-async fn exchange(host: &str, request: &[u8], marker: Option<&[u8]>) -> Result<Answer, Failure> {
-    let mut stream = connect(host).await?;
+async fn exchange(to: &To<'_>, request: &[u8], marker: Option<&[u8]>) -> Result<Answer, Failure> {
+    let host = to.backend.authority.as_str();
+    let tcp = connect(host).await?;
+    let mut stream = match &to.tls {
+        None => Stream::Tcp(tcp),
+        Some(tls) => match tls.connect(to.backend.authority.host(), tcp).await {
+            Ok(s) => Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(s))),
+            Err(e) => {
+                tracing::debug!(backend = %to.backend.id, error = %e, "health probe: TLS failed");
+                return Err(Failure::Failed);
+            }
+        },
+    };
     stream
-        .write_all(request)
+        .send_all(request)
         .await
         .map_err(|_| Failure::Failed)?;
     let mut buf = Vec::with_capacity(4096);
@@ -532,6 +569,7 @@ mod tests {
         let task = spawn(
             backend.clone(),
             Arc::new(ArcSwap::from_pointee(s)),
+            crate::tls::backend::BackendTls::shared_default(),
             Arc::new(Metrics::default()),
         );
         tokio::time::sleep(Duration::from_millis(1500)).await;

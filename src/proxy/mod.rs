@@ -47,6 +47,7 @@ pub use respond::PendingRelay;
 #[derive(Debug, Clone)]
 struct Settings {
     preserve_host: bool,
+    forwarded: bool,
     stream_idle: Option<std::time::Duration>,
     sse_scan_bytes: usize,
     access_log: bool,
@@ -236,7 +237,11 @@ impl Proxy {
             let named = match fleets.iter().find(|n| *n.name == *pool.name) {
                 Some(named) => named.clone(),
                 None => {
-                    let fleet = Fleet::new(self.metrics.clone(), pool.health.clone());
+                    let fleet = Fleet::new(
+                        self.metrics.clone(),
+                        pool.health.clone(),
+                        self.upstream.tls().clone(),
+                    );
                     let named = Arc::new(Named {
                         name: pool.name.as_str().into(),
                         fleet: Arc::new(fleet),
@@ -478,6 +483,8 @@ impl Proxy {
             authority: backend.authority.as_str(),
             preserve_host: req.live.settings.preserve_host,
             host: req.head.target_authority().map(|a| &buf[a]),
+            tls: client.is_tls(),
+            forwarded: req.live.settings.forwarded,
         };
         let body = changes.body.unwrap_or_else(|| req.body.bytes(buf));
         headers::request(&mut out, buf, req.head, &to, body);
@@ -624,7 +631,10 @@ impl Proxy {
     fn count_upstream_error(&self, backend: &Backend, fleet: &Fleet, failure: UpstreamFailure) {
         if matches!(
             failure,
-            UpstreamFailure::Refused | UpstreamFailure::Connect | UpstreamFailure::Timeout
+            UpstreamFailure::Refused
+                | UpstreamFailure::Connect
+                | UpstreamFailure::Tls
+                | UpstreamFailure::Timeout
         ) {
             health::passive_failure(backend, &fleet.health_settings(), &self.metrics);
         }
@@ -647,6 +657,7 @@ impl Default for Live {
             previous: None,
             settings: Settings {
                 preserve_host: true,
+                forwarded: false,
                 stream_idle: None,
                 sse_scan_bytes: 0,
                 access_log: false,
@@ -687,6 +698,7 @@ impl Live {
             previous,
             settings: Settings {
                 preserve_host: config.preserve_host,
+                forwarded: config.forwarded,
                 stream_idle: config.timeouts.stream_idle,
                 sse_scan_bytes: config.limits.sse_scan_bytes,
                 access_log: config.log.access,

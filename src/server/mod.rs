@@ -97,6 +97,9 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
 /// Binds the listeners and starts serving; reloads read `source`.
 pub async fn start_with(config: Config, source: Option<ReloadSource>) -> std::io::Result<Running> {
     crate::panic::install_hook();
+    if config.backend_tls.settings().insecure_skip_verify {
+        tracing::warn!("tls.insecure_skip_verify: https:// backends are not verified; anyone on the path can impersonate them");
+    }
     let listener = TcpListener::bind(config.listen).await?;
     let proxy_addr = listener.local_addr()?;
     let metrics = Arc::new(Metrics::default());
@@ -119,6 +122,7 @@ pub async fn start_with(config: Config, source: Option<ReloadSource>) -> std::io
         budget,
         lifecycle: lifecycle.clone(),
         proxy_protocol: config.proxy_protocol,
+        tls: config.tls.clone(),
     };
     let admin = config.admin;
     let limits = admin::Limits {
@@ -172,20 +176,51 @@ pub async fn start_with(config: Config, source: Option<ReloadSource>) -> std::io
     })
 }
 
-/// Once a second: the fleet's tick (draining backends removed when done).
+/// Once a second: the fleet's tick (draining backends removed when done);
+/// every `tls.watch_interval`, the certificate files checked for a change.
 async fn background(control: Arc<Control>, mut stop: watch::Receiver<Stop>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut certs_checked = Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                let now = Instant::now();
                 for named in control.proxy.all_pools() {
-                    named.fleet.tick(Instant::now());
+                    named.fleet.tick(now);
+                }
+                let settings = control.conn_settings.load();
+                let watch = settings.tls.as_ref().and_then(|t| Some((t, t.settings().watch_interval?)));
+                if let Some((tls, every)) = watch {
+                    if now.duration_since(certs_checked) >= every {
+                        certs_checked = now;
+                        watch_certificates(tls, &control.metrics);
+                    }
                 }
             }
             _ = stop.wait_for(|s| *s != Stop::Running) => return,
         }
     }
+}
+
+/// Loads the certificates again if their files changed: new connections
+/// get them, open ones keep theirs.
+fn watch_certificates(tls: &crate::tls::Terminator, metrics: &crate::metrics::Metrics) {
+    let outcome = match tls.refresh_if_changed() {
+        None => return,
+        Some(Ok(())) => {
+            tracing::info!("TLS certificate files changed: loaded for new connections");
+            "ok"
+        }
+        Some(Err(e)) => {
+            tracing::error!(key = e.key, problem = %e.problem, "TLS certificate files changed but do not load; the ones in force stay");
+            "rejected"
+        }
+    };
+    metrics
+        .tls_certificate_reloads
+        .get_or_create(&crate::metrics::Outcome { outcome })
+        .inc();
 }
 
 async fn accept_loop(

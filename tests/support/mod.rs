@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unused_imports)] // each test binary uses a different part
 
+pub mod pki;
+
 use std::time::Duration;
 
 use mcp_tether::affinity::SessionKey;

@@ -5,18 +5,19 @@ use super::*;
 
 /// A connected pair: ours (tokio, registered with the reactor) and the
 /// backend's (plain std, so its actions never let our reactor run).
-async fn pair() -> (TcpStream, std::net::TcpStream) {
+async fn pair() -> (Stream, std::net::TcpStream) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let ours = TcpStream::connect(listener.local_addr().unwrap())
         .await
         .unwrap();
     let (theirs, _) = listener.accept().unwrap();
-    (ours, theirs)
+    (Stream::Tcp(ours), theirs)
 }
 
 /// Spins (without yielding to the reactor) until the kernel has something
 /// for `stream`: data, a close or an error.
-fn until_kernel_has_news(stream: &TcpStream) {
+fn until_kernel_has_news(stream: &Stream) {
+    let stream = stream.tcp().unwrap();
     let start = std::time::Instant::now();
     let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
     while let Err(e) = socket2::SockRef::from(stream).peek(&mut probe) {
@@ -30,27 +31,27 @@ fn until_kernel_has_news(stream: &TcpStream) {
 
 #[tokio::test]
 async fn the_checkout_probe_sees_bytes_the_reactor_has_not_seen_yet() {
-    let (ours, mut theirs) = pair().await;
-    assert!(still_idle(&ours));
+    let (mut ours, mut theirs) = pair().await;
+    assert!(ours.still_idle());
     theirs.write_all(b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
     until_kernel_has_news(&ours);
     // No await since the bytes came: tokio's cached readiness is stale, so a
     // readiness-based probe (what checkout used) would call this idle...
     let mut byte = [0u8; 1];
     assert_eq!(
-        ours.try_read(&mut byte).unwrap_err().kind(),
+        ours.tcp().unwrap().try_read(&mut byte).unwrap_err().kind(),
         std::io::ErrorKind::WouldBlock
     );
     // ...while the real read sees them, and the connection is retired.
-    assert!(!still_idle(&ours));
+    assert!(!ours.still_idle());
 }
 
 #[tokio::test]
 async fn the_checkout_probe_sees_a_close() {
-    let (ours, theirs) = pair().await;
+    let (mut ours, theirs) = pair().await;
     drop(theirs);
     until_kernel_has_news(&ours);
-    assert!(!still_idle(&ours));
+    assert!(!ours.still_idle());
 }
 
 const REQUEST: &[u8] = b"POST /mcp HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}";
@@ -94,6 +95,7 @@ async fn idle_connections_expire_by_the_backends_announced_timeout() {
         connect_timeout: Duration::from_secs(1),
         response_timeout: Duration::from_secs(1),
         pool_idle_timeout: Duration::from_secs(4),
+        tls: crate::tls::backend::BackendTls::shared_default().load_full(),
     });
     let backend = Backend::new(http::uri::Scheme::HTTP, "127.0.0.1:1".parse().unwrap());
     for (announced, kept) in [
@@ -128,6 +130,7 @@ async fn a_backend_removed_while_its_request_ran_keeps_no_connection() {
         connect_timeout: Duration::from_secs(1),
         response_timeout: Duration::from_secs(1),
         pool_idle_timeout: Duration::from_secs(4),
+        tls: crate::tls::backend::BackendTls::shared_default().load_full(),
     });
     let backend = Backend::new(http::uri::Scheme::HTTP, "127.0.0.1:1".parse().unwrap());
     let (ours, _theirs) = pair().await;

@@ -14,7 +14,11 @@ fn fleet() -> Fleet {
         check: health::Check::None,
         ..HealthSettings::default()
     };
-    let f = Fleet::new(Arc::new(Metrics::default()), health.clone());
+    let f = Fleet::new(
+        Arc::new(Metrics::default()),
+        health.clone(),
+        crate::tls::backend::BackendTls::shared_default(),
+    );
     f.configure(
         Balance::RoundRobin,
         DrainSettings {
@@ -131,7 +135,11 @@ async fn backends_forgotten_past_the_retired_bound_lose_their_metric_series() {
         check: health::Check::None,
         ..HealthSettings::default()
     };
-    let f = Fleet::new(metrics.clone(), health.clone());
+    let f = Fleet::new(
+        metrics.clone(),
+        health.clone(),
+        crate::tls::backend::BackendTls::shared_default(),
+    );
     f.configure(Balance::RoundRobin, DrainSettings::default(), health);
     let entries: Vec<Entry> = (0..=RETIRED).map(|i| entry(&format!("e{i}:1"))).collect();
     f.set_source("s", entries);
