@@ -21,7 +21,7 @@ import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { CreateMessageRequestSchema, ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 
-import { LOG_DIR, startEverythingReplica, startRoundRobin, startTether, stopAll } from './lib/harness.mjs';
+import { LOG_DIR, startEverythingReplica, startRoundRobin, startTether, startTetherTls, stopAll } from './lib/harness.mjs';
 
 const SESSIONS = 8;
 const MODES = {
@@ -29,7 +29,7 @@ const MODES = {
   sse: { serverMode: 'sse', path: '/sse', transport: (url) => new SSEClientTransport(url) },
 };
 
-const targets = {}; // mode -> { direct, tether, rr }
+const targets = {}; // mode -> { direct, tether, tetherTls, rr }
 
 before(async () => {
   for (const [mode, { serverMode }] of Object.entries(MODES)) {
@@ -38,6 +38,7 @@ before(async () => {
     targets[mode] = {
       direct: replicas[0],
       tether: await startTether(`tether-${mode}`, replicas),
+      tetherTls: await startTetherTls(`tether-tls-${mode}`, replicas),
       rr: await startRoundRobin(`rr-${mode}`, replicas),
     };
   }
@@ -135,6 +136,14 @@ for (const mode of Object.keys(MODES)) {
       const used = new Set(results.map((r) => r.owner));
       const late = results.reduce((n, r) => n + r.lateProgress, 0);
       console.error(`[${mode} tether] replicas used: ${[...used].sort().join(', ')}; progress notifications the SDK dropped as late: ${late}`);
+      assert.ok(used.size >= 2, `sessions spread over replicas (used: ${[...used].join(', ')})`);
+    });
+
+    test(`through Tether over HTTPS: ${SESSIONS} concurrent sessions, each on its own replica throughout`, async () => {
+      assert.match(targets[mode].tetherTls, /^https:/);
+      const results = await Promise.all(Array.from({ length: SESSIONS }, (_, i) => session(mode, targets[mode].tetherTls, 300 + i)));
+      const used = new Set(results.map((r) => r.owner));
+      console.error(`[${mode} tether https] replicas used: ${[...used].sort().join(', ')}`);
       assert.ok(used.size >= 2, `sessions spread over replicas (used: ${[...used].join(', ')})`);
     });
 

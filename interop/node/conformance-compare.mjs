@@ -6,6 +6,8 @@
 //   tether       Tether in front of three replicas
 //   round-robin  rr_proxy.py (no affinity) in front of the same three: the
 //                negative control, every session-dependent scenario must fail
+//   tether-https Tether terminating TLS in front of the same three (the
+//                suite trusts the test CA through NODE_EXTRA_CA_CERTS)
 //   tether-x2    two Tether instances sharing one key (TETHER_SESSION_KEY),
 //                each in front of the same three replicas, with rr_proxy.py
 //                alternating between them: every request of a session may
@@ -22,11 +24,11 @@ import { createWriteStream, existsSync, readdirSync, readFileSync, writeFileSync
 import { join } from 'node:path';
 
 import { EXTRA_CHECKS } from './lib/extra-checks.mjs';
-import { HERE, LOG_DIR, startConformanceReplica, startRoundRobin, startTether, stopAll, tetherKey } from './lib/harness.mjs';
+import { HERE, LOG_DIR, startConformanceReplica, startRoundRobin, startTether, startTetherTls, stopAll, tetherKey } from './lib/harness.mjs';
 
 const CONFORMANCE = join(HERE, 'node_modules', '@modelcontextprotocol', 'conformance', 'dist', 'index.js');
-const TARGETS = ['direct', 'tether', 'round-robin', 'tether-x2'];
-const TETHERS = ['tether', 'tether-x2'];
+const TARGETS = ['direct', 'tether', 'tether-https', 'round-robin', 'tether-x2'];
+const TETHERS = ['tether', 'tether-https', 'tether-x2'];
 const SUITES = ['active', 'pending'];
 // The scenarios that need no session (lone `initialize` POSTs).
 const SESSIONLESS = new Set(['dns-rebinding-protection', ...EXTRA_CHECKS.filter((c) => c.sessionless).map((c) => c.name)]);
@@ -81,6 +83,7 @@ async function main() {
   const urls = {
     direct: replicas[0],
     tether: await startTether('conf-tether', replicas),
+    'tether-https': await startTetherTls('conf-tether-https', replicas),
     'round-robin': await startRoundRobin('conf-rr', replicas),
     'tether-x2': await startRoundRobin('conf-rr-over-tethers', pair),
   };
@@ -122,8 +125,8 @@ async function main() {
   }
 
   const lines = [
-    '| scenario | suite | direct | tether | round-robin | tether-x2 |',
-    '|---|---|---|---|---|---|',
+    '| scenario | suite | direct | tether | tether-https | round-robin | tether-x2 |',
+    '|---|---|---|---|---|---|---|',
     ...rows.map(([scenario, row]) => `| ${scenario} | ${row.suite} | ${TARGETS.map((t) => cell(row[t])).join(' | ')} |`),
   ];
   console.log(lines.join('\n'));

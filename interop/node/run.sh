@@ -50,6 +50,12 @@ export INTEROP_LOG_DIR
 echo "== logs (replicas, Tether with TETHER_LOG=debug, suite output): $INTEROP_LOG_DIR"
 echo "== $("$NODE" --version), tether $("$TETHER_BIN" --version | awk '{print $NF}'), $(cd "$HERE" && "$NODE" -p "['sdk','conformance','server-everything'].map(p => p + ' ' + require('./node_modules/@modelcontextprotocol/' + p + '/package.json').version).join(', ')")"
 
+# HTTPS: a test CA and certificate (made with trustme, from the venv); Node trusts the CA
+# through NODE_EXTRA_CA_CERTS, read at start by every node process below.
+TETHER_TLS_DIR="$INTEROP_LOG_DIR/pki"
+"$PYTHON" "$REPO/interop/python/make_pki.py" "$TETHER_TLS_DIR"
+export TETHER_TLS_DIR NODE_EXTRA_CA_CERTS="$TETHER_TLS_DIR/ca.pem"
+
 status=0
 
 echo "== conformance suite: direct vs Tether (3 replicas) vs round robin (3 replicas)"

@@ -8,6 +8,7 @@ Usage:
     python replica.py --name r2 --variant sse         # legacy HTTP+SSE, GET /sse + POST /messages/
 
 (``--transport streamable|sse`` is the older spelling of ``--variant stateful|sse``.)
+``--tls-cert FILE --tls-key FILE`` serves HTTPS instead (uvicorn's TLS), for Tether's https:// backends.
 
 The replica binds 127.0.0.1 (or ``--host``) on an ephemeral port (or ``--port``) itself, hands the listening socket to uvicorn,
 and prints exactly ``PORT <n>`` on stdout (flushed) once uvicorn has started.
@@ -220,7 +221,8 @@ def build_app(mcp: MCPServer, variant: str, name: str):
     raise SystemExit(f"unknown variant {variant!r}")
 
 
-async def serve(name: str, variant: str, host: str = "127.0.0.1", port: int = 0) -> None:
+async def serve(name: str, variant: str, host: str = "127.0.0.1", port: int = 0,
+                tls: tuple[str, str] | None = None) -> None:
     app = build_app(build_server(name), variant, name)
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -230,7 +232,9 @@ async def serve(name: str, variant: str, host: str = "127.0.0.1", port: int = 0)
     sock.setblocking(False)
     port = sock.getsockname()[1]
 
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=1)
+    ssl = dict(ssl_certfile=tls[0], ssl_keyfile=tls[1]) if tls else {}
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=1,
+                            **ssl)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
@@ -250,10 +254,13 @@ def main() -> None:
     parser.add_argument("--transport", choices=["streamable", "sse"], default=None, help="old spelling")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.2.. for several hosts)")
     parser.add_argument("--port", type=int, default=0, help="port to bind (0: any free one)")
+    parser.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", default=None, help="the key of --tls-cert (PEM)")
     args = parser.parse_args()
     variant = args.variant or {"streamable": "stateful", "sse": "sse", None: "stateful"}[args.transport]
     try:
-        asyncio.run(serve(args.name, variant, args.host, args.port))
+        tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
+        asyncio.run(serve(args.name, variant, args.host, args.port, tls))
     except KeyboardInterrupt:
         pass
     os._exit(0)

@@ -141,6 +141,24 @@ export async function startTether(name, backends, env = {}) {
   return `http://${match[1]}`;
 }
 
+/**
+ * Tether terminating TLS in front of `backends`, with the test certificate
+ * run.sh made (TETHER_TLS_DIR; clients trust its CA through NODE_EXTRA_CA_CERTS);
+ * resolves to its https:// base URL.
+ */
+export async function startTetherTls(name, backends, env = {}) {
+  requireTether();
+  const dir = process.env.TETHER_TLS_DIR;
+  if (!dir) throw new Error('TETHER_TLS_DIR is not set (run.sh makes the test certificates)');
+  const args = ['--listen', '127.0.0.1:0', '--tls-cert', join(dir, 'server.pem'), '--tls-key', join(dir, 'server.key'),
+    ...backends.flatMap((b) => ['--backend', b])];
+  const { match } = await startProcess(name, TETHER_BIN, args, {
+    env: { TETHER_LOG: process.env.TETHER_LOG || 'debug', ...env },
+    ready: /proxy listening on (127\.0\.0\.1:\d+)/,
+  });
+  return `https://${match[1]}`;
+}
+
 /** A fresh session key from `tether keygen`, for several Tether instances. */
 export function tetherKey() {
   requireTether();
