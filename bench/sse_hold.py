@@ -7,7 +7,12 @@ process tree PID (the proxy) per stream. Adapted from ../../shared/bench/sse_hol
 backend is the fast replica instead of an embedded one.
 Usage: sse_hold.py PID URL N     prints: streams=N base_kib=B after_kib=A kib_per_stream=K
 """
-import asyncio, os, sys
+import asyncio, os, ssl, sys
+
+# https:// URLs (bench/tls.sh): the proxies' self-signed certificate is not verified.
+TLS = ssl.create_default_context()
+TLS.check_hostname = False
+TLS.verify_mode = ssl.CERT_NONE
 
 
 def rss_kib(pid):
@@ -31,8 +36,8 @@ def tree_rss(pid):
     return total
 
 
-async def client(host, port, path):
-    r, w = await asyncio.open_connection(host, port)
+async def client(host, port, path, tls):
+    r, w = await asyncio.open_connection(host, port, ssl=TLS if tls else None)
     w.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n".encode())
     await w.drain()
     buf = b""
@@ -46,12 +51,13 @@ async def client(host, port, path):
 
 async def main():
     pid, url, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    tls = url.startswith("https://")
     hostport, _, path = url.split("//", 1)[1].partition("/")
     host, port = hostport.split(":")
     base = tree_rss(pid)
     conns = []
     for i in range(0, n, 500):
-        conns += await asyncio.gather(*[client(host, int(port), "/" + path) for _ in range(min(500, n - i))])
+        conns += await asyncio.gather(*[client(host, int(port), "/" + path, tls) for _ in range(min(500, n - i))])
     await asyncio.sleep(1.0)
     after = tree_rss(pid)
     print(f"streams={len(conns)} base_kib={base} after_kib={after} kib_per_stream={(after - base) / max(1, len(conns)):.2f}")

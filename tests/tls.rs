@@ -148,7 +148,8 @@ async fn changed_certificate_files_reach_new_connections_and_open_ones_stay() {
     let second = ca.issue("server", &["localhost"]);
     assert_ne!(first.der, second.der);
     eventually("the renewed certificate is served", || async {
-        presented(&connect(&client, t.proxy_addr, "localhost").await) == second.der
+        // A fresh client each time: a resumed session shows the certificate it began with.
+        presented(&connect(&ca.client(), t.proxy_addr, "localhost").await) == second.der
     })
     .await;
     let m = metrics(&t).await;
@@ -170,7 +171,7 @@ async fn changed_certificate_files_reach_new_connections_and_open_ones_stay() {
         ) == 1.0
     })
     .await;
-    let fresh = connect(&client, t.proxy_addr, "localhost").await;
+    let fresh = connect(&ca.client(), t.proxy_addr, "localhost").await;
     assert_eq!(presented(&fresh), second.der);
 }
 
@@ -204,7 +205,7 @@ async fn a_reload_reads_the_certificates_again() {
     assert_eq!(presented(&open), first.der);
     std::fs::write(&conf, text(&second)).unwrap();
     t.control.reload().expect("reload");
-    let fresh = connect(&client, t.proxy_addr, "localhost").await;
+    let fresh = connect(&ca.client(), t.proxy_addr, "localhost").await;
     assert_eq!(presented(&fresh), second.der);
     assert!(round_trip(&mut open, GET).await.starts_with("HTTP/1.1 200"));
     // A reload naming a key that does not match is refused whole.
@@ -217,8 +218,15 @@ async fn a_reload_reads_the_certificates_again() {
     let err = t.control.reload().unwrap_err();
     assert_eq!(err.key, "tls.key", "{err}");
     assert!(err.problem.contains("does not match"), "{err}");
-    let still = connect(&client, t.proxy_addr, "localhost").await;
+    let still = connect(&ca.client(), t.proxy_addr, "localhost").await;
     assert_eq!(presented(&still), second.der);
+    // A client that saw the first certificate resumes its session across
+    // the reloads (one ticket key for the process), with no full handshake.
+    let resumed = connect(&client, t.proxy_addr, "localhost").await;
+    assert_eq!(
+        resumed.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
 }
 
 #[test]
@@ -289,6 +297,8 @@ async fn failed_handshakes_are_counted_by_reason() {
         &tls_toml(&leaf, "handshake_timeout = \"300ms\""),
     )
     .await;
+    // A TCP check (connect, close before a byte): not a failed handshake.
+    drop(tokio::net::TcpStream::connect(t.proxy_addr).await.unwrap());
     // Plain HTTP to the TLS port: closed, nothing forwarded.
     let answer = exchange(t.proxy_addr, b"GET /mcp HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(!answer.contains("200"), "{answer}");
@@ -312,6 +322,44 @@ async fn failed_handshakes_are_counted_by_reason() {
     assert_eq!(count("not_tls"), 1.0, "{m}");
     assert_eq!(count("alert"), 1.0, "{m}");
     assert_eq!(count("timeout"), 1.0, "{m}");
+    assert_eq!(count("eof"), 0.0, "a TCP check is not counted: {m}");
+    assert!(backend.seen().is_empty());
+}
+
+#[tokio::test]
+async fn plain_http_after_a_proxy_header_is_refused_at_once() {
+    // Behind a balancer: the PROXY header, then a client that speaks plain
+    // HTTP to the TLS port and waits. Refused from the bytes that came with
+    // the header, not left to the handshake timeout.
+    let ca = Ca::new("proxied-plain");
+    let leaf = ca.issue("server", &["localhost"]);
+    let backend = RawBackend::start(echo_target).await;
+    let t = tether_urls(
+        vec![backend.url()],
+        &format!(
+            "proxy_protocol = true\n{}",
+            tls_toml(&leaf, "handshake_timeout = \"60s\"")
+        ),
+    )
+    .await;
+    let bytes = [&b"PROXY TCP4 192.0.2.7 10.0.0.1 56324 443\r\n"[..], GET].concat();
+    let mut s = tokio::net::TcpStream::connect(t.proxy_addr).await.unwrap();
+    s.write_all(&bytes).await.unwrap();
+    let mut sink = Vec::new();
+    let _ = within(
+        "closed well before the 60 s handshake timeout",
+        s.read_to_end(&mut sink),
+    )
+    .await;
+    let m = metrics(&t).await;
+    assert_eq!(
+        sample(
+            &m,
+            "tether_tls_handshake_failures_total{reason=\"not_tls\"}"
+        ),
+        1.0,
+        "{m}"
+    );
     assert!(backend.seen().is_empty());
 }
 
@@ -461,6 +509,119 @@ async fn large_bodies_and_event_streams_cross_tls_whole() {
         id.starts_with(mcp_tether::affinity::token::PREFIX),
         "sealed: {text}"
     );
+}
+
+#[tokio::test]
+async fn a_tls_client_that_stops_reading_is_let_go_after_the_idle_timeout() {
+    // A large answer to a client that never reads: once the write has waited
+    // `stream_idle`, the connection closes without waiting for the client
+    // to take TLS's last records (a close that waited would hold the task).
+    let ca = Ca::new("stalled");
+    let leaf = ca.issue("server", &["localhost"]);
+    let body = "y".repeat(32 << 20);
+    let backend = RawBackend::start(move |_| {
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+        (
+            [head.into_bytes(), body.clone().into_bytes()].concat(),
+            After::KeepOpen,
+        )
+    })
+    .await;
+    let t = tether_urls(
+        vec![backend.url()],
+        &format!(
+            "[timeouts]\nstream_idle = \"300ms\"\n{}",
+            tls_toml(&leaf, "")
+        ),
+    )
+    .await;
+    let mut tls = connect(&ca.client(), t.proxy_addr, "localhost").await;
+    tls.write_all(GET).await.unwrap();
+    tls.flush().await.unwrap();
+    // The client holds the connection open and reads nothing.
+    eventually("the stalled connection is closed", || async {
+        sample(&metrics(&t).await, "tether_client_connections") == 0.0
+    })
+    .await;
+    drop(tls);
+}
+
+#[tokio::test]
+async fn a_tls_backend_that_closes_without_close_notify_ends_its_body() {
+    // A body delimited by the close, from a TLS server that then drops the
+    // connection without close_notify (many do): the body is whole, not cut.
+    let ca = Ca::new("no-notify");
+    let leaf = ca.issue("backend", &["localhost"]);
+    let chain = vec![leaf.der.clone()];
+    use rustls::pki_types::pem::PemObject as _;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&leaf.key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut tls = acceptor.accept(tcp).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let _ = tls.read(&mut buf).await.unwrap();
+        tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{\"until\":\"close\"}")
+            .await
+            .unwrap();
+        tls.flush().await.unwrap();
+        // Dropped: the TCP connection closes with no close_notify.
+    });
+    let ca_line = format!(
+        "[tls]\nbackend_ca = {:?}\n",
+        ca.pem_path().display().to_string()
+    );
+    let t = tether_urls(vec![format!("https://localhost:{port}")], &ca_line).await;
+    let answer = exchange(
+        t.proxy_addr,
+        b"GET /mcp HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("{\"until\":\"close\"}"), "{answer}");
+    assert!(
+        answer.ends_with("0\r\n\r\n"),
+        "the body's end reached the client: {answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_reload_reads_the_backend_ca_file_again() {
+    // The CA file rewritten in place (a rotated bundle), then a reload: in force.
+    let ca = Ca::new("backend-reload");
+    let other = Ca::new("backend-reload-other");
+    let leaf = ca.issue("backend", &["localhost"]);
+    let plain = RawBackend::start(echo_target).await;
+    let front = ca.front(&leaf, plain.addr, false).await;
+    let bundle = ca.dir.join("bundle.pem");
+    std::fs::write(&bundle, std::fs::read(other.pem_path()).unwrap()).unwrap();
+    let conf = ca.dir.join("tether.toml");
+    let text = format!("[tls]\nbackend_ca = {:?}\n", bundle.display().to_string());
+    std::fs::write(&conf, test_toml(&text)).unwrap();
+    let t = tether_reloadable(
+        &conf,
+        vec![format!("https://localhost:{}", front.addr.port())],
+    )
+    .await;
+    let get = b"GET /mcp HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n";
+    assert!(exchange(t.proxy_addr, get)
+        .await
+        .starts_with("HTTP/1.1 502"));
+    pki::write_atomically(&bundle, &std::fs::read(ca.pem_path()).unwrap());
+    t.control.reload().expect("reload");
+    assert!(exchange(t.proxy_addr, get)
+        .await
+        .starts_with("HTTP/1.1 200"));
 }
 
 #[tokio::test]

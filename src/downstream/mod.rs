@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncReadExt as _;
 use tokio::time::Instant;
 
 pub use body::Body;
@@ -230,7 +230,8 @@ impl Client {
 
     /// Closes our sending side.
     pub async fn shutdown(&mut self) {
-        let _ = self.stream.shutdown().await;
+        // Never a wait: a TLS client that stopped reading cannot hold the task.
+        self.stream.close_write();
     }
 
     /// Waits for a whole request head at the start of `buf`.
@@ -506,7 +507,7 @@ impl Client {
     /// Closes our side, then reads and drops whatever the client still sends
     /// for a short while, so our answer is not destroyed by a reset.
     pub async fn linger(&mut self) {
-        let _ = self.stream.shutdown().await;
+        self.stream.close_write();
         let mut scratch = buf::take();
         let drain = async {
             let mut total = 0u64;

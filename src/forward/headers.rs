@@ -94,17 +94,12 @@ pub fn request(
         lines.pass(f);
     }
     lines.finish();
-    // The host the client asked for (for `Forwarded: host=`): its own, or
-    // an absolute-form target's.
-    let mut client_host = to.host;
     if !has_host {
         let host = match to.host {
             Some(host) if to.preserve_host => host,
             _ => to.authority.as_bytes(),
         };
         field(out, b"host", host);
-    } else if client_host.is_none() && to.forwarded {
-        client_host = head.fields.get(buf, FieldKind::Host);
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     for f in head
@@ -125,6 +120,9 @@ pub fn request(
         false => b"\r\nx-forwarded-proto: http\r\n",
     });
     if to.forwarded {
+        // The host the client asked for: an absolute-form target's, or its
+        // `Host` (whatever is sent on, with `preserve_host = false` too).
+        let client_host = to.host.or_else(|| head.fields.get(buf, FieldKind::Host));
         forwarded(out, to, client_host);
     }
     let declared =
@@ -399,6 +397,36 @@ mod tests {
             tls: false,
             forwarded: false,
         }
+    }
+
+    #[test]
+    fn forwarded_names_the_client_its_scheme_and_the_host_it_asked_for() {
+        let raw = "GET /mcp HTTP/1.1\r\nHost: mcp.example:8443\r\nForwarded: for=192.0.2.1\r\n\r\n";
+        let mut t = to("2001:db8::7", None, None);
+        t.forwarded = true;
+        t.tls = true;
+        let out = upstream(raw, &t, "");
+        // The client's own line first, then Tether's.
+        let lines: Vec<&str> = out
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("forwarded:"))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "Forwarded: for=192.0.2.1",
+                "forwarded: for=\"[2001:db8::7]\";proto=https;host=\"mcp.example:8443\""
+            ]
+        );
+        assert!(out.contains("x-forwarded-proto: https\r\n"), "{out}");
+        // The backend's authority sent as Host: `host=` still names the client's.
+        let mut t = to("10.0.0.7", Some("10.9.9.9:80"), None);
+        t.forwarded = true;
+        let out = upstream(raw, &t, "");
+        assert!(
+            out.contains("forwarded: for=10.0.0.7;proto=http;host=\"mcp.example:8443\"\r\n"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -145,8 +145,9 @@ impl Upstream {
         self.connect_timeout.set(settings.connect_timeout);
         self.response_timeout.set(settings.response_timeout);
         self.pool_idle_timeout.set(settings.pool_idle_timeout);
-        // Kept when unchanged: its roots stay read, its sessions resumable.
-        if self.tls.load().settings() != settings.tls.settings() {
+        // Kept when nothing changes (its system roots stay read, its sessions
+        // resumable); files it names are read again, as a reload promises.
+        if self.tls.load().settings() != settings.tls.settings() || settings.tls.has_files() {
             self.tls.store(settings.tls.clone());
         }
     }
@@ -249,10 +250,14 @@ impl Upstream {
         tokio::time::timeout(timeout, connect)
             .await
             .unwrap_or_else(|_| {
+                let what = match backend.scheme == http::uri::Scheme::HTTPS {
+                    true => "connect and TLS handshake",
+                    false => "connect",
+                };
                 Err(UpstreamError {
                     failure: UpstreamFailure::Connect,
                     detail: format!(
-                        "connect to {} timed out after {timeout:?}",
+                        "{what} to {} timed out after {timeout:?}",
                         backend.authority
                     ),
                 })
@@ -378,17 +383,24 @@ async fn attempt(
     let fail = |detail: String| Attempt::Failed(UpstreamError::io(detail));
     let mut buf = buf::take();
     let mut written = 0;
+    let mut flushed = false;
     let write = std::future::poll_fn(|cx| loop {
-        if written == request.len() {
+        let step = if written == request.len() {
             // TLS may hold its last records; a socket has nothing to flush.
-            return Pin::new(&mut stream).poll_flush(cx);
-        }
-        match Pin::new(&mut stream).poll_write(cx, &request[written..]) {
+            Pin::new(&mut stream).poll_flush(cx).map_ok(|()| 0)
+        } else {
+            Pin::new(&mut stream).poll_write(cx, &request[written..])
+        };
+        match step {
+            Poll::Ready(Ok(_)) if written == request.len() => {
+                flushed = true;
+                return Poll::Ready(Ok(()));
+            }
             Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
             Poll::Ready(Ok(n)) => written += n,
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => {
-                // Blocked on writing: has the backend answered already?
+                // Blocked on writing (or flushing): has the backend answered already?
                 if stream.poll_read_ready(cx).is_ready() {
                     buf::ensure(&mut buf);
                     match stream.poll_read_vec(cx, &mut buf) {
@@ -416,7 +428,7 @@ async fn attempt(
         }
         return Err(fail(format!("write request: {e}")));
     }
-    let request_complete = written == request.len();
+    let request_complete = written == request.len() && flushed;
     loop {
         if !buf.is_empty() {
             match ResponseHead::parse(&buf, MAX_RESPONSE_HEAD, head_request) {

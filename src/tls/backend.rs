@@ -58,7 +58,15 @@ impl BackendTls {
             settings,
         };
         let s = &tls.settings;
-        if s.ca.is_some() || s.cert.is_some() || s.key.is_some() || s.insecure_skip_verify {
+        if s.insecure_skip_verify && s.ca.is_some() {
+            return Err(FileError {
+                key: "tls.insecure_skip_verify".into(),
+                problem:
+                    "verifies nothing, so tls.backend_ca would be ignored: give one or the other"
+                        .into(),
+            });
+        }
+        if tls.has_files() || s.insecure_skip_verify {
             let config = tls.build()?;
             let _ = tls.config.set(Arc::new(config));
         }
@@ -72,6 +80,12 @@ impl BackendTls {
             config: OnceLock::new(),
         };
         Arc::new(arc_swap::ArcSwap::from_pointee(tls))
+    }
+
+    /// Whether it reads files (a CA, a client certificate): a reload reads them again.
+    pub fn has_files(&self) -> bool {
+        let s = &self.settings;
+        s.ca.is_some() || s.cert.is_some() || s.key.is_some()
     }
 
     pub fn settings(&self) -> &BackendSettings {
@@ -108,7 +122,7 @@ impl BackendTls {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(VERSIONS)
             .map_err(|e| FileError {
-                key: "tls",
+                key: "tls".into(),
                 problem: e.to_string(),
             })?;
         let builder = if s.insecure_skip_verify {
@@ -123,24 +137,24 @@ impl BackendTls {
                 let chain = CertificateDer::pem_file_iter(cert)
                     .and_then(|i| i.collect::<Result<Vec<_>, _>>())
                     .map_err(|e| FileError {
-                        key: "tls.backend_cert",
+                        key: "tls.backend_cert".into(),
                         problem: format!("{}: {e}", cert.display()),
                     })?;
                 let der = PrivateKeyDer::from_pem_file(key).map_err(|e| FileError {
-                    key: "tls.backend_key",
+                    key: "tls.backend_key".into(),
                     problem: format!("{}: {e}", key.display()),
                 })?;
                 builder
                     .with_client_auth_cert(chain, der)
                     .map_err(|e| FileError {
-                        key: "tls.backend_key",
+                        key: "tls.backend_key".into(),
                         problem: format!("{}: {e}", key.display()),
                     })?
             }
             (None, None) => builder.with_no_client_auth(),
             _ => {
                 return Err(FileError {
-                    key: "tls.backend_cert",
+                    key: "tls.backend_cert".into(),
                     problem: "give tls.backend_cert and tls.backend_key together".into(),
                 })
             }
@@ -153,7 +167,7 @@ impl BackendTls {
         let mut roots = rustls::RootCertStore::empty();
         if let Some(ca) = &self.settings.ca {
             let err = |problem: String| FileError {
-                key: "tls.backend_ca",
+                key: "tls.backend_ca".into(),
                 problem: format!("{}: {problem}", ca.display()),
             };
             let certs = CertificateDer::pem_file_iter(ca)

@@ -66,15 +66,16 @@ impl std::fmt::Debug for Terminator {
 /// A problem with a TLS file: which key it is under, what is wrong.
 #[derive(Debug)]
 pub struct FileError {
-    pub key: &'static str,
+    pub key: String,
     pub problem: String,
 }
 
 impl Terminator {
     /// Loads every certificate and key; any problem is an error naming the file.
     pub fn load(settings: ServerSettings) -> Result<Terminator, FileError> {
-        let config = server_config(&settings.certificates)?;
+        // Stamped first: a change while they are read is seen at the next check.
         let stamps = stamps(&settings.certificates);
+        let config = server_config(&settings.certificates)?;
         Ok(Terminator {
             config: ArcSwap::from_pointee(config),
             settings,
@@ -135,14 +136,22 @@ const VERSIONS: &[&rustls::SupportedProtocolVersion] =
 fn server_config(files: &[CertFiles]) -> Result<rustls::ServerConfig, FileError> {
     let provider = provider();
     let mut served = Vec::new();
-    for f in files {
-        served.push(Served::load(f, &provider)?);
+    for (i, f) in files.iter().enumerate() {
+        // The first is `tls.cert`/`tls.key` when given, else `[[tls.certificates]]` 0.
+        let keys = match i {
+            0 => ("tls.cert".to_owned(), "tls.key".to_owned()),
+            i => (
+                format!("tls.certificates[{}].cert", i - 1),
+                format!("tls.certificates[{}].key", i - 1),
+            ),
+        };
+        served.push(Served::load(f, &keys, &provider)?);
     }
     let resolver = Sni { served };
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(VERSIONS)
         .map_err(|e| FileError {
-            key: "tls",
+            key: "tls".into(),
             problem: e.to_string(),
         })?
         .with_no_client_auth()
@@ -150,11 +159,23 @@ fn server_config(files: &[CertFiles]) -> Result<rustls::ServerConfig, FileError>
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     // Stateless resumption (tickets) for TLS 1.2 and 1.3: a returning client
     // skips the key exchange's signature, the costly part of a handshake.
-    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| FileError {
-        key: "tls",
+    // One ticketer for the process (it rotates its own keys), so a reload or
+    // a renewed certificate does not void every client's ticket.
+    config.ticketer = ticketer()?;
+    Ok(config)
+}
+
+fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, FileError> {
+    static TICKETER: std::sync::OnceLock<Arc<dyn rustls::server::ProducesTickets>> =
+        std::sync::OnceLock::new();
+    if let Some(t) = TICKETER.get() {
+        return Ok(t.clone());
+    }
+    let made = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| FileError {
+        key: "tls".into(),
         problem: format!("session tickets: {e}"),
     })?;
-    Ok(config)
+    Ok(TICKETER.get_or_init(|| made).clone())
 }
 
 /// A certificate with the names it serves.
@@ -168,14 +189,15 @@ struct Served {
 impl Served {
     fn load(
         files: &CertFiles,
+        (cert_key, key_key): &(String, String),
         provider: &rustls::crypto::CryptoProvider,
     ) -> Result<Served, FileError> {
         let cert_err = |problem: String| FileError {
-            key: "tls.cert",
+            key: cert_key.clone(),
             problem: format!("{}: {problem}", files.cert.display()),
         };
         let key_err = |problem: String| FileError {
-            key: "tls.key",
+            key: key_key.clone(),
             problem: format!("{}: {problem}", files.key.display()),
         };
         let pem = read(&files.cert).map_err(cert_err)?;
@@ -194,7 +216,7 @@ impl Served {
             .map_err(|e| key_err(format!("unusable private key ({e})")))?;
         let key = CertifiedKey::new(chain, signing);
         key.keys_match().map_err(|_| FileError {
-            key: "tls.key",
+            key: key_key.clone(),
             problem: format!(
                 "{} does not match the certificate in {}",
                 files.key.display(),
@@ -291,13 +313,21 @@ impl ResolvesServerCert for Sni {
 
 /// Why a handshake failed, as a metric label.
 pub fn failure_reason(e: &std::io::Error) -> &'static str {
-    use rustls::Error as E;
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
         return "eof";
     }
-    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<E>()) else {
-        return "io";
-    };
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => tls_failure_reason(tls),
+        None => "io",
+    }
+}
+
+/// Why rustls refused a handshake, as a metric label.
+pub fn tls_failure_reason(tls: &rustls::Error) -> &'static str {
+    use rustls::Error as E;
     match tls {
         E::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => "not_tls",
         E::InvalidMessage(_) | E::InappropriateHandshakeMessage { .. } => "protocol",

@@ -15,7 +15,12 @@
 //! - `poll_read_ready` is a hint: `Ready` means "try a read" (always so for
 //!   TLS and memory, which have no readiness of their own);
 //! - bytes written are only on their way once `try_flush` (or `write_all`)
-//!   says so: TLS keeps records it could not send yet.
+//!   says so: TLS keeps records it could not send yet;
+//! - a TLS peer that closes without `close_notify` reads as a close (`Ok(0)`),
+//!   as most HTTP clients treat it: framing (a length, chunks) still tells a
+//!   cut body from a whole one;
+//! - closing never waits (`close_write`): a TLS `close_notify` goes out if the
+//!   socket takes it, and a peer that stopped reading cannot hold the task.
 
 use std::io;
 use std::pin::Pin;
@@ -133,6 +138,29 @@ impl Stream {
         self.flush().await
     }
 
+    /// Ends our sending side without waiting: TLS queues its `close_notify`
+    /// and sends what the socket takes now; then the socket's FIN.
+    pub fn close_write(&mut self) {
+        match self {
+            Stream::Tcp(s) => {
+                let _ = socket2::SockRef::from(&*s).shutdown(std::net::Shutdown::Write);
+            }
+            Stream::Tls(s) => {
+                match &mut **s {
+                    tokio_rustls::TlsStream::Server(t) => t.get_mut().1.send_close_notify(),
+                    tokio_rustls::TlsStream::Client(t) => t.get_mut().1.send_close_notify(),
+                }
+                // Ours to flush: the record is queued in rustls, not written.
+                let _ = without_waiting(|cx| Pin::new(&mut **s).poll_flush(cx));
+                let tcp = s.get_ref().0;
+                let _ = socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Write);
+            }
+            Stream::Memory(s) => {
+                let _ = without_waiting(|cx| Pin::new(s).poll_shutdown(cx));
+            }
+        }
+    }
+
     /// A failure the socket noted (`SO_ERROR`): a reset, most often.
     pub fn take_error(&self) -> io::Result<Option<io::Error>> {
         match self.tcp() {
@@ -201,7 +229,13 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+            Stream::Tls(s) => match Pin::new(&mut **s).poll_read(cx, buf) {
+                // Closed without close_notify: a close (see the module's rules).
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    Poll::Ready(Ok(()))
+                }
+                other => other,
+            },
             Stream::Memory(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
