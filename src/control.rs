@@ -148,6 +148,7 @@ impl Control {
             lifecycle: self.lifecycle.clone(),
             proxy_protocol: new.proxy_protocol,
             tls: new.tls.clone(),
+            http2: new.http2.clone(),
         }));
         self.conn_limit.set(new.limits.max_connections);
         self.metrics

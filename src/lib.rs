@@ -9,7 +9,8 @@
 //!    their size and time limits and the global body budget, watching it,
 //!    Tether's own answers); [`http1`]: the hand-written HTTP/1.1 parts
 //!    (heads, chunked coding, buffer pool); [`transport`]: the byte streams
-//!    beneath both sides (TCP, TLS, in-memory for tests).
+//!    beneath both sides (TCP, TLS, in-memory); [`http2`]: HTTP/2 from
+//!    clients, each stream bridged in memory to the same path.
 //! 2. [`classify`]: what routing needs from the request head (a session
 //!    reference in `Mcp-Session-Id` or a legacy `sessionId`/`session_id` query,
 //!    found as servers find it; the protocol era).
@@ -51,6 +52,7 @@ mod downstream;
 mod error;
 pub mod forward;
 pub mod http1;
+mod http2;
 mod lifecycle;
 mod metrics;
 mod modern;

@@ -55,6 +55,19 @@ impl Lifecycle {
         }
     }
 
+    /// Resolves once a shutdown has begun.
+    pub async fn until_closing(self: std::sync::Arc<Self>) {
+        loop {
+            let changed = self.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.closing() {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     /// Resolves at the next phase change (made before checking the phase,
     /// so no change is missed).
     pub fn notified(&self) -> Notified<'_> {

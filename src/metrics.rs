@@ -184,6 +184,9 @@ pub struct Metrics {
     pub tls_handshakes: Family<Version, Counter>,
     pub tls_handshake_failures: Family<Reason, Counter>,
     pub tls_certificate_reloads: Family<Outcome, Counter>,
+    pub http2_connections: Counter,
+    pub http2_streams: Counter,
+    pub http2_resets: Counter,
 }
 
 impl Metrics {
@@ -232,7 +235,7 @@ impl Metrics {
         );
         r.register(
             "connection_errors",
-            "Client connections ended by an error, by kind",
+            "Client connections ended by an error, by kind (header_timeout, header_too_large, parse, io, proxy_protocol, http2, rapid_reset)",
             self.connection_errors.clone(),
         );
         r.register(
@@ -364,6 +367,21 @@ impl Metrics {
             "tls_certificate_reloads",
             "Certificate files loaded again after they changed on disk, by outcome (ok, rejected)",
             self.tls_certificate_reloads.clone(),
+        );
+        r.register(
+            "http2_connections",
+            "Client connections that spoke HTTP/2 (ALPN h2, or h2c prior knowledge)",
+            self.http2_connections.clone(),
+        );
+        r.register(
+            "http2_streams",
+            "HTTP/2 streams (requests) accepted from clients",
+            self.http2_streams.clone(),
+        );
+        r.register(
+            "http2_resets",
+            "HTTP/2 streams the client reset (RST_STREAM) before their answer ended: each cancels its upstream request",
+            self.http2_resets.clone(),
         );
     }
 

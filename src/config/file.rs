@@ -57,6 +57,8 @@ pub struct FileConfig {
     pub cache: CacheFile,
     #[serde(default)]
     pub tls: TlsFile,
+    #[serde(default)]
+    pub http2: Http2File,
     /// Named pools (`[pools.NAME]`), besides `default` (the top-level `backends`).
     #[serde(default)]
     pub pools: std::collections::BTreeMap<String, PoolFile>,
@@ -131,6 +133,19 @@ pub struct TlsFile {
     pub backend_key: Option<PathBuf>,
     /// Accept any certificate from `https://` backends. Default false; logged.
     pub insecure_skip_verify: Option<bool>,
+}
+
+/// `[http2]`: HTTP/2 from clients.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http2File {
+    /// Offer `h2` in ALPN on a TLS listener. Default true.
+    pub enabled: Option<bool>,
+    /// Accept HTTP/2 with prior knowledge (h2c) on a plain listener, beside
+    /// HTTP/1.1. Default false.
+    pub h2c: Option<bool>,
+    /// Most streams a client may have open on one connection. Default 100.
+    pub max_concurrent_streams: Option<u32>,
 }
 
 /// `[[tls.certificates]]`.

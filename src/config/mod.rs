@@ -152,6 +152,7 @@ pub struct Config {
     pub tls: Option<Arc<Terminator>>,
     /// How `https://` backends are reached.
     pub backend_tls: Arc<BackendTls>,
+    pub http2: crate::http2::Http2Settings,
     pub limits: Limits,
     pub timeouts: Timeouts,
     /// Runtime threads; `None`: one per available CPU.
@@ -236,7 +237,8 @@ impl Config {
             }
         };
         let admin = overrides.admin.or(admin);
-        let (tls, backend_tls) = tls(&mut file.tls, tls_files)?;
+        let http2 = http2(&file.http2)?;
+        let (tls, backend_tls) = tls(&mut file.tls, tls_files, http2.enabled)?;
         let (pools, routes) = pools::build(pools::Parts {
             backends: &file.backends,
             pools: std::mem::take(&mut file.pools),
@@ -298,6 +300,7 @@ impl Config {
             forwarded: file.forwarded.unwrap_or(false),
             tls,
             backend_tls,
+            http2,
             limits: limits(file.limits)?,
             timeouts: timeouts(file.timeouts)?,
             threads,
@@ -363,6 +366,7 @@ fn key_file(path: &Path) -> Result<(SessionKey, KeyOrigin), ConfigError> {
 fn tls(
     file: &mut TlsFile,
     overrides: (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>),
+    alpn_h2: bool,
 ) -> Result<(Option<Arc<Terminator>>, Arc<BackendTls>), ConfigError> {
     let (cert, key, backend_ca) = overrides;
     let cert = cert.or(file.cert.take());
@@ -396,6 +400,7 @@ fn tls(
                 Some(d) if d.is_zero() => None,
                 d => Some(d.unwrap_or(Duration::from_secs(10))),
             },
+            alpn_h2,
         };
         let t = Terminator::load(settings).map_err(|e| ConfigError::new(e.key, e.problem))?;
         Some(Arc::new(t))
@@ -408,6 +413,24 @@ fn tls(
     };
     let backend = BackendTls::new(backend).map_err(|e| ConfigError::new(e.key, e.problem))?;
     Ok((terminator, Arc::new(backend)))
+}
+
+fn http2(file: &Http2File) -> Result<crate::http2::Http2Settings, ConfigError> {
+    let d = crate::http2::Http2Settings::default();
+    let s = crate::http2::Http2Settings {
+        enabled: file.enabled.unwrap_or(d.enabled),
+        h2c: file.h2c.unwrap_or(d.h2c),
+        max_concurrent_streams: file
+            .max_concurrent_streams
+            .unwrap_or(d.max_concurrent_streams),
+    };
+    if s.max_concurrent_streams == 0 {
+        return Err(ConfigError::new(
+            "http2.max_concurrent_streams",
+            "must be at least 1",
+        ));
+    }
+    Ok(s)
 }
 
 fn positive(key: &str, d: Option<Duration>, default: Duration) -> Result<Duration, ConfigError> {
@@ -543,6 +566,7 @@ pub struct View<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<&'a ServerSettings>,
     pub backend_tls: &'a BackendSettings,
+    pub http2: &'a crate::http2::Http2Settings,
     pub log: &'a LogSettings,
     pub pools: std::collections::BTreeMap<&'a str, PoolView<'a>>,
     pub routes: &'a [RouteConfig],
@@ -571,6 +595,7 @@ impl Config {
             cache: &self.cache,
             tls: self.tls.as_deref().map(Terminator::settings),
             backend_tls: self.backend_tls.settings(),
+            http2: &self.http2,
             log: &self.log,
             pools: self
                 .pools

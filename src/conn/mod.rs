@@ -52,44 +52,28 @@ pub fn serve(
     // Built here, outside the task's future, which then holds the client
     // once (an async fn would also keep its moved-from arguments).
     let client = Client::new(Stream::Tcp(stream), peer, &settings);
-    serve_client(client, proxy, metrics, settings)
+    serve_client(client, proxy, metrics, settings, false)
 }
 
 /// Not an `async fn`: that would keep its arguments (the client, 200 bytes)
 /// and a moved copy of them for the task's whole life; the block uses its
-/// captures in place.
+/// captures in place. `stream`: an HTTP/2 stream's in-memory client
+/// (`serve_stream`), which has no connection steps of its own.
 #[allow(clippy::manual_async_fn)]
 fn serve_client(
     mut client: Client,
     proxy: Arc<Proxy>,
     metrics: Arc<Metrics>,
     settings: Arc<ConnSettings>,
+    stream: bool,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
-        let _open = ConnGuard::new(&metrics);
-        if settings.proxy_protocol {
-            // Boxed: most listeners do not take it, and the task stays small.
-            let read = Box::pin(client.read_proxy_header(settings.header_read_timeout));
-            match read.await {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(why) => {
-                    let why = format!("{why} (from {})", client.peer());
-                    hostile::note("proxy_protocol", &why);
-                    metrics
-                        .connection_errors
-                        .get_or_create(&metrics::Kind {
-                            kind: "proxy_protocol",
-                        })
-                        .inc();
-                    return;
-                }
-            }
-        }
-        if let Some(tls) = settings.tls.clone() {
-            // Boxed: a plain listener's task does not carry it.
-            match Box::pin(handshake::handshake(client, &tls, &metrics, &settings)).await {
-                Some(tls_client) => client = tls_client,
+        let _open = (!stream).then(|| ConnGuard::new(&metrics));
+        let steps = settings.proxy_protocol || settings.tls.is_some() || settings.http2.h2c;
+        if !stream && steps {
+            // Boxed: a plain HTTP/1.1 listener's task does not carry them.
+            match Box::pin(begin(client, &proxy, &metrics, &settings)).await {
+                Some(http1) => client = http1,
                 None => return,
             }
         }
@@ -111,6 +95,76 @@ fn serve_client(
             client.release_idle_buffer();
         }
     }
+}
+
+/// A connection's own steps before HTTP/1.1: the PROXY header, the TLS
+/// handshake, HTTP/2 (ALPN `h2`, or the h2c preface), which is served here
+/// whole. `Some`: an HTTP/1.1 client, ready for its first request.
+async fn begin(
+    mut client: Client,
+    proxy: &Arc<Proxy>,
+    metrics: &Arc<Metrics>,
+    settings: &Arc<ConnSettings>,
+) -> Option<Client> {
+    if settings.proxy_protocol {
+        match client.read_proxy_header(settings.header_read_timeout).await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(why) => {
+                let why = format!("{why} (from {})", client.peer());
+                hostile::note("proxy_protocol", &why);
+                metrics
+                    .connection_errors
+                    .get_or_create(&metrics::Kind {
+                        kind: "proxy_protocol",
+                    })
+                    .inc();
+                return None;
+            }
+        }
+    }
+    if let Some(tls) = settings.tls.clone() {
+        client = handshake::handshake(client, &tls, metrics, settings).await?;
+    }
+    let h2 = client.alpn_h2()
+        || (settings.http2.h2c
+            && !client.is_tls()
+            && client
+                .begins_with_h2_preface(settings.header_read_timeout)
+                .await);
+    if !h2 {
+        return Some(client);
+    }
+    let secure = client.is_tls();
+    let (stream, peer, read) = client.into_parts();
+    metrics.http2_connections.inc();
+    let io = crate::transport::Prefixed::new(read, stream);
+    let serve = crate::http2::serve(
+        io,
+        peer,
+        secure,
+        proxy.clone(),
+        metrics.clone(),
+        settings.clone(),
+    );
+    Box::pin(serve).await;
+    None
+}
+
+/// One HTTP/2 stream's exchange, over an in-memory client (`crate::http2`):
+/// the same loop as a connection's, without the connection's own steps.
+pub fn serve_stream(
+    client: Client,
+    proxy: Arc<Proxy>,
+    metrics: Arc<Metrics>,
+    settings: Arc<ConnSettings>,
+) -> impl std::future::Future<Output = ()> + Send {
+    serve_client(client, proxy, metrics, settings, true)
+}
+
+/// Logs and rate-limits a client error (HTTP/2 framing, floods) like the others.
+pub fn note_hostile(kind: &'static str, detail: &str) {
+    hostile::note(kind, detail);
 }
 
 /// Reads one request, has it answered, and says what comes next. (Free

@@ -51,6 +51,7 @@ pub struct ConnSettings {
     pub proxy_protocol: bool,
     /// TLS, after any PROXY header.
     pub tls: Option<Arc<crate::tls::Terminator>>,
+    pub http2: crate::http2::Http2Settings,
 }
 
 /// A client connection.
@@ -74,6 +75,9 @@ pub struct Client {
     half_closed: bool,
     /// Bytes of an answer to the current request have been written.
     answering: bool,
+    /// The client reached Tether over TLS (itself, or the HTTP/2 connection
+    /// an in-memory stream stands for): `X-Forwarded-Proto: https`.
+    secure: bool,
     /// For the head and body read deadlines.
     read_timer: timer::LazyTimer,
     /// For the response timeout of the request being answered.
@@ -117,6 +121,7 @@ impl Client {
         if let Some(Err(e)) = stream.tcp().map(|s| s.set_nodelay(true)) {
             tracing::debug!(error = %e, "set_nodelay failed");
         }
+        let secure = stream.is_tls();
         Client {
             stream,
             peer,
@@ -127,6 +132,7 @@ impl Client {
             overflowed: false,
             half_closed: false,
             answering: false,
+            secure,
             read_timer: timer::LazyTimer::new(),
             response_timer: timer::LazyTimer::new(),
             write_timeout: settings.header_read_timeout,
@@ -225,7 +231,41 @@ impl Client {
 
     /// Whether the client reached Tether over TLS.
     pub fn is_tls(&self) -> bool {
-        self.stream.is_tls()
+        self.secure
+    }
+
+    /// The TLS client chose HTTP/2 (ALPN `h2`).
+    pub fn alpn_h2(&self) -> bool {
+        match &self.stream {
+            Stream::Tls(tls) => tls.get_ref().1.alpn_protocol() == Some(b"h2"),
+            _ => false,
+        }
+    }
+
+    /// An in-memory stream standing for an HTTP/2 stream of a TLS connection.
+    pub fn set_secure(&mut self, secure: bool) {
+        self.secure = secure;
+    }
+
+    /// Whether the connection begins with the HTTP/2 preface (prior
+    /// knowledge, `h2c`): reads until it does or cannot, within `timeout`.
+    /// What was read stays in `buf` either way.
+    pub async fn begins_with_h2_preface(&mut self, timeout: Duration) -> bool {
+        const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n = self.buf.len().min(PREFACE.len());
+            if self.buf[..n] != PREFACE[..n] {
+                return false;
+            }
+            if n == PREFACE.len() {
+                return true;
+            }
+            match self.read_more(deadline).await {
+                Ok(n) if n > 0 => {}
+                _ => return false,
+            }
+        }
     }
 
     /// Closes our sending side.
@@ -373,6 +413,11 @@ impl Client {
                 result
             };
             match result {
+                // An in-memory peer (an HTTP/2 stream) never half-closes:
+                // its end is the stream's reset.
+                Poll::Ready(Ok(0)) if matches!(self.stream, Stream::Memory(_)) => {
+                    return Poll::Ready(Watch::Gone)
+                }
                 Poll::Ready(Ok(0)) => {
                     self.half_closed = true;
                     return Poll::Ready(Watch::Closed);

@@ -22,6 +22,7 @@ async fn client_with_buffer(len: usize) -> (Client, TcpStream) {
         overflowed: false,
         half_closed: false,
         answering: false,
+        secure: false,
         read_timer: timer::LazyTimer::new(),
         response_timer: timer::LazyTimer::new(),
         write_timeout: std::time::Duration::from_secs(1),

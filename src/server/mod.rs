@@ -123,6 +123,7 @@ pub async fn start_with(config: Config, source: Option<ReloadSource>) -> std::io
         lifecycle: lifecycle.clone(),
         proxy_protocol: config.proxy_protocol,
         tls: config.tls.clone(),
+        http2: config.http2.clone(),
     };
     let admin = config.admin;
     let limits = admin::Limits {

@@ -13,8 +13,8 @@
 //! `tls.handshake_timeout`; a failed one closes the connection, counted by
 //! reason (`tether_tls_handshake_failures_total`).
 //!
-//! ALPN offers `http/1.1` only: HTTP/2 is not served yet, and a client that
-//! offers `h2` as well picks HTTP/1.1.
+//! ALPN offers `h2` and `http/1.1` (`h2` only with `http2.enabled`): a
+//! connection that picks `h2` is served by `crate::http2`.
 
 pub mod backend;
 
@@ -45,6 +45,9 @@ pub struct ServerSettings {
     /// How often the files are checked for a change; `None`: never (a reload still reads them).
     #[serde(with = "humantime_serde")]
     pub watch_interval: Option<Duration>,
+    /// Offer `h2` in ALPN (`http2.enabled`).
+    #[serde(skip)]
+    pub alpn_h2: bool,
 }
 
 /// Terminates TLS for the proxy listener.
@@ -75,7 +78,7 @@ impl Terminator {
     pub fn load(settings: ServerSettings) -> Result<Terminator, FileError> {
         // Stamped first: a change while they are read is seen at the next check.
         let stamps = stamps(&settings.certificates);
-        let config = server_config(&settings.certificates)?;
+        let config = server_config(&settings.certificates, settings.alpn_h2)?;
         Ok(Terminator {
             config: ArcSwap::from_pointee(config),
             settings,
@@ -108,9 +111,11 @@ impl Terminator {
         }
         *seen = now;
         drop(seen);
-        Some(server_config(&self.settings.certificates).map(|config| {
-            self.config.store(Arc::new(config));
-        }))
+        Some(
+            server_config(&self.settings.certificates, self.settings.alpn_h2).map(|config| {
+                self.config.store(Arc::new(config));
+            }),
+        )
     }
 }
 
@@ -133,7 +138,7 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 const VERSIONS: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
-fn server_config(files: &[CertFiles]) -> Result<rustls::ServerConfig, FileError> {
+fn server_config(files: &[CertFiles], alpn_h2: bool) -> Result<rustls::ServerConfig, FileError> {
     let provider = provider();
     let mut served = Vec::new();
     for (i, f) in files.iter().enumerate() {
@@ -156,7 +161,10 @@ fn server_config(files: &[CertFiles]) -> Result<rustls::ServerConfig, FileError>
         })?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = match alpn_h2 {
+        true => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        false => vec![b"http/1.1".to_vec()],
+    };
     // Stateless resumption (tickets) for TLS 1.2 and 1.3: a returning client
     // skips the key exchange's signature, the costly part of a handshake.
     // One ticketer for the process (it rotates its own keys), so a reload or

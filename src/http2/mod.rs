@@ -1,0 +1,194 @@
+//! HTTP/2 from clients (the `h2` crate): over TLS when ALPN picks `h2`, and
+//! with prior knowledge (`h2c`) on a plain listener that opts in.
+//!
+//! Each stream is bridged, in memory, to the same request path an HTTP/1.1
+//! connection takes (`stream`): its request is written as one HTTP/1.1
+//! exchange into an in-memory `Client`, which `conn` serves exactly as a
+//! socket's (routing, sessions, tokens, validation, relays, limits), and the
+//! HTTP/1.1 answer that comes back is sent as the stream's response. So every
+//! flow of every era behaves the same over HTTP/2, by construction; the cost
+//! is a copy of each head and body through the pipe (`docs/benchmarks.md`).
+//!
+//! Per connection: at most `http2.max_concurrent_streams` streams at once
+//! (SETTINGS), header lists within `limits.max_header_bytes`, flow control per
+//! stream (a slow stream's window fills and only it waits), and a guard
+//! against rapid-reset floods (CVE-2023-44487): streams the client resets
+//! before their answer ends are counted, and past `RESET_LIMIT` within
+//! `RESET_WINDOW` the connection gets a GOAWAY (`ENHANCE_YOUR_CALM`) and
+//! closes; the `h2` crate bounds streams reset before they are accepted. A
+//! graceful shutdown sends GOAWAY: streams in flight finish, no new ones
+//! start.
+
+mod stream;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::downstream::ConnSettings;
+use crate::metrics::{self, Metrics};
+use crate::proxy::Proxy;
+
+/// `[http2]` as configured.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Http2Settings {
+    /// Offer `h2` in ALPN on a TLS listener.
+    pub enabled: bool,
+    /// Accept HTTP/2 with prior knowledge on a plain listener (the preface
+    /// tells it from HTTP/1.1 on the same port).
+    pub h2c: bool,
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for Http2Settings {
+    fn default() -> Self {
+        Http2Settings {
+            enabled: true,
+            h2c: false,
+            max_concurrent_streams: 100,
+        }
+    }
+}
+
+/// Window of the rapid-reset guard.
+const RESET_WINDOW: Duration = Duration::from_secs(10);
+
+/// Client resets allowed per connection within `RESET_WINDOW`: twice the
+/// stream limit (a client cancelling everything it has open, twice over).
+fn reset_limit(max_streams: u32) -> u32 {
+    (2 * max_streams).max(20)
+}
+
+/// Client resets of one connection, in the current window.
+pub(crate) struct Resets {
+    window: Mutex<(Instant, u32)>,
+    limit: u32,
+}
+
+impl Resets {
+    fn new(limit: u32) -> Self {
+        Resets {
+            window: Mutex::new((Instant::now(), 0)),
+            limit,
+        }
+    }
+
+    /// Counts one; whether the connection is past its limit.
+    pub(crate) fn note(&self) -> bool {
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if now.duration_since(w.0) >= RESET_WINDOW {
+            *w = (now, 0);
+        }
+        w.1 += 1;
+        w.1 > self.limit
+    }
+
+    fn flooded(&self) -> bool {
+        let w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        w.1 > self.limit
+    }
+}
+
+/// Serves one HTTP/2 connection until either side ends it. `secure`: it
+/// came over TLS (its streams' backends see `X-Forwarded-Proto: https`).
+pub async fn serve<T>(
+    io: T,
+    peer: SocketAddr,
+    secure: bool,
+    proxy: Arc<Proxy>,
+    metrics: Arc<Metrics>,
+    settings: Arc<ConnSettings>,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let h2 = &settings.http2;
+    let mut builder = h2::server::Builder::new();
+    builder
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        // Room for a request body in flight without a round trip per 64 KiB,
+        // bounded per stream and per connection.
+        .initial_window_size(256 << 10)
+        .initial_connection_window_size(1 << 20)
+        .max_send_buffer_size(256 << 10);
+    let handshake = tokio::time::timeout(settings.header_read_timeout, builder.handshake(io));
+    let mut conn: h2::server::Connection<T, bytes::Bytes> = match handshake.await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return error(&metrics, "http2", &format!("handshake: {e} (from {peer})")),
+        Err(_) => {
+            return error(
+                &metrics,
+                "http2",
+                &format!("no preface in time (from {peer})"),
+            )
+        }
+    };
+    let resets = Arc::new(Resets::new(reset_limit(h2.max_concurrent_streams)));
+    let mut streams = JoinSet::new();
+    let mut closing = Box::pin(settings.lifecycle.clone().until_closing());
+    let mut goaway = false;
+    let mut calmed = false;
+    loop {
+        tokio::select! {
+            accepted = conn.accept() => match accepted {
+                Some(Ok((request, respond))) => {
+                    metrics.http2_streams.inc();
+                    streams.spawn(stream::serve(
+                        request,
+                        respond,
+                        stream::Context {
+                            peer,
+                            secure,
+                            proxy: proxy.clone(),
+                            metrics: metrics.clone(),
+                            settings: settings.clone(),
+                            resets: resets.clone(),
+                        },
+                    ));
+                }
+                Some(Err(e)) => {
+                    if e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) && !e.is_remote() {
+                        // The h2 crate's own guard: streams reset before they
+                        // were accepted, or a flood of frames.
+                        error(&metrics, "rapid_reset", &format!("{e} (from {peer}): GOAWAY"));
+                    } else if !(e.is_io() || e.is_go_away() && e.is_remote()) {
+                        error(&metrics, "http2", &format!("{e} (from {peer})"));
+                    }
+                    break;
+                }
+                None => break,
+            },
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+            () = &mut closing, if !goaway => {
+                conn.graceful_shutdown();
+                goaway = true;
+            }
+        }
+        if !calmed && resets.flooded() {
+            calmed = true;
+            error(
+                &metrics,
+                "rapid_reset",
+                &format!(
+                    "more than {} stream resets within {RESET_WINDOW:?} (from {peer}): GOAWAY",
+                    resets.limit
+                ),
+            );
+            conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+            streams.abort_all();
+        }
+    }
+}
+
+fn error(metrics: &Metrics, kind: &'static str, detail: &str) {
+    crate::conn::note_hostile(kind, detail);
+    metrics
+        .connection_errors
+        .get_or_create(&metrics::Kind { kind })
+        .inc();
+}

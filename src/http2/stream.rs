@@ -1,0 +1,334 @@
+//! One HTTP/2 stream, bridged to the HTTP/1.1 request path in memory.
+//!
+//! The request goes into a pipe as one HTTP/1.1 exchange (`connection:
+//! close`): its pseudo-headers as the request line and `Host`, its fields as
+//! they came (h2 has refused connection-specific ones and any CR, LF or NUL),
+//! `cookie` fields joined, its body as it arrives (a length when the client
+//! declared one, chunked otherwise), so `conn` applies every limit, timeout
+//! and the body budget to it as to a socket's. The other end of the pipe is
+//! an in-memory `Client` that `conn` serves. The HTTP/1.1 answer that comes
+//! back is parsed with the proxy's own parser and sent as the stream's
+//! response, its body decoded from its framing and sent under the stream's
+//! flow control as it arrives (an event stream is never held back).
+//!
+//! A reset from the client (RST_STREAM) drops the pipe: the in-memory client
+//! reads its end as a reset, and the request upstream ends at once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{RecvStream, SendStream};
+use http::{HeaderName, HeaderValue, Request, Response};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream, ReadHalf, WriteHalf};
+
+use crate::downstream::{Client, ConnSettings};
+use crate::http1::chunked::{self, ChunkedDecoder};
+use crate::http1::head::{FieldKind, Framing, ResponseHead};
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::transport::Stream;
+
+/// The pipe's buffer each way: what a stream holds in flight inside Tether.
+const PIPE: usize = 64 << 10;
+/// Largest response head read back from the pipe (Tether's own limit on a
+/// backend's head is the same).
+const MAX_HEAD: usize = 64 << 10;
+
+pub(super) struct Context {
+    pub peer: SocketAddr,
+    pub secure: bool,
+    pub proxy: Arc<Proxy>,
+    pub metrics: Arc<Metrics>,
+    pub settings: Arc<ConnSettings>,
+    pub resets: Arc<super::Resets>,
+}
+
+/// Why a bridge ended early.
+enum End {
+    /// The client reset the stream (or the connection went).
+    Reset,
+    /// The request could not be written as HTTP/1.1 (a CONNECT, say): refused.
+    Refused(h2::Reason),
+    /// The answer in the pipe ended or broke (Tether closed it after an error).
+    Broken,
+}
+
+pub(super) async fn serve(request: Request<RecvStream>, respond: SendResponse<Bytes>, cx: Context) {
+    let (ours, theirs) = tokio::io::duplex(PIPE);
+    let mut client = Client::new(Stream::Memory(theirs), cx.peer, &cx.settings);
+    client.set_secure(cx.secure);
+    let tether = crate::conn::serve_stream(
+        client,
+        cx.proxy.clone(),
+        cx.metrics.clone(),
+        cx.settings.clone(),
+    );
+    let bridge = async {
+        let head_request = request.method() == http::Method::HEAD;
+        let mut respond = respond;
+        match bridge(request, &mut respond, ours, head_request).await {
+            Ok(()) => {}
+            Err(End::Reset) => {
+                cx.metrics.http2_resets.inc();
+                cx.resets.note();
+            }
+            Err(End::Refused(reason)) => respond.send_reset(reason),
+            Err(End::Broken) => respond.send_reset(h2::Reason::INTERNAL_ERROR),
+        }
+    };
+    tokio::join!(tether, bridge);
+}
+
+async fn bridge(
+    request: Request<RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+    pipe: DuplexStream,
+    head_request: bool,
+) -> Result<(), End> {
+    let (parts, body) = request.into_parts();
+    let chunked_body =
+        !body.is_end_stream() && !parts.headers.contains_key(http::header::CONTENT_LENGTH);
+    let head = request_head(&parts, body.is_end_stream(), chunked_body)?;
+    let (mut from_tether, mut to_tether) = tokio::io::split(pipe);
+    let write = write_request(&mut to_tether, head, body, chunked_body);
+    tokio::pin!(write);
+    let mut written = false;
+    // The answer may come before the body is all sent (a 413): both at once.
+    let read = read_response(respond, &mut from_tether, head_request);
+    tokio::pin!(read);
+    loop {
+        tokio::select! {
+            done = &mut read => return done,
+            sent = &mut write, if !written => {
+                written = true;
+                if sent.is_err() {
+                    return Err(End::Reset);
+                }
+            }
+        }
+    }
+}
+
+/// The HTTP/1.1 request head for a stream's request.
+fn request_head(
+    parts: &http::request::Parts,
+    no_body: bool,
+    chunked: bool,
+) -> Result<Vec<u8>, End> {
+    if parts.method == http::Method::CONNECT {
+        return Err(End::Refused(h2::Reason::PROTOCOL_ERROR));
+    }
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .filter(|p| !p.is_empty())
+        .unwrap_or("/");
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    // :authority, else a Host field (RFC 9113 §8.3.1).
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().as_bytes())
+        .or_else(|| parts.headers.get(http::header::HOST).map(|v| v.as_bytes()));
+    if let Some(host) = host {
+        field(&mut out, b"host", host);
+    }
+    let mut cookies: Vec<&[u8]> = Vec::new();
+    for (name, value) in &parts.headers {
+        match name.as_str() {
+            "host" | "content-length" | "transfer-encoding" | "connection" | "expect" | "te" => {}
+            "cookie" => cookies.push(value.as_bytes()),
+            _ => field(&mut out, name.as_str().as_bytes(), value.as_bytes()),
+        }
+    }
+    if !cookies.is_empty() {
+        field(&mut out, b"cookie", &cookies.join(&b"; "[..]));
+    }
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    } else if let Some(len) = parts.headers.get(http::header::CONTENT_LENGTH) {
+        field(&mut out, b"content-length", len.as_bytes());
+    } else if !no_body {
+        unreachable!("a body without a length is chunked");
+    }
+    out.extend_from_slice(b"connection: close\r\n\r\n");
+    Ok(out)
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the head, then the body as DATA frames arrive (chunk-encoded when
+/// the client declared no length), giving each frame's window back once it
+/// is in the pipe.
+async fn write_request(
+    pipe: &mut WriteHalf<DuplexStream>,
+    head: Vec<u8>,
+    mut body: RecvStream,
+    chunked: bool,
+) -> Result<(), ()> {
+    pipe.write_all(&head).await.map_err(drop)?;
+    let mut framed = Vec::new();
+    while let Some(data) = body.data().await {
+        let data = data.map_err(drop)?;
+        let len = data.len();
+        if chunked {
+            framed.clear();
+            chunked::encode_chunk(&data, &mut framed);
+            pipe.write_all(&framed).await.map_err(drop)?;
+        } else {
+            pipe.write_all(&data).await.map_err(drop)?;
+        }
+        let _ = body.flow_control().release_capacity(len);
+    }
+    if chunked {
+        pipe.write_all(chunked::LAST_CHUNK).await.map_err(drop)?;
+    }
+    Ok(())
+}
+
+/// Reads the HTTP/1.1 answer from the pipe and sends it as the stream's
+/// response, its body as it comes.
+async fn read_response(
+    respond: &mut SendResponse<Bytes>,
+    pipe: &mut ReadHalf<DuplexStream>,
+    head_request: bool,
+) -> Result<(), End> {
+    let mut buf = Vec::with_capacity(8192);
+    let head = loop {
+        if !buf.is_empty() {
+            match ResponseHead::parse(&buf, MAX_HEAD, head_request) {
+                Ok(Some(head)) if head.status < 200 => {
+                    buf.drain(..head.len);
+                    continue;
+                }
+                Ok(Some(head)) => break head,
+                Ok(None) => {}
+                Err(_) => return Err(End::Broken),
+            }
+        }
+        let read = pipe.read_buf(&mut buf);
+        let reset = std::future::poll_fn(|cx| respond.poll_reset(cx));
+        tokio::select! {
+            n = read => match n {
+                Ok(0) | Err(_) => return Err(End::Broken),
+                Ok(_) => {}
+            },
+            _ = reset => return Err(End::Reset),
+        }
+    };
+    let mut response = Response::builder().status(head.status);
+    for f in &head.fields.list {
+        // Hop-by-hop fields go (RFC 9113 §8.2.2); a length stays where it
+        // is the framing, or describes a HEAD answer's body.
+        let skip = matches!(
+            f.kind,
+            FieldKind::Connection | FieldKind::HopByHop | FieldKind::TransferEncoding
+        ) || (f.kind == FieldKind::ContentLength
+            && matches!(head.framing, Framing::Chunked | Framing::UntilClose));
+        if skip {
+            continue;
+        }
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&buf[f.name.clone()]),
+            HeaderValue::from_bytes(&buf[f.value.clone()]),
+        ) else {
+            continue;
+        };
+        response = response.header(name, value);
+    }
+    let response = response.body(()).map_err(|_| End::Broken)?;
+    let no_body = matches!(head.framing, Framing::None | Framing::Length(0));
+    let mut send = respond
+        .send_response(response, no_body)
+        .map_err(|_| End::Reset)?;
+    if no_body {
+        return Ok(());
+    }
+    relay_body(&mut send, pipe, &mut buf, head.len, head.framing).await
+}
+
+/// The body, decoded from its HTTP/1.1 framing, as DATA frames.
+async fn relay_body(
+    send: &mut SendStream<Bytes>,
+    pipe: &mut ReadHalf<DuplexStream>,
+    buf: &mut Vec<u8>,
+    start: usize,
+    framing: Framing,
+) -> Result<(), End> {
+    let mut remaining = match framing {
+        Framing::Length(n) => n,
+        _ => u64::MAX,
+    };
+    let mut decoder = ChunkedDecoder::new();
+    let mut at = start;
+    loop {
+        let mut data = Vec::new();
+        let done = match framing {
+            Framing::Length(_) => {
+                let take = remaining.min((buf.len() - at) as u64) as usize;
+                data.extend_from_slice(&buf[at..at + take]);
+                remaining -= take as u64;
+                remaining == 0
+            }
+            Framing::Chunked => {
+                decoder
+                    .decode(&buf[at..], &mut |d| data.extend_from_slice(d))
+                    .map_err(|_| End::Broken)?;
+                decoder.is_done()
+            }
+            _ => {
+                data.extend_from_slice(&buf[at..]);
+                false
+            }
+        };
+        buf.clear();
+        at = 0;
+        if !data.is_empty() {
+            send_data(send, Bytes::from(data)).await?;
+        }
+        if done {
+            return send.send_data(Bytes::new(), true).map_err(|_| End::Reset);
+        }
+        let read = pipe.read_buf(buf);
+        let reset = std::future::poll_fn(|cx| send.poll_reset(cx));
+        tokio::select! {
+            n = read => match n {
+                Ok(0) if framing == Framing::UntilClose => {
+                    return send.send_data(Bytes::new(), true).map_err(|_| End::Reset);
+                }
+                Ok(0) | Err(_) => return Err(End::Broken),
+                Ok(_) => {}
+            },
+            _ = reset => return Err(End::Reset),
+        }
+    }
+}
+
+/// Sends `data` as the stream's window allows; waits (this stream only)
+/// while the client's window is full.
+async fn send_data(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), End> {
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        let granted = std::future::poll_fn(|cx| send.poll_capacity(cx)).await;
+        let n = match granted {
+            Some(Ok(n)) if n > 0 => n,
+            Some(Ok(_)) => continue,
+            _ => return Err(End::Reset),
+        };
+        let chunk = data.split_to(n.min(data.len()));
+        send.send_data(chunk, false).map_err(|_| End::Reset)?;
+    }
+    Ok(())
+}
