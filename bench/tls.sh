@@ -9,6 +9,7 @@
 #   handshake_full    `openssl s_time -new`: a full TLS 1.3 handshake per connection
 #   handshake_resumed `openssl s_time -reuse`: resumed handshakes (session tickets)
 #   sticky_tls        wrk over kept-alive HTTPS connections: tools/call POSTs in one session
+#   sticky_h2         h2load over HTTP/2 (ALPN h2), the same POSTs, 8 streams in flight per connection
 #   sse_mem_tls       RSS per held legacy SSE stream over TLS (STREAMS of them)
 # Environment: RUNS=3, STREAMS=2000, BASE_PORT=18100, OUT=dir.
 set -euo pipefail
@@ -22,7 +23,7 @@ PROXIES=(haproxy nginx tether)
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-for tool in haproxy nginx wrk taskset curl python3 openssl; do
+for tool in haproxy nginx wrk taskset curl python3 openssl h2load; do
   command -v $tool >/dev/null || { echo "bench: needs $tool" >&2; exit 2; }
 done
 (cd "$ROOT" && cargo build --release --quiet --bin tether && cargo build --release --quiet -p mcp-tether-testkit --bin fast-replica)
@@ -52,8 +53,8 @@ fill haproxy.cfg $HP haproxy
 fill nginx-proxy.conf $NP nginx
 # The same configs, listening with TLS: HAProxy's defaults keep a session cache and tickets;
 # nginx's keep tickets (its cache is off by default): each resumes TLS 1.3 by ticket.
-sed -i "s|bind 127.0.0.1:$HP|bind 127.0.0.1:$HP ssl crt $WORK/combined.pem alpn http/1.1|" "$WORK/haproxy.conf"
-sed -i "s|listen 127.0.0.1:$NP backlog=4096;|listen 127.0.0.1:$NP ssl backlog=4096; ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem;|" "$WORK/nginx.conf"
+sed -i "s|bind 127.0.0.1:$HP|bind 127.0.0.1:$HP ssl crt $WORK/combined.pem alpn h2,http/1.1|" "$WORK/haproxy.conf"
+sed -i "s|listen 127.0.0.1:$NP backlog=4096;|listen 127.0.0.1:$NP ssl http2 backlog=4096; ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem;|" "$WORK/nginx.conf"
 
 wait_port() {
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done
@@ -101,13 +102,17 @@ handshakes() { # run figure target mode(-new|-reuse)
     "$(awk -v a=$t0 -v b=$t1 -v n=$n -v hz=$HZ 'BEGIN{ if (n>0) printf "%.2f", (b-a)/hz*1e6/n; else print "-" }')"
 }
 
+new_session() { # port -> a session id, over HTTPS
+  curl -sk --http1.1 -D - -o /dev/null -X POST "https://127.0.0.1:$1/mcp" -H 'Content-Type: application/json' \
+    -H 'Accept: application/json, text/event-stream' \
+    -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"0"}}}' |
+    tr -d '\r' | awk -F': ' 'tolower($1)=="mcp-session-id"{print $2}'
+}
+
 sticky() { # run target
   local port pid sid t0 t1 out reqs
   port=$(port_of $2); pid=$(cpu_pid $2)
-  sid=$(curl -sk -D - -o /dev/null -X POST "https://127.0.0.1:$port/mcp" -H 'Content-Type: application/json' \
-    -H 'Accept: application/json, text/event-stream' \
-    -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"0"}}}' |
-    tr -d '\r' | awk -F': ' 'tolower($1)=="mcp-session-id"{print $2}')
+  sid=$(new_session $port)
   [ -z "$sid" ] && { echo "bench: $2 gave no session id" >&2; return 1; }
   t0=$(ticks $pid)
   out=$(SID=$sid taskset -c 0 wrk -t1 -c"$C" -d"${D}s" --latency -s "$HERE/post.lua" "https://127.0.0.1:$port/mcp" 2>&1)
@@ -116,6 +121,23 @@ sticky() { # run target
   record $1 sticky_tls $2 $C "$(echo "$out" | awk '/Requests\/sec/{print $2}')" \
     "$(to_us "$(echo "$out" | awk '$1=="50%"{print $2}')")" "$(to_us "$(echo "$out" | awk '$1=="99%"{print $2}')")" \
     "$(awk -v a=$t0 -v b=$t1 -v r="${reqs:-0}" -v hz=$HZ 'BEGIN{ if (r>0) printf "%.2f", (b-a)/hz*1e6/r; else print "-" }')"
+}
+
+printf '%s' '{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello, load balancer"}}}' >"$WORK/call.json"
+sticky_h2() { # run target
+  local port pid sid t0 t1 out done_
+  port=$(port_of $2); pid=$(cpu_pid $2)
+  sid=$(new_session $port)
+  [ -z "$sid" ] && { echo "bench: $2 gave no session id" >&2; return 1; }
+  t0=$(ticks $pid)
+  out=$(taskset -c 0 h2load -c "$C" -m 8 -D "$D" -d "$WORK/call.json" -H 'content-type: application/json' \
+    -H 'accept: application/json, text/event-stream' -H 'mcp-protocol-version: 2025-06-18' \
+    -H "mcp-session-id: $sid" "https://127.0.0.1:$port/mcp" 2>&1)
+  t1=$(ticks $pid)
+  done_=$(echo "$out" | awk '/^requests:/{for (i=1;i<=NF;i++) if ($(i+1) ~ /succeeded/) {print $i; exit}}')
+  record $1 sticky_h2 $2 $C "$(echo "$out" | awk '/^finished in/{print $4}')" - - \
+    "$(awk -v a=$t0 -v b=$t1 -v r="${done_:-0}" -v hz=$HZ 'BEGIN{ if (r>0) printf "%.2f", (b-a)/hz*1e6/r; else print "-" }')"
+  echo "$out" | grep -E "^(requests|status codes|Application protocol)" >&2
 }
 
 echo "bench: results in $WORK; load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
@@ -132,6 +154,7 @@ for run in $(seq "$RUNS"); do
   for target in "${PROXIES[@]}"; do handshakes $run handshake_full $target -new; done
   for target in "${PROXIES[@]}"; do handshakes $run handshake_resumed $target -reuse; done
   for target in "${PROXIES[@]}"; do sticky $run $target; done
+  for target in "${PROXIES[@]}"; do sticky_h2 $run $target; done
   stop_proxies
 done
 echo "bench: load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
@@ -146,7 +169,7 @@ def med(xs):
     return statistics.median(xs) if xs else float("nan")
 print("| figure | target | rate/s | p99 us | CPU us (per handshake, request; KiB per stream) | CPU / HAProxy | CPU / nginx |")
 print("|---|---|---|---|---|---|---|")
-for fig in ("handshake_full", "handshake_resumed", "sticky_tls", "sse_mem_tls"):
+for fig in ("handshake_full", "handshake_resumed", "sticky_tls", "sticky_h2", "sse_mem_tls"):
     for target in ("haproxy", "nginx", "tether"):
         got = by.get((fig, target), [])
         if not got:
