@@ -83,3 +83,199 @@ async fn the_connection_task_stays_small() {
     println!("connection task: {size} bytes");
     assert!(size <= 560, "the connection task grew to {size} bytes");
 }
+
+// ---- over in-memory I/O: both sides of the proxy path in one test, with
+// tokio's paused clock for the timers (no socket, no real time).
+
+mod memory {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
+
+    use super::*;
+    use crate::transport::Stream;
+
+    /// A proxy whose one backend is reached over an in-memory pipe: the
+    /// pipe is checked in as the backend's idle kept-alive connection.
+    fn memory_proxy(metrics: &Arc<Metrics>) -> (Arc<Proxy>, Arc<ConnSettings>) {
+        let overrides = Overrides {
+            backends: vec!["http://127.0.0.1:9".into()],
+            ..Overrides::default()
+        };
+        let file = crate::config::parse_file("[health]\ncheck = \"none\"\n", "t").unwrap();
+        let config = Config::from_parts(file, overrides, &|_| None).unwrap();
+        let proxy = Arc::new(Proxy::new(&config, metrics.clone()));
+        let (_, settings) = proxy_and_settings(metrics);
+        (proxy, settings)
+    }
+
+    /// The backend's end of a pipe checked in as an idle connection.
+    fn backend_pipe(proxy: &Proxy) -> DuplexStream {
+        let (ours, theirs) = tokio::io::duplex(64 << 10);
+        let backend = proxy.pools()[0].fleet.pool().backends()[0].clone();
+        proxy
+            .upstream()
+            .checkin(&backend, Stream::Memory(ours), None);
+        theirs
+    }
+
+    /// A client over a pipe, served by the connection loop; its end.
+    fn client(
+        proxy: &Arc<Proxy>,
+        metrics: &Arc<Metrics>,
+        settings: &Arc<ConnSettings>,
+    ) -> DuplexStream {
+        let (theirs, ours) = tokio::io::duplex(64 << 10);
+        let peer = "192.0.2.1:5000".parse().unwrap();
+        let client = Client::new(Stream::Memory(theirs), peer, settings);
+        tokio::spawn(serve_stream(
+            client,
+            proxy.clone(),
+            metrics.clone(),
+            settings.clone(),
+        ));
+        ours
+    }
+
+    /// Reads until `needle` has arrived (or the pipe ends).
+    async fn read_until(pipe: &mut DuplexStream, needle: &str) -> String {
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains(needle) {
+            match pipe.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[tokio::test]
+    async fn requests_cross_in_memory_and_the_upstream_connection_is_kept() {
+        let metrics = Arc::new(Metrics::default());
+        let (proxy, settings) = memory_proxy(&metrics);
+        let mut backend = backend_pipe(&proxy);
+        let mut c = client(&proxy, &metrics, &settings);
+        for i in 0..2 {
+            c.write_all(format!("GET /mcp/{i} HTTP/1.1\r\nHost: lb\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let seen = read_until(&mut backend, "\r\n\r\n").await;
+            assert!(
+                seen.starts_with(&format!("GET /mcp/{i} HTTP/1.1\r\n")),
+                "{seen}"
+            );
+            assert!(seen.contains("x-forwarded-for: 192.0.2.1\r\n"), "{seen}");
+            assert!(seen.contains("x-forwarded-proto: http\r\n"), "{seen}");
+            backend
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            let answer = read_until(&mut c, "\r\n\r\nok").await;
+            assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        }
+        // Both went over the one pipe: it went back to the idle list after each.
+        let backend_ref = proxy.pools()[0].fleet.pool().backends()[0].clone();
+        assert_eq!(proxy.upstream().idle_count(&backend_ref), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backend_that_never_answers_gets_the_504_at_the_response_timeout() {
+        let metrics = Arc::new(Metrics::default());
+        let (proxy, settings) = memory_proxy(&metrics);
+        let mut backend = backend_pipe(&proxy);
+        let mut c = client(&proxy, &metrics, &settings);
+        let started = tokio::time::Instant::now();
+        c.write_all(b"POST /mcp HTTP/1.1\r\nHost: lb\r\ncontent-length: 2\r\n\r\n{}")
+            .await
+            .unwrap();
+        read_until(&mut backend, "{}").await;
+        let answer = read_until(&mut c, "Upstream timeout").await;
+        assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+        // The clock ran to the response timeout (300 s by default), no further.
+        let waited = started.elapsed();
+        assert!(waited >= std::time::Duration::from_secs(300), "{waited:?}");
+        assert!(waited < std::time::Duration::from_secs(301), "{waited:?}");
+        // The connection the backend held is dropped, not reused.
+        let mut rest = Vec::new();
+        assert_eq!(backend.read_to_end(&mut rest).await.unwrap(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_event_stream_ends_cleanly_at_the_idle_timeout() {
+        let metrics = Arc::new(Metrics::default());
+        let (proxy, settings) = memory_proxy(&metrics);
+        let mut backend = backend_pipe(&proxy);
+        let mut c = client(&proxy, &metrics, &settings);
+        c.write_all(b"GET /events HTTP/1.1\r\nHost: lb\r\nAccept: text/event-stream\r\n\r\n")
+            .await
+            .unwrap();
+        read_until(&mut backend, "\r\n\r\n").await;
+        backend
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\ndata: 1\n\n")
+            .await
+            .unwrap();
+        let first = read_until(&mut c, "data: 1").await;
+        assert!(first.contains("transfer-encoding: chunked"), "{first}");
+        let started = tokio::time::Instant::now();
+        // Then silence: at `timeouts.stream_idle` (600 s) the stream ends with
+        // its last chunk, as an SSE close the client reconnects after.
+        let end = read_until(&mut c, "0\r\n\r\n").await;
+        assert!(end.ends_with("0\r\n\r\n"), "{end:?}");
+        assert!(started.elapsed() >= std::time::Duration::from_secs(600));
+        assert_eq!(
+            metrics
+                .stream_idle_timeouts
+                .get_or_create(&crate::metrics::BackendLabel {
+                    backend: crate::metrics::Name("127.0.0.1:9".into())
+                })
+                .get(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_goes_mid_stream_closes_the_upstream_connection() {
+        let metrics = Arc::new(Metrics::default());
+        let (proxy, settings) = memory_proxy(&metrics);
+        let mut backend = backend_pipe(&proxy);
+        let mut c = client(&proxy, &metrics, &settings);
+        c.write_all(b"GET /events HTTP/1.1\r\nHost: lb\r\n\r\n")
+            .await
+            .unwrap();
+        read_until(&mut backend, "\r\n\r\n").await;
+        backend
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\ndata: 1\n\n")
+            .await
+            .unwrap();
+        read_until(&mut c, "data: 1").await;
+        drop(c);
+        // The backend's end reads the close: the relay dropped its connection.
+        let mut rest = Vec::new();
+        assert_eq!(backend.read_to_end(&mut rest).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_with_unasked_bytes_is_never_given_a_request() {
+        let metrics = Arc::new(Metrics::default());
+        let (proxy, settings) = memory_proxy(&metrics);
+        let mut backend = backend_pipe(&proxy);
+        // A late answer nobody asked for, waiting on the idle connection.
+        backend
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nLATE")
+            .await
+            .unwrap();
+        let mut c = client(&proxy, &metrics, &settings);
+        c.write_all(b"GET /mcp HTTP/1.1\r\nHost: lb\r\n\r\n")
+            .await
+            .unwrap();
+        // The pipe is retired at checkout; the new connection to 127.0.0.1:9 is refused.
+        let answer = read_until(&mut c, "Upstream unavailable").await;
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+        assert!(!answer.contains("LATE"), "{answer}");
+        let mut rest = Vec::new();
+        assert_eq!(
+            backend.read_to_end(&mut rest).await.unwrap(),
+            0,
+            "no request reached it"
+        );
+    }
+}
