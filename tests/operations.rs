@@ -5,11 +5,8 @@
 
 mod support;
 
-use std::time::Duration;
-
 use mcp_tether::affinity::SessionKey;
 use mcp_tether::config::{parse_file, Config, Overrides};
-use mcp_tether::control::ReloadSource;
 use mcp_tether::{start, Running};
 use serde_json::Value;
 use support::*;
@@ -213,34 +210,6 @@ async fn a_configured_drain_holds_from_the_start() {
     }
 }
 
-/// Tether from a config file (listening on port 0), which reloads read again.
-async fn start_from_file(conf: &std::path::Path) -> Running {
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        ..Overrides::default()
-    };
-    let config = Config::load(Some(conf), overrides.clone(), &|_| None).unwrap();
-    let source = ReloadSource {
-        path: conf.to_owned(),
-        overrides,
-        env: Box::new(|_| None),
-    };
-    mcp_tether::start_with(config, Some(source)).await.unwrap()
-}
-
-/// Polls `check` every 20 ms until it holds (a state change the test waits for).
-async fn eventually<F: std::future::Future<Output = bool>>(
-    what: &str,
-    mut check: impl FnMut() -> F,
-) {
-    within(what, async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-}
-
 #[tokio::test]
 async fn a_backends_file_is_followed_and_reload_swaps_the_rest() {
     let reps = replicas(3).await;
@@ -256,7 +225,7 @@ async fn a_backends_file_is_followed_and_reload_swaps_the_rest() {
         )
     };
     std::fs::write(&conf, toml("")).unwrap();
-    let t = start_from_file(&conf).await;
+    let t = start_from_file(&conf, Vec::new()).await;
     eventually("the file read", || async { backends(&t).await.len() == 1 }).await;
     let first = StreamableClient::connect(&mcp_url(&t)).await.unwrap();
     assert_eq!(first.whoami().await.unwrap(), "replica-1");
@@ -416,7 +385,7 @@ async fn the_connection_limit_holds_and_follows_reloads_both_ways() {
         std::fs::write(&conf, text).unwrap();
     };
     write(2);
-    let t = start_from_file(&conf).await;
+    let t = start_from_file(&conf, Vec::new()).await;
     let mut a = TcpStream::connect(t.proxy_addr).await.unwrap();
     let mut b = TcpStream::connect(t.proxy_addr).await.unwrap();
     assert!(ask(&mut a).await.starts_with("HTTP/1.1"));
@@ -463,7 +432,7 @@ async fn a_reload_adds_and_removes_pools_and_routes_and_sessions_follow_their_ow
         reps[0].url()
     );
     std::fs::write(&conf, &base).unwrap();
-    let t = start_from_file(&conf).await;
+    let t = start_from_file(&conf, Vec::new()).await;
     let before = StreamableClient::connect(&mcp_url(&t)).await.unwrap();
     assert_eq!(before.whoami().await.unwrap(), "replica-1");
     // A second pool and a route to it for the legacy path... and for /mcp of a host.

@@ -5,11 +5,7 @@
 
 mod support;
 
-use std::time::Duration;
-
 use mcp_tether::config::{parse_file, Config, Overrides};
-use mcp_tether::control::ReloadSource;
-use mcp_tether::Running;
 use mcp_tether_testkit::raw::{echo_target, exchange, After, RawBackend};
 use support::pki::{self, connect, presented, round_trip, Ca};
 use support::*;
@@ -30,19 +26,6 @@ fn field<'a>(seen: &'a str, name: &str) -> Option<&'a str> {
         let (n, v) = l.split_once(": ")?;
         n.eq_ignore_ascii_case(name).then_some(v)
     })
-}
-
-/// Polls `check` every 20 ms until it holds (a change the test waits for).
-async fn eventually<F: std::future::Future<Output = bool>>(
-    what: &str,
-    mut check: impl FnMut() -> F,
-) {
-    within(what, async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
 }
 
 #[tokio::test]
@@ -175,21 +158,6 @@ async fn changed_certificate_files_reach_new_connections_and_open_ones_stay() {
     assert_eq!(presented(&fresh), second.der);
 }
 
-async fn tether_reloadable(conf: &std::path::Path, backends: Vec<String>) -> Running {
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        backends,
-        ..Overrides::default()
-    };
-    let config = Config::load(Some(conf), overrides.clone(), &|_| None).unwrap();
-    let source = ReloadSource {
-        path: conf.to_owned(),
-        overrides,
-        env: Box::new(|_| None),
-    };
-    mcp_tether::start_with(config, Some(source)).await.unwrap()
-}
-
 #[tokio::test]
 async fn a_reload_reads_the_certificates_again() {
     let ca = Ca::new("reload");
@@ -199,7 +167,7 @@ async fn a_reload_reads_the_certificates_again() {
     let conf = ca.dir.join("tether.toml");
     let text = |leaf: &pki::Issued| test_toml(&tls_toml(leaf, "watch_interval = \"0s\""));
     std::fs::write(&conf, text(&first)).unwrap();
-    let t = tether_reloadable(&conf, vec![backend.url()]).await;
+    let t = start_from_file(&conf, vec![backend.url()]).await;
     let client = ca.client();
     let mut open = connect(&client, t.proxy_addr, "localhost").await;
     assert_eq!(presented(&open), first.der);
@@ -608,7 +576,7 @@ async fn a_reload_reads_the_backend_ca_file_again() {
     let conf = ca.dir.join("tether.toml");
     let text = format!("[tls]\nbackend_ca = {:?}\n", bundle.display().to_string());
     std::fs::write(&conf, test_toml(&text)).unwrap();
-    let t = tether_reloadable(
+    let t = start_from_file(
         &conf,
         vec![format!("https://localhost:{}", front.addr.port())],
     )

@@ -132,3 +132,33 @@ pub async fn tether_urls(urls: Vec<String>, extra: &str) -> Running {
     let config = Config::from_parts(file, overrides, &|_| None).expect("config");
     start(config).await.expect("tether starts")
 }
+
+/// Tether from a config file (listening on port 0), which reloads read
+/// again; `backends`, when not empty, replace the file's (as flags do).
+pub async fn start_from_file(conf: &std::path::Path, backends: Vec<String>) -> Running {
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        backends,
+        ..Overrides::default()
+    };
+    let config = Config::load(Some(conf), overrides.clone(), &|_| None).unwrap();
+    let source = mcp_tether::control::ReloadSource {
+        path: conf.to_owned(),
+        overrides,
+        env: Box::new(|_| None),
+    };
+    mcp_tether::start_with(config, Some(source)).await.unwrap()
+}
+
+/// Polls `check` every 20 ms until it holds (a state change the test waits for).
+pub async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    within(what, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
