@@ -125,6 +125,27 @@ pub struct Timeouts {
     pub upstream_idle: Duration,
 }
 
+/// `[http2]` as configured (served by `crate::http2`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Http2Settings {
+    /// Offer `h2` in ALPN on a TLS listener.
+    pub enabled: bool,
+    /// Accept HTTP/2 with prior knowledge on a plain listener (the preface
+    /// tells it from HTTP/1.1 on the same port).
+    pub h2c: bool,
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for Http2Settings {
+    fn default() -> Self {
+        Http2Settings {
+            enabled: true,
+            h2c: false,
+            max_concurrent_streams: 100,
+        }
+    }
+}
+
 /// The validated configuration the proxy runs on.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -152,7 +173,7 @@ pub struct Config {
     pub tls: Option<Arc<Terminator>>,
     /// How `https://` backends are reached.
     pub backend_tls: Arc<BackendTls>,
-    pub http2: crate::http2::Http2Settings,
+    pub http2: Http2Settings,
     pub limits: Limits,
     pub timeouts: Timeouts,
     /// Runtime threads; `None`: one per available CPU.
@@ -415,9 +436,9 @@ fn tls(
     Ok((terminator, Arc::new(backend)))
 }
 
-fn http2(file: &Http2File) -> Result<crate::http2::Http2Settings, ConfigError> {
-    let d = crate::http2::Http2Settings::default();
-    let s = crate::http2::Http2Settings {
+fn http2(file: &Http2File) -> Result<Http2Settings, ConfigError> {
+    let d = Http2Settings::default();
+    let s = Http2Settings {
         enabled: file.enabled.unwrap_or(d.enabled),
         h2c: file.h2c.unwrap_or(d.h2c),
         max_concurrent_streams: file
@@ -566,7 +587,7 @@ pub struct View<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<&'a ServerSettings>,
     pub backend_tls: &'a BackendSettings,
-    pub http2: &'a crate::http2::Http2Settings,
+    pub http2: &'a Http2Settings,
     pub log: &'a LogSettings,
     pub pools: std::collections::BTreeMap<&'a str, PoolView<'a>>,
     pub routes: &'a [RouteConfig],

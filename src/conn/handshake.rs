@@ -30,7 +30,7 @@ pub async fn handshake(
             .tls_handshake_failures
             .get_or_create(&metrics::Reason { reason })
             .inc();
-        super::hostile::note(
+        crate::downstream::hostile::note(
             "tls_handshake",
             &format!("{reason}: {detail} (from {peer})"),
         );

@@ -18,14 +18,13 @@
 //! and the connection closes (`crate::panic`).
 
 mod handshake;
-mod hostile;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
 
-use crate::downstream::{is_disconnect, Client, ConnSettings, Held, ReadError};
+use crate::downstream::{hostile, is_disconnect, Client, ConnSettings, Held, ReadError};
 use crate::error::ProxyError;
 use crate::http1::head::HeadError;
 use crate::metrics::{self, Metrics};
@@ -139,14 +138,10 @@ async fn begin(
     let (stream, peer, read) = client.into_parts();
     metrics.http2_connections.inc();
     let io = crate::transport::Prefixed::new(read, stream);
-    let serve = crate::http2::serve(
-        io,
-        peer,
-        secure,
-        proxy.clone(),
-        metrics.clone(),
-        settings.clone(),
-    );
+    // Each stream is served by the same loop as a connection (`serve_stream`).
+    let (p, m, s) = (proxy.clone(), metrics.clone(), settings.clone());
+    let streams = move |client| serve_stream(client, p.clone(), m.clone(), s.clone());
+    let serve = crate::http2::serve(io, peer, secure, streams, metrics.clone(), settings.clone());
     Box::pin(serve).await;
     None
 }
@@ -160,11 +155,6 @@ pub fn serve_stream(
     settings: Arc<ConnSettings>,
 ) -> impl std::future::Future<Output = ()> + Send {
     serve_client(client, proxy, metrics, settings, true)
-}
-
-/// Logs and rate-limits a client error (HTTP/2 framing, floods) like the others.
-pub fn note_hostile(kind: &'static str, detail: &str) {
-    hostile::note(kind, detail);
 }
 
 /// Reads one request, has it answered, and says what comes next. (Free

@@ -24,7 +24,7 @@ fn proxy_and_settings(metrics: &Arc<Metrics>) -> (Arc<Proxy>, Arc<ConnSettings>)
         lifecycle: Default::default(),
         proxy_protocol: false,
         tls: None,
-        http2: crate::http2::Http2Settings::default(),
+        http2: crate::config::Http2Settings::default(),
     });
     (proxy, settings)
 }

@@ -13,6 +13,7 @@
 pub mod access;
 mod body;
 pub mod budget;
+pub mod hostile;
 pub mod proxy_protocol;
 mod timer;
 
@@ -51,7 +52,7 @@ pub struct ConnSettings {
     pub proxy_protocol: bool,
     /// TLS, after any PROXY header.
     pub tls: Option<Arc<crate::tls::Terminator>>,
-    pub http2: crate::http2::Http2Settings,
+    pub http2: crate::config::Http2Settings,
 }
 
 /// A client connection.

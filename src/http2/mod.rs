@@ -29,30 +29,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::downstream::ConnSettings;
+use crate::downstream::{Client, ConnSettings};
 use crate::metrics::{self, Metrics};
-use crate::proxy::Proxy;
-
-/// `[http2]` as configured.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Http2Settings {
-    /// Offer `h2` in ALPN on a TLS listener.
-    pub enabled: bool,
-    /// Accept HTTP/2 with prior knowledge on a plain listener (the preface
-    /// tells it from HTTP/1.1 on the same port).
-    pub h2c: bool,
-    pub max_concurrent_streams: u32,
-}
-
-impl Default for Http2Settings {
-    fn default() -> Self {
-        Http2Settings {
-            enabled: true,
-            h2c: false,
-            max_concurrent_streams: 100,
-        }
-    }
-}
 
 /// Window of the rapid-reset guard.
 const RESET_WINDOW: Duration = Duration::from_secs(10);
@@ -96,16 +74,21 @@ impl Resets {
 
 /// Serves one HTTP/2 connection until either side ends it. `secure`: it
 /// came over TLS (its streams' backends see `X-Forwarded-Proto: https`).
-pub async fn serve<T>(
+/// `streams` serves each stream's in-memory client (the connection loop of
+/// `crate::conn`, which hands it in: this module does not reach back).
+pub async fn serve<T, S, F>(
     io: T,
     peer: SocketAddr,
     secure: bool,
-    proxy: Arc<Proxy>,
+    streams: S,
     metrics: Arc<Metrics>,
     settings: Arc<ConnSettings>,
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Fn(Client) -> F + Send + Sync + 'static,
+    F: std::future::Future<Output = ()> + Send + 'static,
 {
+    let serve_stream = Arc::new(streams);
     let h2 = &settings.http2;
     let mut builder = h2::server::Builder::new();
     builder
@@ -138,18 +121,14 @@ pub async fn serve<T>(
             accepted = conn.accept() => match accepted {
                 Some(Ok((request, respond))) => {
                     metrics.http2_streams.inc();
-                    streams.spawn(stream::serve(
-                        request,
-                        respond,
-                        stream::Context {
-                            peer,
-                            secure,
-                            proxy: proxy.clone(),
-                            metrics: metrics.clone(),
-                            settings: settings.clone(),
-                            resets: resets.clone(),
-                        },
-                    ));
+                    let cx = stream::Context {
+                        peer,
+                        secure,
+                        metrics: metrics.clone(),
+                        settings: settings.clone(),
+                        resets: resets.clone(),
+                    };
+                    streams.spawn(stream::serve(request, respond, cx, serve_stream.clone()));
                 }
                 Some(Err(e)) => {
                     if e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) && !e.is_remote() {
@@ -186,7 +165,7 @@ pub async fn serve<T>(
 }
 
 fn error(metrics: &Metrics, kind: &'static str, detail: &str) {
-    crate::conn::note_hostile(kind, detail);
+    crate::downstream::hostile::note(kind, detail);
     metrics
         .connection_errors
         .get_or_create(&metrics::Kind { kind })

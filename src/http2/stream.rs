@@ -27,7 +27,6 @@ use crate::downstream::{Client, ConnSettings};
 use crate::http1::chunked::{self, ChunkedDecoder};
 use crate::http1::head::{FieldKind, Framing, ResponseHead};
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
 use crate::transport::Stream;
 
 /// The pipe's buffer each way: what a stream holds in flight inside Tether.
@@ -39,7 +38,6 @@ const MAX_HEAD: usize = 64 << 10;
 pub(super) struct Context {
     pub peer: SocketAddr,
     pub secure: bool,
-    pub proxy: Arc<Proxy>,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<ConnSettings>,
     pub resets: Arc<super::Resets>,
@@ -55,16 +53,20 @@ enum End {
     Broken,
 }
 
-pub(super) async fn serve(request: Request<RecvStream>, respond: SendResponse<Bytes>, cx: Context) {
+/// `streams`: what serves the in-memory client (the connection loop).
+pub(super) async fn serve<S, F>(
+    request: Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+    cx: Context,
+    streams: Arc<S>,
+) where
+    S: Fn(Client) -> F,
+    F: std::future::Future<Output = ()>,
+{
     let (ours, theirs) = tokio::io::duplex(PIPE);
     let mut client = Client::new(Stream::Memory(theirs), cx.peer, &cx.settings);
     client.set_secure(cx.secure);
-    let tether = crate::conn::serve_stream(
-        client,
-        cx.proxy.clone(),
-        cx.metrics.clone(),
-        cx.settings.clone(),
-    );
+    let tether = streams(client);
     let bridge = async {
         let head_request = request.method() == http::Method::HEAD;
         let mut respond = respond;
