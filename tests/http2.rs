@@ -491,3 +491,69 @@ async fn curl_speaks_http2_to_tether() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn an_idle_h2_connection_is_closed_like_an_idle_http1_one() {
+    let backend = RawBackend::start(echo_target).await;
+    let t = tether_urls(
+        vec![backend.url()],
+        "[http2]\nh2c = true\n[timeouts]\nheader_read = \"1s\"\n",
+    )
+    .await;
+    // No stream at all: GOAWAY after header_read, then closed.
+    let tcp = tokio::net::TcpStream::connect(t.proxy_addr).await.unwrap();
+    let (_send, conn) = h2::client::handshake(tcp).await.unwrap();
+    within("the idle connection is closed", conn).await.ok();
+    // Idle after a request: the same.
+    let tcp = tokio::net::TcpStream::connect(t.proxy_addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(conn);
+    assert_eq!(call(&send, Method::GET, "/once", &[], "").await.status, 200);
+    within("closed once idle", driver).await.unwrap().ok();
+}
+
+#[tokio::test]
+async fn a_stream_reset_as_it_opens_sends_nothing_upstream() {
+    // HEADERS and RST_STREAM back to back, as a rapid-reset flood sends them:
+    // the stream is seen reset before any request is started for it.
+    let ca = Ca::new("h2-reset-at-open");
+    let leaf = ca.issue("server", &["localhost"]);
+    let backend = RawBackend::start(echo_target).await;
+    let t = tether_urls(vec![backend.url()], &tls_toml(&leaf)).await;
+    let h2 = h2_tls(&ca, t.proxy_addr).await;
+    for _ in 0..10 {
+        let mut send = h2.clone().ready().await.unwrap();
+        let req = Request::get("https://localhost/reset").body(()).unwrap();
+        let (_, mut body) = send.send_request(req, false).unwrap();
+        body.send_reset(h2::Reason::CANCEL);
+    }
+    // A request after them, on the same connection, is answered: they were handled.
+    assert_eq!(call(&h2, Method::GET, "/after", &[], "").await.status, 200);
+    let seen = backend.seen();
+    assert!(
+        seen.iter().all(|r| !r.starts_with("GET /reset")),
+        "a reset stream reached the backend: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_expects_100_continue_is_answered() {
+    let ca = Ca::new("h2-expect");
+    let leaf = ca.issue("server", &["localhost"]);
+    let backend = RawBackend::start(echo_target).await;
+    let t = tether_urls(vec![backend.url()], &tls_toml(&leaf)).await;
+    let h2 = h2_tls(&ca, t.proxy_addr).await;
+    let a = call(
+        &h2,
+        Method::POST,
+        "/mcp",
+        &[JSON, ("expect", "100-continue")],
+        "{}",
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    // The backend gets the body whole, and no Expect (Tether took care of it).
+    let seen = &backend.seen()[0];
+    assert!(!seen.to_ascii_lowercase().contains("expect:"), "{seen}");
+    assert!(seen.ends_with("{}"), "{seen}");
+}

@@ -41,36 +41,46 @@ fn reset_limit(max_streams: u32) -> u32 {
     (2 * max_streams).max(20)
 }
 
-/// Client resets of one connection, in the current window.
+/// Client resets of one connection, as a leaky bucket: each adds one, and
+/// the level drains at `limit` per `RESET_WINDOW`, so no window boundary
+/// lets a burst of twice the limit through.
 pub(crate) struct Resets {
-    window: Mutex<(Instant, u32)>,
+    bucket: Mutex<(Instant, f64)>,
     limit: u32,
 }
 
 impl Resets {
     fn new(limit: u32) -> Self {
         Resets {
-            window: Mutex::new((Instant::now(), 0)),
+            bucket: Mutex::new((Instant::now(), 0.0)),
             limit,
         }
     }
 
-    /// Counts one; whether the connection is past its limit.
-    pub(crate) fn note(&self) -> bool {
-        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+    fn drained(&self, b: &mut (Instant, f64)) {
         let now = Instant::now();
-        if now.duration_since(w.0) >= RESET_WINDOW {
-            *w = (now, 0);
-        }
-        w.1 += 1;
-        w.1 > self.limit
+        let rate = f64::from(self.limit) / RESET_WINDOW.as_secs_f64();
+        b.1 = (b.1 - now.duration_since(b.0).as_secs_f64() * rate).max(0.0);
+        b.0 = now;
+    }
+
+    /// Counts one reset.
+    pub(crate) fn note(&self) {
+        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        self.drained(&mut b);
+        b.1 += 1.0;
     }
 
     fn flooded(&self) -> bool {
-        let w = self.window.lock().unwrap_or_else(|e| e.into_inner());
-        w.1 > self.limit
+        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        self.drained(&mut b);
+        b.1 > f64::from(self.limit)
     }
 }
+
+/// After a GOAWAY with no stream left, how long the client has to close
+/// before Tether does (h2 waits for the answer to its PING otherwise).
+const GOAWAY_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves one HTTP/2 connection until either side ends it. `secure`: it
 /// came over TLS (its streams' backends see `X-Forwarded-Proto: https`).
@@ -98,7 +108,8 @@ pub async fn serve<T, S, F>(
         // bounded per stream and per connection.
         .initial_window_size(256 << 10)
         .initial_connection_window_size(1 << 20)
-        .max_send_buffer_size(256 << 10);
+        // What a stream may hold for a client that does not read.
+        .max_send_buffer_size(64 << 10);
     let handshake = tokio::time::timeout(settings.header_read_timeout, builder.handshake(io));
     let mut conn: h2::server::Connection<T, bytes::Bytes> = match handshake.await {
         Ok(Ok(conn)) => conn,
@@ -116,9 +127,14 @@ pub async fn serve<T, S, F>(
     let mut closing = Box::pin(settings.lifecycle.clone().until_closing());
     let mut goaway = false;
     let mut calmed = false;
+    // A connection with no stream open is idle: after `header_read_timeout`
+    // (as an idle HTTP/1.1 connection) it gets a GOAWAY, and after
+    // `GOAWAY_GRACE` more it is closed.
+    let mut idle = Box::pin(tokio::time::sleep(settings.header_read_timeout));
     loop {
         tokio::select! {
             accepted = conn.accept() => match accepted {
+                Some(Ok((_, mut respond))) if calmed => respond.send_reset(h2::Reason::REFUSED_STREAM),
                 Some(Ok((request, respond))) => {
                     metrics.http2_streams.inc();
                     let cx = stream::Context {
@@ -142,10 +158,25 @@ pub async fn serve<T, S, F>(
                 }
                 None => break,
             },
-            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+            Some(_) = streams.join_next(), if !streams.is_empty() => {
+                if streams.is_empty() {
+                    let wait = if goaway { GOAWAY_GRACE } else { settings.header_read_timeout };
+                    idle.as_mut().reset(Instant::now() + wait);
+                }
+            }
             () = &mut closing, if !goaway => {
                 conn.graceful_shutdown();
                 goaway = true;
+                idle.as_mut().reset(Instant::now() + GOAWAY_GRACE);
+            }
+            () = &mut idle, if streams.is_empty() => {
+                if goaway {
+                    conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+                    break;
+                }
+                conn.graceful_shutdown();
+                goaway = true;
+                idle.as_mut().reset(Instant::now() + GOAWAY_GRACE);
             }
         }
         if !calmed && resets.flooded() {

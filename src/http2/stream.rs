@@ -16,6 +16,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 
 use bytes::Bytes;
 use h2::server::SendResponse;
@@ -31,9 +33,13 @@ use crate::transport::Stream;
 
 /// The pipe's buffer each way: what a stream holds in flight inside Tether.
 const PIPE: usize = 64 << 10;
-/// Largest response head read back from the pipe (Tether's own limit on a
-/// backend's head is the same).
-const MAX_HEAD: usize = 64 << 10;
+/// Largest response head read back from the pipe: above the limit on a
+/// backend's head (64 KiB), since the head Tether writes may be longer
+/// (a sealed token in place of a session id).
+const MAX_HEAD: usize = 256 << 10;
+/// Longest a response waits for a client that gives its stream no window
+/// (it stopped reading): then the stream is reset and its relay ends.
+const SEND_STALL: Duration = Duration::from_secs(60);
 
 pub(super) struct Context {
     pub peer: SocketAddr,
@@ -51,6 +57,8 @@ enum End {
     Refused(h2::Reason),
     /// The answer in the pipe ended or broke (Tether closed it after an error).
     Broken,
+    /// The client gave the stream no window for `SEND_STALL`.
+    Stalled,
 }
 
 /// `streams`: what serves the in-memory client (the connection loop).
@@ -63,13 +71,21 @@ pub(super) async fn serve<S, F>(
     S: Fn(Client) -> F,
     F: std::future::Future<Output = ()>,
 {
+    let mut respond = respond;
+    // Reset already (opened and reset at once, as a rapid-reset flood does):
+    // no request is started for it.
+    let reset = std::future::poll_fn(|c| Poll::Ready(respond.poll_reset(c).is_ready())).await;
+    if reset {
+        cx.metrics.http2_resets.inc();
+        cx.resets.note();
+        return;
+    }
     let (ours, theirs) = tokio::io::duplex(PIPE);
     let mut client = Client::new(Stream::Memory(theirs), cx.peer, &cx.settings);
     client.set_secure(cx.secure);
     let tether = streams(client);
     let bridge = async {
         let head_request = request.method() == http::Method::HEAD;
-        let mut respond = respond;
         match bridge(request, &mut respond, ours, head_request).await {
             Ok(()) => {}
             Err(End::Reset) => {
@@ -78,6 +94,7 @@ pub(super) async fn serve<S, F>(
             }
             Err(End::Refused(reason)) => respond.send_reset(reason),
             Err(End::Broken) => respond.send_reset(h2::Reason::INTERNAL_ERROR),
+            Err(End::Stalled) => respond.send_reset(h2::Reason::CANCEL),
         }
     };
     tokio::join!(tether, bridge);
@@ -90,6 +107,16 @@ async fn bridge(
     head_request: bool,
 ) -> Result<(), End> {
     let (parts, body) = request.into_parts();
+    // Tether reads a body whole anyway: a client waiting for 100 Continue
+    // gets it at once (over HTTP/1.1, Tether answers it itself too).
+    let expects = parts.headers.get(http::header::EXPECT);
+    if expects.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue")) {
+        let go_on = Response::builder()
+            .status(100)
+            .body(())
+            .map_err(|_| End::Broken)?;
+        respond.send_informational(go_on).map_err(|_| End::Reset)?;
+    }
     let chunked_body =
         !body.is_end_stream() && !parts.headers.contains_key(http::header::CONTENT_LENGTH);
     let head = request_head(&parts, body.is_end_stream(), chunked_body)?;
@@ -102,12 +129,12 @@ async fn bridge(
     tokio::pin!(read);
     loop {
         tokio::select! {
+            // The answer (and the reset check with it) first.
+            biased;
             done = &mut read => return done,
             sent = &mut write, if !written => {
                 written = true;
-                if sent.is_err() {
-                    return Err(End::Reset);
-                }
+                sent?;
             }
         }
     }
@@ -179,23 +206,26 @@ async fn write_request(
     head: Vec<u8>,
     mut body: RecvStream,
     chunked: bool,
-) -> Result<(), ()> {
-    pipe.write_all(&head).await.map_err(drop)?;
+) -> Result<(), End> {
+    // A pipe that fails is Tether's side gone (an error answered, a close):
+    // not the client's reset.
+    let broken = |_| End::Broken;
+    pipe.write_all(&head).await.map_err(broken)?;
     let mut framed = Vec::new();
     while let Some(data) = body.data().await {
-        let data = data.map_err(drop)?;
+        let data = data.map_err(|_| End::Reset)?;
         let len = data.len();
         if chunked {
             framed.clear();
             chunked::encode_chunk(&data, &mut framed);
-            pipe.write_all(&framed).await.map_err(drop)?;
+            pipe.write_all(&framed).await.map_err(broken)?;
         } else {
-            pipe.write_all(&data).await.map_err(drop)?;
+            pipe.write_all(&data).await.map_err(broken)?;
         }
         let _ = body.flow_control().release_capacity(len);
     }
     if chunked {
-        pipe.write_all(chunked::LAST_CHUNK).await.map_err(drop)?;
+        pipe.write_all(chunked::LAST_CHUNK).await.map_err(broken)?;
     }
     Ok(())
 }
@@ -323,11 +353,13 @@ async fn relay_body(
 async fn send_data(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), End> {
     while !data.is_empty() {
         send.reserve_capacity(data.len());
-        let granted = std::future::poll_fn(|cx| send.poll_capacity(cx)).await;
-        let n = match granted {
-            Some(Ok(n)) if n > 0 => n,
-            Some(Ok(_)) => continue,
-            _ => return Err(End::Reset),
+        let granted = std::future::poll_fn(|cx| send.poll_capacity(cx));
+        let n = match tokio::time::timeout(SEND_STALL, granted).await {
+            Ok(Some(Ok(n))) if n > 0 => n,
+            Ok(Some(Ok(_))) => continue,
+            Ok(_) => return Err(End::Reset),
+            // The client gave no window for that long: it stopped reading.
+            Err(_) => return Err(End::Stalled),
         };
         let chunk = data.split_to(n.min(data.len()));
         send.send_data(chunk, false).map_err(|_| End::Reset)?;

@@ -521,6 +521,18 @@ impl Proxy {
         let exchange = self.upstream.exchange(backend, request, req.head_request);
         tokio::pin!(exchange);
         std::future::poll_fn(|cx| {
+            // The client first: one that is gone already (an HTTP/2 stream
+            // reset as it opened) gets no request sent for it.
+            match client.poll_watch(cx) {
+                Poll::Ready(Watch::Closed) if !req.modern => {
+                    tracing::debug!(backend = %backend.id, "client half-closed; its request goes on");
+                }
+                Poll::Ready(_) => {
+                    tracing::debug!(backend = %backend.id, "client left while its request was being answered");
+                    return Poll::Ready(Err(CallError::ClientGone));
+                }
+                Poll::Pending => {}
+            }
             if let Poll::Ready(result) = exchange.as_mut().poll(cx) {
                 return Poll::Ready(result.map_err(CallError::Upstream));
             }
@@ -530,17 +542,7 @@ impl Proxy {
                     detail: format!("no response within {timeout:?}"),
                 })));
             }
-            match client.poll_watch(cx) {
-                Poll::Ready(Watch::Closed) if !req.modern => {
-                    tracing::debug!(backend = %backend.id, "client half-closed; its request goes on");
-                    Poll::Pending
-                }
-                Poll::Ready(_) => {
-                    tracing::debug!(backend = %backend.id, "client left while its request was being answered");
-                    Poll::Ready(Err(CallError::ClientGone))
-                }
-                Poll::Pending => Poll::Pending,
-            }
+            Poll::Pending
         })
         .await
     }
