@@ -520,18 +520,14 @@ impl Proxy {
         let deadline = tokio::time::Instant::now() + timeout;
         let exchange = self.upstream.exchange(backend, request, req.head_request);
         tokio::pin!(exchange);
+        // The client is watched before the exchange's first poll: one gone
+        // already (an HTTP/2 stream reset as it opened) gets no request sent
+        // for it. After that, as before, only while the exchange waits.
+        let mut first = true;
         std::future::poll_fn(|cx| {
-            // The client first: one that is gone already (an HTTP/2 stream
-            // reset as it opened) gets no request sent for it.
-            match client.poll_watch(cx) {
-                Poll::Ready(Watch::Closed) if !req.modern => {
-                    tracing::debug!(backend = %backend.id, "client half-closed; its request goes on");
-                }
-                Poll::Ready(_) => {
-                    tracing::debug!(backend = %backend.id, "client left while its request was being answered");
-                    return Poll::Ready(Err(CallError::ClientGone));
-                }
-                Poll::Pending => {}
+            let watch_first = std::mem::take(&mut first);
+            if watch_first && client_left(client, cx, req.modern, backend) {
+                return Poll::Ready(Err(CallError::ClientGone));
             }
             if let Poll::Ready(result) = exchange.as_mut().poll(cx) {
                 return Poll::Ready(result.map_err(CallError::Upstream));
@@ -541,6 +537,9 @@ impl Proxy {
                     failure: UpstreamFailure::Timeout,
                     detail: format!("no response within {timeout:?}"),
                 })));
+            }
+            if !watch_first && client_left(client, cx, req.modern, backend) {
+                return Poll::Ready(Err(CallError::ClientGone));
             }
             Poll::Pending
         })
@@ -706,6 +705,28 @@ impl Live {
                 access_log: config.log.access,
             },
         }
+    }
+}
+
+/// Whether the client left while its request is answered. A half-close is
+/// no cancellation before 2026-07-28 (their spec says a disconnection is
+/// not one); from 2026-07-28 on, closing the stream is; a reset always is.
+fn client_left(
+    client: &mut Client,
+    cx: &mut std::task::Context<'_>,
+    modern: bool,
+    backend: &Backend,
+) -> bool {
+    match client.poll_watch(cx) {
+        Poll::Ready(Watch::Closed) if !modern => {
+            tracing::debug!(backend = %backend.id, "client half-closed; its request goes on");
+            false
+        }
+        Poll::Ready(_) => {
+            tracing::debug!(backend = %backend.id, "client left while its request was being answered");
+            true
+        }
+        Poll::Pending => false,
     }
 }
 
