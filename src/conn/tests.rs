@@ -148,6 +148,24 @@ mod memory {
         String::from_utf8_lossy(&got).into_owned()
     }
 
+    /// An event stream through the proxy, its first event arrived: the
+    /// backend's end, the client's end, what the client read.
+    async fn event_stream(metrics: &Arc<Metrics>) -> (DuplexStream, DuplexStream, String) {
+        let (proxy, settings) = memory_proxy(metrics);
+        let mut backend = backend_pipe(&proxy);
+        let mut c = client(&proxy, metrics, &settings);
+        c.write_all(b"GET /events HTTP/1.1\r\nHost: lb\r\nAccept: text/event-stream\r\n\r\n")
+            .await
+            .unwrap();
+        read_until(&mut backend, "\r\n\r\n").await;
+        backend
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\ndata: 1\n\n")
+            .await
+            .unwrap();
+        let first = read_until(&mut c, "data: 1").await;
+        (backend, c, first)
+    }
+
     #[tokio::test]
     async fn requests_cross_in_memory_and_the_upstream_connection_is_kept() {
         let metrics = Arc::new(Metrics::default());
@@ -202,18 +220,7 @@ mod memory {
     #[tokio::test(start_paused = true)]
     async fn a_silent_event_stream_ends_cleanly_at_the_idle_timeout() {
         let metrics = Arc::new(Metrics::default());
-        let (proxy, settings) = memory_proxy(&metrics);
-        let mut backend = backend_pipe(&proxy);
-        let mut c = client(&proxy, &metrics, &settings);
-        c.write_all(b"GET /events HTTP/1.1\r\nHost: lb\r\nAccept: text/event-stream\r\n\r\n")
-            .await
-            .unwrap();
-        read_until(&mut backend, "\r\n\r\n").await;
-        backend
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\ndata: 1\n\n")
-            .await
-            .unwrap();
-        let first = read_until(&mut c, "data: 1").await;
+        let (_backend, mut c, first) = event_stream(&metrics).await;
         assert!(first.contains("transfer-encoding: chunked"), "{first}");
         let started = tokio::time::Instant::now();
         // Then silence: at `timeouts.stream_idle` (600 s) the stream ends with
@@ -235,18 +242,7 @@ mod memory {
     #[tokio::test]
     async fn a_client_that_goes_mid_stream_closes_the_upstream_connection() {
         let metrics = Arc::new(Metrics::default());
-        let (proxy, settings) = memory_proxy(&metrics);
-        let mut backend = backend_pipe(&proxy);
-        let mut c = client(&proxy, &metrics, &settings);
-        c.write_all(b"GET /events HTTP/1.1\r\nHost: lb\r\n\r\n")
-            .await
-            .unwrap();
-        read_until(&mut backend, "\r\n\r\n").await;
-        backend
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\ndata: 1\n\n")
-            .await
-            .unwrap();
-        read_until(&mut c, "data: 1").await;
+        let (mut backend, c, _) = event_stream(&metrics).await;
         drop(c);
         // The backend's end reads the close: the relay dropped its connection.
         let mut rest = Vec::new();
