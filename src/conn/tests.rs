@@ -274,4 +274,63 @@ mod memory {
             "no request reached it"
         );
     }
+
+    #[tokio::test]
+    async fn a_backend_that_closes_mid_body_cuts_the_client_off() {
+        let metrics = Arc::new(Metrics::default());
+        let (proxy, settings) = memory_proxy(&metrics);
+        let mut backend = backend_pipe(&proxy);
+        let mut c = client(&proxy, &metrics, &settings);
+        c.write_all(b"GET /mcp HTTP/1.1\r\nHost: lb\r\n\r\n")
+            .await
+            .unwrap();
+        read_until(&mut backend, "\r\n\r\n").await;
+        backend
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
+            .await
+            .unwrap();
+        drop(backend);
+        // The client gets what came, then the close: never a whole-looking body.
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).await.unwrap();
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(got.ends_with("\r\n\r\nabc"), "{got:?}");
+        let io = metrics
+            .upstream_errors
+            .get_or_create(&crate::metrics::BackendKind {
+                backend: crate::metrics::Name("127.0.0.1:9".into()),
+                kind: "io",
+            })
+            .get();
+        assert_eq!(io, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_releases_the_backend_after_the_idle_timeout() {
+        let metrics = Arc::new(Metrics::default());
+        let (proxy, settings) = memory_proxy(&metrics);
+        let mut backend = backend_pipe(&proxy);
+        let mut c = client(&proxy, &metrics, &settings);
+        c.write_all(b"GET /big HTTP/1.1\r\nHost: lb\r\n\r\n")
+            .await
+            .unwrap();
+        read_until(&mut backend, "\r\n\r\n").await;
+        // 4 MiB for a client that reads nothing: the pipes fill, the relay's
+        // write waits, and at `timeouts.stream_idle` the relay gives up.
+        let writer = tokio::spawn(async move {
+            let body = vec![b'x'; 4 << 20];
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+            backend.write_all(head.as_bytes()).await?;
+            backend.write_all(&body).await
+        });
+        let started = tokio::time::Instant::now();
+        let written = writer.await.unwrap();
+        assert!(
+            written.is_err(),
+            "the relay let go of the backend's connection"
+        );
+        assert!(started.elapsed() >= std::time::Duration::from_secs(600));
+        drop(c);
+    }
 }
