@@ -82,7 +82,7 @@ fn serve_client(
             match CatchUnwind::new(one).await {
                 Ok(Next::Again) => served += 1,
                 Ok(Next::Close) => {
-                    client.shutdown().await;
+                    client.shutdown();
                     return;
                 }
                 Ok(Next::Ended) => return,
@@ -298,7 +298,7 @@ async fn after_panic(client: &mut Client, what: String, metrics: &Metrics) {
         let body = err.body(&serde_json::Value::Null);
         let _ = client.send_error(&err, &body, true, false).await;
     }
-    client.shutdown().await;
+    client.shutdown();
 }
 
 /// Counts an open client connection for as long as it lives.

@@ -270,7 +270,7 @@ impl Client {
     }
 
     /// Closes our sending side.
-    pub async fn shutdown(&mut self) {
+    pub fn shutdown(&mut self) {
         // Never a wait: a TLS client that stopped reading cannot hold the task.
         self.stream.close_write();
     }

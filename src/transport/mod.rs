@@ -102,11 +102,6 @@ impl Stream {
         }
     }
 
-    /// Reads what is there now, without waiting: `None` if nothing.
-    pub fn read_now(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
-        without_waiting(|cx| self.poll_read_vec(cx, buf)).transpose()
-    }
-
     /// Writes as much of `bytes` as goes without waiting (`WouldBlock` if
     /// nothing does). For TLS, what it accepted may still wait in its
     /// buffer: see `try_flush`.
