@@ -15,11 +15,12 @@ fn seal_open(c: &mut Criterion) {
                 TokenKind::Streamable,
                 black_box(backend),
                 black_box(upstream),
+                None,
             )
         })
     });
     let token = sealer
-        .seal(TokenKind::Streamable, backend, upstream)
+        .seal(TokenKind::Streamable, backend, upstream, None)
         .expect("seal");
     c.bench_function("open", |b| b.iter(|| sealer.open(black_box(&token))));
 }

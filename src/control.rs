@@ -122,7 +122,7 @@ impl Control {
         if new.key_origin == crate::config::KeyOrigin::Generated {
             // No key configured: the random one made at start stays (a new
             // random one would orphan every session).
-            new.key = old.key.clone();
+            new.keys = old.keys.clone();
         }
         for (key, changed) in [
             ("listen", new.listen != old.listen),

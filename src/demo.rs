@@ -19,7 +19,7 @@ const CALLS: usize = 3;
 #[derive(Debug)]
 pub struct TourSession {
     pub transport: &'static str,
-    /// The first characters of the token the client was given.
+    /// The token the client was given, shortened.
     pub token_head: String,
     /// The replica that answered each call, in order.
     pub replicas: Vec<String>,
@@ -68,7 +68,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let sessions = tour(&base).await?;
     for s in &sessions {
         println!(
-            "  {:<10} session {}…  ->  {}",
+            "  {:<10} session {}  ->  {}",
             s.transport,
             s.token_head,
             s.replicas.join(", ")
@@ -137,6 +137,16 @@ pub async fn tour(base: &str) -> anyhow::Result<Vec<TourSession>> {
     Ok(out)
 }
 
+/// A token shown short: its format and its last characters (the first
+/// ones after the format name the key, the same for every token).
 fn head(token: &str) -> String {
-    token.chars().take(12).collect()
+    let chars: Vec<char> = token.chars().collect();
+    match chars.len() {
+        n if n > 16 => {
+            let (start, end): (String, String) =
+                (chars[..3].iter().collect(), chars[n - 8..].iter().collect());
+            format!("{start}…{end}")
+        }
+        _ => token.to_owned(),
+    }
 }

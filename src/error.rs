@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use crate::http1::head::HeadError;
+use crate::trust::Limited;
 
 /// Where a failed upstream call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +80,12 @@ pub enum ProxyError {
     /// No route matches (the routes have no catch-all).
     #[error("no route matches this request")]
     NoRoute,
+    /// `Origin` present and not in `allowed_origins`.
+    #[error("origin not allowed")]
+    OriginNotAllowed,
+    /// A `[limits.per_caller]` limit.
+    #[error("too many requests from this caller ({})", limited_str(.0))]
+    CallerLimited(Limited),
     #[error("upstream {backend} failed ({}): {detail}", failure.as_str())]
     Upstream {
         backend: String,
@@ -112,6 +119,8 @@ impl ProxyError {
             // As the Python SDK's servers answer -32602.
             ProxyError::TaskNotFound => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::OriginNotAllowed => StatusCode::FORBIDDEN,
+            ProxyError::CallerLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -119,6 +128,8 @@ impl ProxyError {
     pub fn retry_after(&self) -> Option<u32> {
         match self {
             ProxyError::BodyBudget => Some(1),
+            ProxyError::CallerLimited(Limited::Concurrency) => Some(1),
+            ProxyError::CallerLimited(Limited::Rate { retry_after }) => Some(*retry_after),
             _ => None,
         }
     }
@@ -137,6 +148,8 @@ impl ProxyError {
             // The 2026-07-28 revision's HeaderMismatch.
             ProxyError::HeaderMismatch(_) => (-32020, "Header mismatch"),
             ProxyError::NoRoute => (-32600, "No route for this request"),
+            ProxyError::OriginNotAllowed => (-32600, "Origin not allowed"),
+            ProxyError::CallerLimited(_) => (-32000, "Too many requests"),
             // The SEP's own example of the unknown-task error.
             ProxyError::TaskNotFound => (-32602, "Failed to retrieve task: Task not found"),
             ProxyError::Head(HeadError::TooLarge | HeadError::TooManyFields) => {
@@ -167,6 +180,9 @@ impl ProxyError {
             ProxyError::BodyBudget => Some("body_budget"),
             ProxyError::HeaderMismatch(_) => Some("header_mismatch"),
             ProxyError::NoRoute => Some("no_route"),
+            ProxyError::OriginNotAllowed => Some("origin"),
+            ProxyError::CallerLimited(Limited::Concurrency) => Some("caller_concurrency"),
+            ProxyError::CallerLimited(Limited::Rate { .. }) => Some("caller_rate"),
             _ => None,
         }
     }
@@ -184,6 +200,13 @@ impl ProxyError {
             "id": id,
         });
         Bytes::from(body.to_string())
+    }
+}
+
+fn limited_str(limited: &Limited) -> &'static str {
+    match limited {
+        Limited::Concurrency => "concurrency",
+        Limited::Rate { .. } => "rate",
     }
 }
 

@@ -17,8 +17,11 @@
 //!    [`route`]: which pool a request that begins something (a session, a
 //!    2026-07-28 request) goes to; [`modern`]: the 2026-07-28 revision
 //!    (header validation, task affinity, the response cache).
-//! 3. [`affinity`]: sealed tokens; which backend owns a session; the id swap
-//!    on the way in (restore) and on the way out (seal).
+//!    [`trust`]: who is calling (the principal a session is bound to),
+//!    `Origin` at the edge, per-caller limits.
+//! 3. [`affinity`]: sealed tokens (several keys, the first sealing); which
+//!    backend owns a session, and whether this caller may use it; the id
+//!    swap on the way in (restore) and on the way out (seal).
 //! 4. [`pool`]: the backends and their life (active, draining, unhealthy,
 //!    down), the fleet that discovery and reload change, health checks, and
 //!    the choice for a request without a session.
@@ -63,6 +66,7 @@ mod route;
 mod server;
 pub mod tls;
 pub mod transport;
+pub mod trust;
 
 pub use config::Config;
 pub use server::{start, start_with, Running};

@@ -63,6 +63,12 @@ pub struct Reason {
     pub reason: &'static str,
 }
 
+/// A session key, by its public id.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabel {
+    pub key: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Version {
     pub version: &'static str,
@@ -187,6 +193,8 @@ pub struct Metrics {
     pub http2_connections: Counter,
     pub http2_streams: Counter,
     pub http2_resets: Counter,
+    pub token_opens: Family<KeyLabel, Counter>,
+    pub binding_rejections: Family<Reason, Counter>,
 }
 
 impl Metrics {
@@ -217,6 +225,16 @@ impl Metrics {
             "invalid_tokens",
             "Session references that did not open (answered 404 without a backend)",
             self.invalid_tokens.clone(),
+        );
+        r.register(
+            "token_opens",
+            "Session, task and cookie tokens opened, by the id of the key that opened them",
+            self.token_opens.clone(),
+        );
+        r.register(
+            "session_binding_rejections",
+            "Requests refused (404, no backend) because their session is bound to another caller, by reason (mismatch, missing)",
+            self.binding_rejections.clone(),
         );
         r.register(
             "active_streams",

@@ -101,8 +101,8 @@ fn demo_tour_shows_sticky_sessions() {
     );
     assert!(text.contains("every one stayed on its replica"), "{text}");
     assert!(text.contains("spread over 3 replicas"), "{text}");
-    assert_eq!(text.matches("streamable session t1.").count(), 3, "{text}");
-    assert_eq!(text.matches("legacy     session t1.").count(), 2, "{text}");
+    assert_eq!(text.matches("streamable session t2.").count(), 3, "{text}");
+    assert_eq!(text.matches("legacy     session t2.").count(), 2, "{text}");
 }
 
 /// Out of descriptors, the accept loop backs off, counts every failure and

@@ -133,7 +133,7 @@ async fn forged_and_foreign_tokens_get_404_without_backend_contact() {
     let last = flipped.len() - 1;
     flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
     let foreign = Sealer::new(&SessionKey::generate())
-        .seal(TokenKind::Streamable, "127.0.0.1:1", "x")
+        .seal(TokenKind::Streamable, "127.0.0.1:1", "x", None)
         .unwrap();
     let cases = [
         String::from_utf8(flipped).unwrap(),
@@ -161,7 +161,7 @@ async fn forged_and_foreign_tokens_get_404_without_backend_contact() {
     let after: usize = replicas.iter().map(|r| r.request_count()).sum();
     assert_eq!(before, after, "a backend was contacted");
     let m = metrics(&t).await;
-    let invalid: f64 = ["format", "forged", "wrong_transport"]
+    let invalid: f64 = ["format", "forged", "unknown_key", "wrong_transport"]
         .iter()
         .map(|r| {
             sample(

@@ -141,14 +141,14 @@ async fn every_flow_crosses_one_h2_connection() {
         .unwrap()
         .trim()
         .to_owned();
-    assert!(endpoint.contains("sessionId=t1."), "sealed: {endpoint}");
+    assert!(endpoint.contains("sessionId=t2."), "sealed: {endpoint}");
     // Sessions: initialize, then calls that stick, concurrently, on one connection.
     let mut owners = std::collections::BTreeSet::new();
     for _ in 0..6 {
         let init = call(&h2, Method::POST, "/mcp", &[JSON, ACCEPT], INIT).await;
         assert_eq!(init.status, 200, "{}", init.body);
         let sid = init.headers["mcp-session-id"].to_str().unwrap().to_owned();
-        assert!(sid.starts_with("t1."), "sealed: {sid}");
+        assert!(sid.starts_with("t2."), "sealed: {sid}");
         let with = [JSON, ACCEPT, ("mcp-session-id", sid.as_str())];
         // Four at once, each on its own stream of the one connection.
         let mut set = tokio::task::JoinSet::new();
@@ -487,7 +487,7 @@ async fn curl_speaks_http2_to_tether() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.to_ascii_lowercase().contains("mcp-session-id: t1."),
+        text.to_ascii_lowercase().contains("mcp-session-id: t2."),
         "{text}"
     );
 }

@@ -189,7 +189,7 @@ async fn a_task_lives_on_its_owner_and_its_id_is_sealed_both_ways() {
         let at_start = counts();
         let created = body(&send(&t, &call("report"), calls).await);
         let token = created["result"]["taskId"].as_str().unwrap().to_owned();
-        assert!(token.starts_with("t1."), "{created}");
+        assert!(token.starts_with("t2."), "{created}");
         let before = counts();
         let owner = (0..3).find(|&i| before[i] > at_start[i]).unwrap();
         owners.push(owner);
@@ -214,7 +214,7 @@ async fn a_task_lives_on_its_owner_and_its_id_is_sealed_both_ways() {
                         .starts_with("srv-"),
                     "{sent}"
                 );
-                assert!(!head.contains("t1."), "the server's id in Mcp-Name: {head}");
+                assert!(!head.contains("t2."), "the server's id in Mcp-Name: {head}");
                 if !name.is_empty() {
                     assert!(head.contains("Mcp-Name: srv-"), "{head}");
                 }
@@ -277,6 +277,7 @@ async fn an_unknown_task_gets_the_seps_error_with_no_backend_contacted() {
             mcp_tether::affinity::TokenKind::Task,
             &backend.addr.to_string(),
             "srv-a",
+            None,
         )
         .unwrap();
     let session = {
@@ -304,7 +305,7 @@ async fn an_unknown_task_gets_the_seps_error_with_no_backend_contacted() {
     }
     assert_eq!(backend.seen().len(), session, "no backend contacted");
     let m = metrics(&t).await;
-    assert!(sample(&m, "tether_invalid_tokens_total{reason=\"forged\"}") >= 1.0);
+    assert!(sample(&m, "tether_invalid_tokens_total{reason=\"unknown_key\"}") >= 1.0);
 }
 
 #[tokio::test]

@@ -137,7 +137,7 @@ async fn legacy_endpoint(t: &mcp_tether::Running) -> (TcpStream, String) {
         .expect("endpoint event")
         .to_owned();
     assert!(
-        !url.contains("RAW-ID") && url.contains("session_id=t1."),
+        !url.contains("RAW-ID") && url.contains("session_id=t2."),
         "{url}"
     );
     (s, url)
@@ -510,7 +510,7 @@ async fn an_invalid_session_id_from_a_backend_is_neither_sealed_nor_counted() {
         )
         .await;
         assert!(answer.contains(relayed), "{value:?}: {answer}");
-        assert!(!answer.contains("t1."), "{answer}");
+        assert!(!answer.contains("t2."), "{answer}");
         let m = metrics(&t).await;
         assert!(!m.contains("tether_sessions_created_total{"), "{m}");
         let series = format!(

@@ -80,7 +80,7 @@ async fn a_sticky_cookie_names_the_backend_until_it_drains() {
         .unwrap_or_else(|| panic!("no cookie: {answer}"))
         .to_owned();
     assert!(
-        cookie.starts_with("tether_be=t1.") && cookie.contains("HttpOnly"),
+        cookie.starts_with("tether_be=t2.") && cookie.contains("HttpOnly"),
         "{cookie}"
     );
     let value = cookie.split(';').next().unwrap().to_owned();
@@ -91,7 +91,7 @@ async fn a_sticky_cookie_names_the_backend_until_it_drains() {
     }
     // A forged cookie is no cookie: an ordinary pick, and a new cookie.
     let (_, answer) = send(&t, &backends, "Cookie: tether_be=t1.forged\r\n").await;
-    assert!(answer.contains("set-cookie: tether_be=t1."), "{answer}");
+    assert!(answer.contains("set-cookie: tether_be=t2."), "{answer}");
     // Its backend drained: the next one, with a new cookie.
     let admin = t.admin_addr.unwrap();
     let id = backends[home].addr.to_string();
@@ -106,5 +106,5 @@ async fn a_sticky_cookie_names_the_backend_until_it_drains() {
     assert_eq!(resp.status, 200);
     let (i, answer) = send(&t, &backends, &format!("Cookie: {value}\r\n")).await;
     assert_ne!(i, home);
-    assert!(answer.contains("set-cookie: tether_be=t1."), "{answer}");
+    assert!(answer.contains("set-cookie: tether_be=t2."), "{answer}");
 }

@@ -113,7 +113,7 @@ async fn absolute_endpoint_naming_the_backend_becomes_relative() {
     let t = tether(std::slice::from_ref(&r)).await;
     let mut c = LegacyClient::connect(&sse_url(&t)).await.expect("sse");
     assert!(
-        c.endpoint().starts_with("/messages?sessionId=t1."),
+        c.endpoint().starts_with("/messages?sessionId=t2."),
         "{}",
         c.endpoint()
     );
@@ -136,7 +136,7 @@ async fn endpoint_event_is_rewritten_however_it_is_chunked() {
                 .await
                 .unwrap_or_else(|e| panic!("eol {eol:?} chunk {chunk}: {e}"));
             assert!(
-                c.endpoint().contains("sessionId=t1."),
+                c.endpoint().contains("sessionId=t2."),
                 "eol {eol:?} chunk {chunk}"
             );
             assert_eq!(c.whoami().await.unwrap(), "chunky");

@@ -321,7 +321,7 @@ check = "none"
     async with Client(a.url, mode=MODERN, elicitation_handler=approve, timeout=30) as ca, \
             Client(b.url, mode=MODERN, elicitation_handler=approve, timeout=30) as cb:
         tasks = [await call_tool_task(ca, "slow_report", {"seconds": 0.3, "label": f"T{i}"}) for i in range(9)]
-        assert all(t.task_id.startswith("t1.") for t in tasks), [t.task_id for t in tasks]
+        assert all(t.task_id.startswith("t2.") for t in tasks), [t.task_id for t in tasks]
         for t in tasks:  # polled through the other Tether, with the same sealed id
             got = await _send_get(cb.session, t.task_id)
             assert got.task_id == t.task_id and got.status in ("working", "completed"), got

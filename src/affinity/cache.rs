@@ -6,8 +6,8 @@
 //! thread finds the opened token here instead.
 //!
 //! Why this is as safe as opening: an entry is made only from a token that
-//! opened, a hit needs the very same bytes and the very same sealer (each
-//! `Sealer` has an identity, so two Tethers in one process, or a new key,
+//! opened, a hit needs the very same bytes and the very same set of keys (each
+//! `Keys` has an identity, so two Tethers in one process, or a reload,
 //! never share entries), and a token has no expiry, so what it opened to once
 //! it opens to forever. A forged token never hits and is opened (and fails)
 //! as before. The table is direct-mapped and small: a miss costs one
@@ -22,7 +22,7 @@ use super::token::Sealed;
 const SLOTS: usize = 256;
 
 struct Entry {
-    sealer: u64,
+    keys: u64,
     token: Box<[u8]>,
     sealed: Sealed,
 }
@@ -41,13 +41,13 @@ fn slot(token: &[u8]) -> usize {
     (h >> 56) as usize % SLOTS
 }
 
-/// What `token` opened to under `sealer`, if it is here.
-pub fn get(sealer: u64, token: &[u8]) -> Option<Sealed> {
+/// What `token` opened to under `keys`, if it is here.
+pub fn get(keys: u64, token: &[u8]) -> Option<Sealed> {
     OPENED
         .try_with(|table| {
             let table = table.borrow();
             match &table[slot(token)] {
-                Some(e) if e.sealer == sealer && *e.token == *token => Some(e.sealed.clone()),
+                Some(e) if e.keys == keys && *e.token == *token => Some(e.sealed.clone()),
                 _ => None,
             }
         })
@@ -55,11 +55,11 @@ pub fn get(sealer: u64, token: &[u8]) -> Option<Sealed> {
         .flatten()
 }
 
-/// Remembers that `token` opened to `sealed` under `sealer`.
-pub fn put(sealer: u64, token: &[u8], sealed: &Sealed) {
+/// Remembers that `token` opened to `sealed` under `keys`.
+pub fn put(keys: u64, token: &[u8], sealed: &Sealed) {
     let _ = OPENED.try_with(|table| {
         table.borrow_mut()[slot(token)] = Some(Entry {
-            sealer,
+            keys,
             token: token.into(),
             sealed: sealed.clone(),
         });

@@ -3,18 +3,25 @@
 //! Outbound (response), a server's session id is replaced by a sealed token
 //! naming its backend; inbound (request), the token is opened and the server's
 //! own id put back. Nothing is stored: the client carries the state, so any
-//! Tether replica with the key can route any session.
+//! Tether replica with the key can route any session. A session may also be
+//! bound to its caller: a keyed hash of the principal (`trust::principal`)
+//! is sealed in with the owner, and a request of someone else gets 404.
 //!
 //! This stage never contacts a backend and never picks one for a new session.
 
 mod cache;
+mod keys;
 pub mod token;
 
 use std::sync::Arc;
 
+use prometheus_client::metrics::counter::Counter;
+
 use crate::classify::{Carrier, SessionRef};
 use crate::pool::Backend;
-pub use token::{Sealed, Sealer, SessionKey, TokenError, TokenKind};
+use keys::Keys;
+pub use keys::MAX_KEYS;
+pub use token::{PrincipalTag, Sealed, Sealer, SessionKey, TokenError, TokenKind};
 
 /// Why a session reference leads nowhere. Every case is answered 404.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -28,18 +35,54 @@ pub enum Unroutable {
     /// Two session references, or one servers may read differently.
     #[error("ambiguous session reference")]
     Ambiguous,
+    /// The session is bound to a caller, and this request is not theirs.
+    #[error("session bound to another caller ({})", .0.as_str())]
+    NotTheCaller(Binding),
+}
+
+/// Who a request is from, as far as binding goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Principal<'a> {
+    /// Binding is off (`bind = "none"`): tokens are not checked, and what
+    /// is sealed is bound to no one.
+    Unchecked,
+    /// The request's principal (`trust::principal`).
+    Given(&'a [u8]),
+    /// Binding is on and the request has none.
+    Absent,
+}
+
+/// How a request failed its session's binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// Its principal is another.
+    Mismatch,
+    /// It has none.
+    Missing,
+}
+
+impl Binding {
+    /// Label for `tether_session_binding_rejections_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Binding::Mismatch => "mismatch",
+            Binding::Missing => "missing",
+        }
+    }
 }
 
 impl Unroutable {
-    /// Label for `tether_invalid_tokens_total`; `None` for an orphaned session.
+    /// Label for `tether_invalid_tokens_total`; `None` for an orphaned
+    /// session or a binding failure (counted apart).
     pub fn invalid_reason(&self) -> Option<&'static str> {
         match self {
             Unroutable::Invalid(TokenError::Format) => Some("format"),
             Unroutable::Invalid(TokenError::Forged) => Some("forged"),
             Unroutable::Invalid(TokenError::Malformed) => Some("malformed"),
+            Unroutable::Invalid(TokenError::UnknownKey) => Some("unknown_key"),
             Unroutable::WrongTransport => Some("wrong_transport"),
             Unroutable::Ambiguous => Some("ambiguous"),
-            Unroutable::OwnerGone(_) => None,
+            Unroutable::OwnerGone(_) | Unroutable::NotTheCaller(_) => None,
         }
     }
 }
@@ -63,55 +106,69 @@ impl Owned {
     }
 }
 
-/// Seals session tokens with one key; opens them with it, or with the key
-/// in force before the last reload (so changing the key by a reload does not
-/// orphan the sessions sealed with the old one).
+/// Seals session tokens with the first key in force and opens them with
+/// any (`keys`). The keys in force are exactly those configured: a reload
+/// that drops a key retires its tokens (`docs/config.md`, "Session keys", tells
+/// the rollout that loses no session).
 pub struct Affinity {
-    sealer: Sealer,
-    previous: Option<Sealer>,
+    keys: Keys,
 }
 
 impl Affinity {
-    pub fn new(key: &SessionKey) -> Self {
+    /// Keys with no open counts (tests, tools).
+    pub fn new(keys: &[SessionKey]) -> Self {
+        Affinity::counted(keys, |_| Default::default())
+    }
+
+    /// Keys whose opens are counted by `opens` (one counter per key).
+    pub fn counted(keys: &[SessionKey], opens: impl Fn(&SessionKey) -> Counter) -> Self {
         Affinity {
-            sealer: Sealer::new(key),
-            previous: None,
+            keys: Keys::new(keys, opens),
         }
     }
 
-    /// Seals with `key`, and still opens what `previous` sealed.
-    pub fn with_previous(key: &SessionKey, previous: &SessionKey) -> Self {
-        Affinity {
-            sealer: Sealer::new(key),
-            previous: (!key.same_as(previous)).then(|| Sealer::new(previous)),
-        }
-    }
-
+    /// The sealing key's sealer.
     pub fn sealer(&self) -> &Sealer {
-        &self.sealer
+        self.keys.sealer()
     }
 
-    /// Opens `token`, from this thread's recently opened tokens if it is
-    /// there (`cache` says why that is as safe as opening it again).
+    /// The tag that binds a new session to `principal` (under the sealing key).
+    pub fn principal_tag(&self, principal: &[u8]) -> PrincipalTag {
+        self.keys.sealer().principal_tag(principal)
+    }
+
+    /// Opens `token` under any key in force.
     pub fn open(&self, token: &[u8]) -> Result<Sealed, TokenError> {
-        if let Some(sealed) = cache::get(self.sealer.id(), token) {
-            return Ok(sealed);
-        }
-        let text = std::str::from_utf8(token).map_err(|_| TokenError::Format)?;
-        let sealed = match (self.sealer.open(text), &self.previous) {
-            (Err(TokenError::Forged), Some(previous)) => previous.open(text)?,
-            (opened, _) => opened?,
-        };
-        cache::put(self.sealer.id(), token, &sealed);
-        Ok(sealed)
+        self.keys.open(token)
     }
 
-    /// Finds the owner of the session `token` (the reference's text) names;
-    /// `find` looks a backend up by identity.
+    /// Whether a request from `principal` may use what `sealed` names: a
+    /// bound token needs the same principal; an unbound one (begun with no
+    /// principal, or before binding was turned on) takes any, and with
+    /// binding off nothing is checked.
+    pub fn check_caller(&self, sealed: &Sealed, principal: Principal<'_>) -> Result<(), Binding> {
+        let Some(bound) = sealed.principal() else {
+            return Ok(());
+        };
+        let principal = match principal {
+            Principal::Unchecked => return Ok(()),
+            Principal::Absent => return Err(Binding::Missing),
+            Principal::Given(p) => p,
+        };
+        match token::same_tag(bound, &self.keys.tag_for(sealed, principal)) {
+            true => Ok(()),
+            false => Err(Binding::Mismatch),
+        }
+    }
+
+    /// Finds the owner of the session `token` (the reference's text) names,
+    /// for a request whose caller is `principal`; `find` looks a backend up
+    /// by identity.
     pub fn resolve(
         &self,
         token: &[u8],
         session: &SessionRef,
+        principal: Principal<'_>,
         find: impl FnOnce(&[u8]) -> Option<Arc<Backend>>,
     ) -> Result<Owned, Unroutable> {
         let sealed = self.open(token)?;
@@ -122,6 +179,8 @@ impl Affinity {
         if sealed.kind != expected {
             return Err(Unroutable::WrongTransport);
         }
+        self.check_caller(&sealed, principal)
+            .map_err(Unroutable::NotTheCaller)?;
         let backend = find(sealed.backend_bytes())
             .ok_or_else(|| Unroutable::OwnerGone(sealed.backend().to_owned()))?;
         Ok(Owned { backend, sealed })
@@ -170,6 +229,7 @@ impl Affinity {
         value: &[u8],
         backend: &Backend,
         owned: Option<&Owned>,
+        principal: Option<&[u8]>,
     ) -> ResponseId {
         if owned.is_some_and(|owned| value == owned.upstream_id_bytes()) {
             return ResponseId::Same;
@@ -184,10 +244,13 @@ impl Affinity {
                 return ResponseId::Invalid;
             }
         };
-        match self
-            .sealer
-            .seal(TokenKind::Streamable, &backend.id, upstream_id)
-        {
+        let tag = principal.map(|p| self.principal_tag(p));
+        match self.sealer().seal(
+            TokenKind::Streamable,
+            &backend.id,
+            upstream_id,
+            tag.as_ref(),
+        ) {
             Some(token) => ResponseId::New(token),
             None => {
                 tracing::warn!(backend = %backend.id, len = upstream_id.len(), "Mcp-Session-Id too long to seal; passed unsealed");

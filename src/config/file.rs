@@ -21,8 +21,14 @@ pub struct FileConfig {
     /// `{ url = "...", drain = true }`.
     #[serde(default)]
     pub backends: Vec<BackendFile>,
-    /// File holding the base64 32-byte session key.
+    /// File holding the base64 32-byte session keys, one a line: the first
+    /// seals, all open.
     pub session_key_file: Option<PathBuf>,
+    /// Origins a browser page may call from; a request whose `Origin` is
+    /// present and not listed gets 403. Default: no check.
+    pub allowed_origins: Option<Vec<String>>,
+    #[serde(default)]
+    pub sessions: SessionsFile,
     /// `least-outstanding` (default) or `round-robin`.
     pub balance: Option<Balance>,
     /// Forward the client's `Host` (default true) or the backend's authority.
@@ -172,6 +178,30 @@ pub struct LimitsFile {
     /// Most client connections open at once; past it the listener stops
     /// accepting until one closes. Default: none (0 also means none).
     pub max_connections: Option<usize>,
+    #[serde(default)]
+    pub per_caller: PerCallerFile,
+}
+
+/// `[limits.per_caller]`: limits for each caller (the bound principal,
+/// else the client address); 0 or absent: no such limit.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerCallerFile {
+    /// Requests in progress at once.
+    pub concurrent: Option<u32>,
+    /// Requests per second, on average.
+    pub rate: Option<f64>,
+    /// Requests above the rate allowed at once. Default: a second's worth.
+    pub burst: Option<f64>,
+}
+
+/// `[sessions]`: how sessions are kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsFile {
+    /// What a session is bound to: `none` (default), `jwt:CLAIM[+CLAIM]`,
+    /// `header:NAME` or `authorization`.
+    pub bind: Option<String>,
 }
 
 /// `admin = "ADDR"` or `[admin]`.

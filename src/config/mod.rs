@@ -6,6 +6,7 @@
 
 mod file;
 mod pools;
+mod trust;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use http::uri::{Authority, Scheme};
 
 pub use file::*;
 pub use pools::{PoolConfig, PoolView, RouteConfig, SoftKey, DEFAULT_POOL};
+pub use trust::{parse_keys, SessionSettings};
 
 use crate::affinity::SessionKey;
 pub use crate::modern::cache::CacheSettings;
@@ -24,6 +26,7 @@ use crate::pool::fleet::{DrainSettings, Entry};
 use crate::pool::health::HealthSettings;
 use crate::tls::backend::{BackendSettings, BackendTls};
 use crate::tls::{CertFiles, ServerSettings, Terminator};
+use crate::trust::{CallerSettings, Origins};
 
 /// The environment variable holding a base64 session key.
 pub const KEY_ENV: &str = "TETHER_SESSION_KEY";
@@ -163,8 +166,14 @@ pub struct Config {
     pub cache: CacheSettings,
     pub shutdown_grace: Duration,
     pub log: LogSettings,
-    pub key: SessionKey,
+    /// The session keys in force: the first seals, every one opens.
+    pub keys: Vec<SessionKey>,
     pub key_origin: KeyOrigin,
+    pub sessions: SessionSettings,
+    /// Origins a browser page may call from (empty: no check).
+    pub allowed_origins: Origins,
+    /// `[limits.per_caller]`.
+    pub per_caller: CallerSettings,
     pub preserve_host: bool,
     pub proxy_protocol: bool,
     /// Send an RFC 7239 `Forwarded` field to backends.
@@ -287,7 +296,8 @@ impl Config {
             // costs about 3 us of CPU per request (docs/benchmarks.md).
             access: file.log.access.unwrap_or(false),
         };
-        let (key, key_origin) = load_key(overrides.session_key_file, file.session_key_file, env)?;
+        let (keys, key_origin) =
+            trust::load_keys(overrides.session_key_file, file.session_key_file, env)?;
         let threads = match overrides.threads {
             Some(n) => Some(n),
             None => match env(THREADS_ENV) {
@@ -314,8 +324,11 @@ impl Config {
                 None => Duration::from_secs(30),
             },
             log,
-            key,
+            keys,
             key_origin,
+            sessions: trust::sessions(&file.sessions)?,
+            allowed_origins: trust::origins(file.allowed_origins.as_deref())?,
+            per_caller: trust::per_caller(&file.limits.per_caller)?,
             preserve_host: file.preserve_host.unwrap_or(true),
             proxy_protocol: file.proxy_protocol.unwrap_or(false),
             forwarded: file.forwarded.unwrap_or(false),
@@ -343,43 +356,6 @@ pub fn parse_file(text: &str, name: &str) -> Result<FileConfig, ConfigError> {
         }
         ConfigError::new(key, e.message().replace('\n', " "))
     })
-}
-
-/// The session key: `--session-key-file`, then `TETHER_SESSION_KEY`, then
-/// the file's `session_key_file` (a deployment's environment, a Kubernetes
-/// Secret, overrides what a shared config file says), else a random one.
-fn load_key(
-    flag: Option<PathBuf>,
-    file: Option<PathBuf>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(SessionKey, KeyOrigin), ConfigError> {
-    if let Some(path) = flag {
-        return key_file(&path);
-    }
-    if let Some(text) = env(KEY_ENV) {
-        let key = SessionKey::from_base64(&text)
-            .map_err(|e| ConfigError::new(KEY_ENV, format!("key {e}")))?;
-        return Ok((key, KeyOrigin::Env));
-    }
-    match file {
-        Some(path) => key_file(&path),
-        None => Ok((SessionKey::generate(), KeyOrigin::Generated)),
-    }
-}
-
-fn key_file(path: &Path) -> Result<(SessionKey, KeyOrigin), ConfigError> {
-    {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new(
-                "session_key_file",
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?;
-        let key = SessionKey::from_base64(&text).map_err(|e| {
-            ConfigError::new("session_key_file", format!("{}: key {e}", path.display()))
-        })?;
-        Ok((key, KeyOrigin::File))
-    }
 }
 
 /// `[tls]` and its flags: the certificates loaded (an unreadable file, a key
@@ -572,6 +548,12 @@ pub struct View<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<&'static str>,
     pub session_key: String,
+    /// The keys' ids, the sealing one first.
+    pub session_key_ids: Vec<String>,
+    pub sessions: &'a SessionSettings,
+    #[serde(skip_serializing_if = "Origins::is_empty")]
+    pub allowed_origins: &'a Origins,
+    pub per_caller: &'a CallerSettings,
     pub preserve_host: bool,
     pub proxy_protocol: bool,
     pub forwarded: bool,
@@ -604,6 +586,10 @@ impl Config {
                 KeyOrigin::Env => format!("<redacted> (from {KEY_ENV})"),
                 KeyOrigin::Generated => "random (sessions do not survive a restart)".into(),
             },
+            session_key_ids: self.keys.iter().map(SessionKey::id_hex).collect(),
+            sessions: &self.sessions,
+            allowed_origins: &self.allowed_origins,
+            per_caller: &self.per_caller,
             preserve_host: self.preserve_host,
             proxy_protocol: self.proxy_protocol,
             forwarded: self.forwarded,

@@ -108,7 +108,7 @@ fn key_comes_from_file_then_env_then_is_generated() {
     let c =
         Config::from_parts(FileConfig::default(), with_backends(&["http://h:1"]), &env).unwrap();
     assert_eq!(c.key_origin, KeyOrigin::Env);
-    assert_eq!(c.key.to_base64(), key);
+    assert_eq!(c.keys[0].to_base64(), key);
 
     let dir = std::env::temp_dir().join(format!("tether-key-{}", std::process::id()));
     std::fs::write(&dir, format!("{}\n", SessionKey::generate().to_base64())).unwrap();
@@ -118,7 +118,7 @@ fn key_comes_from_file_then_env_then_is_generated() {
     };
     let c = Config::from_parts(FileConfig::default(), overrides, &env).unwrap();
     assert_eq!(c.key_origin, KeyOrigin::File);
-    assert_ne!(c.key.to_base64(), key);
+    assert_ne!(c.keys[0].to_base64(), key);
     std::fs::remove_file(&dir).unwrap();
 
     let bad = |_: &str| Some("short".to_string());
@@ -187,10 +187,13 @@ fn the_environment_key_beats_the_files_key_file_and_the_flag_beats_both() {
     let env = move |name: &str| (name == KEY_ENV).then(|| env_text.clone());
     let file = || parse_file(&format!("session_key_file = \"{}\"\n", dir.display()), "t").unwrap();
     let c = Config::from_parts(file(), with_backends(&["http://h:1"]), &env).unwrap();
-    assert_eq!((c.key_origin, c.key.to_base64()), (KeyOrigin::Env, env_key));
+    assert_eq!(
+        (c.key_origin, c.keys[0].to_base64()),
+        (KeyOrigin::Env, env_key)
+    );
     let c = Config::from_parts(file(), with_backends(&["http://h:1"]), &no_env).unwrap();
     assert_eq!(
-        (c.key_origin, c.key.to_base64()),
+        (c.key_origin, c.keys[0].to_base64()),
         (KeyOrigin::File, file_key.to_base64())
     );
     let flag = Overrides {

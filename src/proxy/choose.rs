@@ -181,9 +181,10 @@ impl Steer {
         if current.as_deref() == Some(&*backend.id) {
             return None;
         }
-        let token = affinity
-            .sealer()
-            .seal(crate::affinity::TokenKind::Cookie, &backend.id, "")?;
+        let token =
+            affinity
+                .sealer()
+                .seal(crate::affinity::TokenKind::Cookie, &backend.id, "", None)?;
         Some(format!("{name}={token}; Path=/; HttpOnly; SameSite=Lax"))
     }
 }

@@ -25,9 +25,7 @@ use std::task::Poll;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
-use crate::affinity::SessionKey;
-
-use crate::affinity::{Affinity, Unroutable};
+use crate::affinity::{Affinity, SessionKey, Unroutable};
 use crate::classify::{self, Carrier};
 use crate::config::Config;
 use crate::downstream::access::AccessLog;
@@ -40,6 +38,7 @@ use crate::http1::head::{FieldKind, RequestHead, TargetForm};
 use crate::metrics::{self, Metrics};
 use crate::pool::{find_owner, health, Backend, Fleet, Named};
 use crate::route::Routes;
+use crate::trust::{Bind, Caller, CallerLimits, Origins};
 use choose::Chosen;
 pub use respond::PendingRelay;
 
@@ -56,10 +55,13 @@ struct Settings {
 /// What a reload may change on the request path, swapped whole.
 pub struct Live {
     affinity: Affinity,
-    key: SessionKey,
-    /// The key before the last change, still accepted for opening tokens.
-    previous: Option<SessionKey>,
     settings: Settings,
+    /// `[sessions] bind`: whose a session is.
+    bind: Bind,
+    /// `allowed_origins` (empty: no check).
+    origins: Origins,
+    /// `[limits.per_caller]`, when set (kept across a reload that leaves it as it was).
+    callers: Option<Arc<CallerLimits>>,
     /// Every pool: those the config names, then any a reload removed that
     /// still drains (their sessions still reach their owners).
     pools: Vec<Arc<Named>>,
@@ -88,6 +90,24 @@ enum Target {
     InBuf(Range<usize>),
     /// Made up: the path `/` of an absolute-form target that has none.
     Owned(String),
+}
+
+impl Request<'_> {
+    /// The caller, for the binding check.
+    fn caller(&self) -> crate::affinity::Principal<'_> {
+        use crate::affinity::Principal;
+        match (&self.principal, self.bound) {
+            (_, false) => Principal::Unchecked,
+            (Some(p), true) => Principal::Given(p),
+            (None, true) => Principal::Absent,
+        }
+    }
+
+    /// The tag that binds what this request begins to its caller.
+    fn principal_tag(&self) -> Option<crate::affinity::PrincipalTag> {
+        let principal = self.principal.as_deref()?;
+        Some(self.live.affinity.principal_tag(principal))
+    }
 }
 
 impl Target {
@@ -128,11 +148,16 @@ struct Request<'a> {
     consumed: usize,
     target: Target,
     head_request: bool,
+    post: bool,
     delete: bool,
     legacy_get: bool,
     /// 2026-07-28 or later: no sessions; closing the connection cancels
     /// the request.
     modern: bool,
+    /// Who is calling, when sessions are bound (`trust::principal`).
+    principal: Option<Vec<u8>>,
+    /// Whether sessions are bound (`[sessions] bind` is not `none`).
+    bound: bool,
 }
 
 /// What the response needs besides the head's rewrite: its task ids
@@ -194,30 +219,19 @@ impl Proxy {
             metrics,
         };
         let (pools, _) = proxy.apply_pools(config);
-        let live = Live::new(config, None, pools, None, &proxy.metrics);
+        let live = Live::new(config, pools, &Live::default(), &proxy.metrics);
         proxy.live.store(Arc::new(live));
         proxy
     }
 
     /// Applies a reloaded config: pools and routes, backends, balance,
-    /// health and drain settings, timeouts, the session key (the old one
-    /// still opens tokens).
+    /// health and drain settings, timeouts, the session keys (exactly those
+    /// listed: a key no longer there opens nothing), binding and limits.
     pub fn reconfigure(&self, config: &Config) {
         let old = self.live.load_full();
-        // A new key seals from now on; the one it replaces still opens.
-        let previous = match config.key.same_as(&old.key) {
-            true => old.previous.clone(),
-            false => Some(old.key.clone()),
-        };
         let (pools, removed) = self.apply_pools(config);
-        let cache = old.cache.clone();
-        self.live.store(Arc::new(Live::new(
-            config,
-            previous,
-            pools,
-            cache,
-            &self.metrics,
-        )));
+        self.live
+            .store(Arc::new(Live::new(config, pools, &old, &self.metrics)));
         // Only now that no route names them: their backends drain and leave.
         for named in removed {
             named.fleet.retain_sources(&[]);
@@ -315,11 +329,14 @@ impl Proxy {
             },
             target: Target::of(head, buf),
             head_request: method == b"HEAD",
+            post: method == b"POST",
             delete: method == b"DELETE",
             legacy_get: classify::may_open_legacy_stream(method),
             // The revision is POST only: a GET or DELETE with a session is
             // of the older world whatever version it names.
             modern: method == b"POST" && classify::is_modern(buf, &head.fields),
+            principal: live.bind.principal(buf, &head.fields),
+            bound: !live.bind.is_none(),
         };
         // Only a target with a query can carry a legacy session: the others
         // need no UTF-8 check here.
@@ -336,31 +353,68 @@ impl Proxy {
             let line = AccessLog::new(method, req.target.bytes(buf), token);
             client.set_access(line);
         }
+        if !live.origins.is_empty() && !live.origins.allows(client.buf(), &head.fields) {
+            return self
+                .answer(client, &req, ProxyError::OriginNotAllowed, None)
+                .await;
+        }
         if head.fields.count(FieldKind::ProtocolVersion) > 1 {
             // Tether and a server could read different ones.
             let err = ProxyError::HeaderMismatch("MCP-Protocol-Version is given twice".into());
             return self.answer(client, &req, err, None).await;
         }
+        let Some(limits) = &live.callers else {
+            return self.dispatch(client, &req, session).await;
+        };
+        let caller = match &req.principal {
+            Some(p) => Caller::Principal(live.affinity.principal_tag(p)),
+            None => Caller::Addr(client.peer().ip()),
+        };
+        let guard = match limits.admit(caller, std::time::Instant::now()) {
+            Ok(guard) => guard,
+            Err(limited) => {
+                let err = ProxyError::CallerLimited(limited);
+                return self.answer(client, &req, err, None).await;
+            }
+        };
+        let mut outcome = self.dispatch(client, &req, session).await;
+        // A POST is in progress until its answer's body has been relayed
+        // (an SSE answer is the server still working); a GET stream is not
+        // work in progress, and is counted only until its head.
+        if let (Outcome::Relay(pending), true) = (&mut outcome, req.post) {
+            pending.hold(guard);
+        }
+        outcome
+    }
+
+    /// The request on its way by what it names: a session's owner, or the
+    /// pick for a new one.
+    async fn dispatch(
+        self: &Arc<Self>,
+        client: &mut Client,
+        req: &Request<'_>,
+        session: Result<Option<classify::SessionRef>, classify::Ambiguous>,
+    ) -> Outcome {
         if req.modern {
             self.metrics.modern_requests.inc();
             match session {
                 // The legacy transport has no modern form: its session
                 // parameter is checked whatever version the request names.
                 Ok(Some(s)) if matches!(s.carrier, Carrier::Query { .. }) => {
-                    return self.forward_owned(client, &req, s).await
+                    return self.forward_owned(client, req, s).await
                 }
                 Err(classify::Ambiguous) => {
-                    return self.unroutable(client, &req, Unroutable::Ambiguous).await
+                    return self.unroutable(client, req, Unroutable::Ambiguous).await
                 }
                 // No sessions in this revision: an `Mcp-Session-Id` is the
                 // server's business (a modern server ignores it), not a route.
-                _ => return self.forward_new(client, &req).await,
+                _ => return self.forward_new(client, req).await,
             }
         }
         match session {
-            Ok(Some(session)) => self.forward_owned(client, &req, session).await,
-            Ok(None) => self.forward_new(client, &req).await,
-            Err(classify::Ambiguous) => self.unroutable(client, &req, Unroutable::Ambiguous).await,
+            Ok(Some(session)) => self.forward_owned(client, req, session).await,
+            Ok(None) => self.forward_new(client, req).await,
+            Err(classify::Ambiguous) => self.unroutable(client, req, Unroutable::Ambiguous).await,
         }
     }
 
@@ -491,6 +545,19 @@ impl Proxy {
         out
     }
 
+    fn count_binding(&self, binding: crate::affinity::Binding) {
+        tracing::info!(
+            reason = binding.as_str(),
+            "request for a session bound to another caller; answered 404"
+        );
+        self.metrics
+            .binding_rejections
+            .get_or_create(&metrics::Reason {
+                reason: binding.as_str(),
+            })
+            .inc();
+    }
+
     fn count_invalid(&self, reason: &'static str) {
         tracing::info!(reason, "task or session reference did not open");
         self.metrics
@@ -549,6 +616,7 @@ impl Proxy {
     /// 404 for a session that leads nowhere, counted by why.
     async fn unroutable(&self, client: &mut Client, req: &Request<'_>, why: Unroutable) -> Outcome {
         match (&why, why.invalid_reason()) {
+            (Unroutable::NotTheCaller(binding), _) => self.count_binding(*binding),
             (Unroutable::OwnerGone(owner), _) => {
                 tracing::info!(backend = %owner, "session's owner is gone; answered 404");
                 if let Some((_, b)) = find_owner(&req.live.pools, owner.as_bytes()) {
@@ -651,11 +719,8 @@ impl Proxy {
 
 impl Default for Live {
     fn default() -> Live {
-        let key = SessionKey::generate();
         Live {
-            affinity: Affinity::new(&key),
-            key,
-            previous: None,
+            affinity: Affinity::new(&[SessionKey::generate()]),
             settings: Settings {
                 preserve_host: true,
                 forwarded: false,
@@ -663,6 +728,9 @@ impl Default for Live {
                 sse_scan_bytes: 0,
                 access_log: false,
             },
+            bind: Bind::None,
+            origins: Origins::default(),
+            callers: None,
             pools: Vec::new(),
             routes: Routes::default(),
             cache: None,
@@ -671,32 +739,38 @@ impl Default for Live {
 }
 
 impl Live {
-    fn new(
-        config: &Config,
-        previous: Option<SessionKey>,
-        pools: Vec<Arc<Named>>,
-        cache: Option<Arc<crate::modern::cache::Cache>>,
-        metrics: &Metrics,
-    ) -> Live {
+    /// What `config` says, keeping from `old` the state a reload that
+    /// leaves its settings as they were must not lose (the response cache,
+    /// the per-caller counts).
+    fn new(config: &Config, pools: Vec<Arc<Named>>, old: &Live, metrics: &Metrics) -> Live {
         let names: Vec<&str> = pools.iter().map(|p| &*p.name).collect();
         let routes = Routes::new(&config.routes, &names, metrics);
-        let cache = match cache {
-            Some(c) if config.cache.enabled && *c.settings() == config.cache => Some(c),
+        let cache = match &old.cache {
+            Some(c) if config.cache.enabled && *c.settings() == config.cache => Some(c.clone()),
             _ => config
                 .cache
                 .enabled
                 .then(|| Arc::new(crate::modern::cache::Cache::new(config.cache.clone()))),
         };
+        let callers = match &old.callers {
+            Some(c) if *c.settings() == config.per_caller => Some(c.clone()),
+            _ => config
+                .per_caller
+                .enabled()
+                .then(|| CallerLimits::new(config.per_caller)),
+        };
+        let opens = |key: &SessionKey| {
+            let label = metrics::KeyLabel { key: key.id_hex() };
+            metrics.token_opens.get_or_create(&label).clone()
+        };
         Live {
             cache,
+            callers,
             pools,
             routes,
-            affinity: match &previous {
-                Some(previous) => Affinity::with_previous(&config.key, previous),
-                None => Affinity::new(&config.key),
-            },
-            key: config.key.clone(),
-            previous,
+            affinity: Affinity::counted(&config.keys, opens),
+            bind: config.sessions.bind.clone(),
+            origins: config.allowed_origins.clone(),
             settings: Settings {
                 preserve_host: config.preserve_host,
                 forwarded: config.forwarded,

@@ -34,6 +34,13 @@ impl Proxy {
                 return self.task_unknown(client, req, why, None).await;
             }
         };
+        // A task begun by one caller is no one else's (as a session).
+        if let Err(binding) = live.affinity.check_caller(&sealed, req.caller()) {
+            self.count_binding(binding);
+            return self
+                .answer(client, req, ProxyError::TaskNotFound, None)
+                .await;
+        }
         let Some((named, backend)) = find_owner(&live.pools, sealed.backend_bytes())
             .filter(|(_, b)| b.state() != State::Down)
         else {

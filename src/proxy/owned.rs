@@ -32,13 +32,16 @@ impl Proxy {
             home = Some(named.clone());
             Some(backend)
         };
-        let resolved = affinity.resolve(token, &session, find).and_then(|owned| {
-            if owned.backend.state() == State::Down {
-                return Err(Unroutable::OwnerGone(owned.backend.id.to_string()));
-            }
-            let restored = affinity.restore(target, &session, &owned)?;
-            Ok((owned, restored))
-        });
+        let principal = req.caller();
+        let resolved = affinity
+            .resolve(token, &session, principal, find)
+            .and_then(|owned| {
+                if owned.backend.state() == State::Down {
+                    return Err(Unroutable::OwnerGone(owned.backend.id.to_string()));
+                }
+                let restored = affinity.restore(target, &session, &owned)?;
+                Ok((owned, restored))
+            });
         let (owned, restored, home) = match (resolved, home) {
             (Ok((owned, restored)), Some(home)) => (owned, restored, home),
             (Err(why), _) => return self.unroutable(client, req, why).await,

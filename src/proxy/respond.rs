@@ -19,6 +19,7 @@ use crate::http1::head::{FieldKind, Framing};
 use crate::metrics::{self, Metrics};
 use crate::modern::task;
 use crate::pool::{Backend, Fleet, Outstanding, StreamCount};
+use crate::trust::CallerGuard;
 
 /// A response whose body is relayed by the connection's task, with what must
 /// stay counted until it ends.
@@ -31,12 +32,19 @@ pub struct PendingRelay {
     close: bool,
     _outstanding: Outstanding,
     _stream: Option<StreamGuard>,
+    /// The caller's request counted in progress (`[limits.per_caller]`).
+    _caller: Option<CallerGuard>,
 }
 
 impl PendingRelay {
     /// Whether the body is an event stream (it may be held for hours).
     pub fn is_stream(&self) -> bool {
         self._stream.is_some()
+    }
+
+    /// Keeps the caller's request counted until the body is relayed.
+    pub fn hold(&mut self, caller: CallerGuard) {
+        self._caller = Some(caller);
     }
 
     /// Relays the body; returns whether the client connection may carry
@@ -73,7 +81,12 @@ impl Proxy {
         // server sends one, passes as it is.
         let sealed = response_session_id(&resp)
             .filter(|_| !req.modern)
-            .map(|value| req.live.affinity.seal_response(value, backend, owned));
+            .map(|value| {
+                let principal = req.principal.as_deref();
+                req.live
+                    .affinity
+                    .seal_response(value, backend, owned, principal)
+            });
         let session_id = match (&sealed, session) {
             (Some(ResponseId::Same), Some((_, session))) => Some(session.token_bytes(client.buf())),
             (Some(ResponseId::New(token)), _) => Some(token.as_bytes()),
@@ -156,10 +169,9 @@ impl Proxy {
                             })
                             .inc();
                     });
-                (self.endpoint_rewriter(req.live, backend), report)
+                (self.endpoint_rewriter(req, backend), report)
             }),
-            rewrite: task_rewrite
-                .then(|| self.task_rewriter(req.live, backend, tasks, event_stream)),
+            rewrite: task_rewrite.then(|| self.task_rewriter(req, backend, tasks, event_stream)),
         };
         Outcome::Relay(Box::new(PendingRelay {
             proxy: self.clone(),
@@ -169,6 +181,7 @@ impl Proxy {
             close,
             _outstanding: outstanding,
             _stream: stream,
+            _caller: None,
         }))
     }
 
@@ -215,18 +228,19 @@ impl Proxy {
     /// Rewrites the task ids of a 2026-07-28 response from `backend`.
     fn task_rewriter(
         &self,
-        live: &Arc<super::Live>,
+        req: &Request<'_>,
         backend: &Arc<Backend>,
         tasks: ResponseChanges,
         event_stream: bool,
     ) -> Box<dyn crate::forward::relay::Rewrite> {
         let seal = tasks.creates.then(|| {
-            let live = live.clone();
+            let live = req.live.clone();
             let backend = backend.clone();
+            let principal = req.principal_tag();
             let seal: task::SealFn = Box::new(move |id: &str| {
                 live.affinity
                     .sealer()
-                    .seal(TokenKind::Task, &backend.id, id)
+                    .seal(TokenKind::Task, &backend.id, id, principal.as_ref())
             });
             seal
         });
@@ -248,18 +262,20 @@ impl Proxy {
     /// Seals the session id of a legacy `endpoint` event for `backend`.
     fn endpoint_rewriter(
         self: &Arc<Self>,
-        live: &Arc<super::Live>,
+        req: &Request<'_>,
         backend: &Arc<Backend>,
     ) -> EndpointRewriter {
         let proxy = self.clone();
-        let scan = live.settings.sse_scan_bytes;
-        let live = live.clone();
+        let scan = req.live.settings.sse_scan_bytes;
+        let live = req.live.clone();
         let backend_for_seal = backend.clone();
+        let principal = req.principal_tag();
         let seal = move |upstream_id: &str| {
             let token = live.affinity.sealer().seal(
                 TokenKind::Legacy,
                 &backend_for_seal.id,
                 upstream_id,
+                principal.as_ref(),
             )?;
             proxy.count_session(&backend_for_seal, "legacy");
             Some(token)

@@ -65,38 +65,43 @@ proptest! {
     #[test]
     fn other_keys_do_not_open(a in any::<[u8; 32]>(), b in any::<[u8; 32]>(), kind in kind(), backend in id(MAX_BACKEND_ID), upstream in id(MAX_UPSTREAM_ID)) {
         prop_assume!(a != b);
-        let token = sealer(a).seal(kind, &backend, &upstream).unwrap();
+        let token = sealer(a).seal(kind, &backend, &upstream, None).unwrap();
         prop_assert!(sealer(b).open(&token).is_err());
     }
 
     /// What is sealed opens to the same kind, backend and upstream id, and
     /// the token is visible ASCII from the URL-safe alphabet.
     #[test]
-    fn seal_then_open_round_trips(key in any::<[u8; 32]>(), kind in kind(), backend in id(MAX_BACKEND_ID), upstream in id(MAX_UPSTREAM_ID)) {
+    fn seal_then_open_round_trips(key in any::<[u8; 32]>(), kind in kind(), backend in id(MAX_BACKEND_ID), upstream in id(MAX_UPSTREAM_ID), bound in any::<Option<[u8; 16]>>()) {
         let s = sealer(key);
-        let token = s.seal(kind, &backend, &upstream).unwrap();
+        let token = s.seal(kind, &backend, &upstream, bound.as_ref()).unwrap();
         prop_assert!(token.starts_with(PREFIX));
         prop_assert!(token[PREFIX.len()..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         let opened = s.open(&token).unwrap();
         prop_assert_eq!(opened.kind, kind);
         prop_assert_eq!(opened.backend(), backend);
         prop_assert_eq!(opened.upstream_id(), upstream);
+        prop_assert_eq!(opened.principal(), bound.as_ref().map(|b| &b[..]));
     }
 
     /// Plaintexts around every length where the representation may change
-    /// (kept inline up to 126 bytes, on the heap past it) and at the limits.
+    /// (kept inline up to 126 bytes, on the heap past it) and at the limits,
+    /// bound to a principal or not.
     #[test]
     fn round_trips_at_length_edges(
         key in any::<[u8; 32]>(),
         kind in kind(),
         backend_len in prop_oneof![0..=40usize, Just(MAX_BACKEND_ID)],
-        plain_len in prop_oneof![118..=134usize, 250..=260usize, Just(2 + MAX_BACKEND_ID + MAX_UPSTREAM_ID)],
+        plain_len in prop_oneof![118..=134usize, 250..=260usize, Just(19 + MAX_BACKEND_ID + MAX_UPSTREAM_ID)],
         c in "[a-z0-9]",
+        bound in any::<bool>(),
     ) {
-        let upstream_len = plain_len.saturating_sub(2 + backend_len).min(MAX_UPSTREAM_ID);
+        let head = if bound { 19 } else { 3 };
+        let upstream_len = plain_len.saturating_sub(head + backend_len).min(MAX_UPSTREAM_ID);
         let (backend, upstream) = (c.repeat(backend_len), c.repeat(upstream_len));
         let s = sealer(key);
-        let opened = s.open(&s.seal(kind, &backend, &upstream).unwrap()).unwrap();
+        let tag = bound.then_some([7u8; 16]);
+        let opened = s.open(&s.seal(kind, &backend, &upstream, tag.as_ref()).unwrap()).unwrap();
         prop_assert_eq!((opened.kind, opened.backend(), opened.upstream_id()), (kind, backend.as_str(), upstream.as_str()));
     }
 
@@ -109,7 +114,7 @@ proptest! {
         } else {
             (String::new(), "u".repeat(MAX_UPSTREAM_ID + extra))
         };
-        prop_assert!(s.seal(TokenKind::Streamable, &backend, &upstream).is_none());
+        prop_assert!(s.seal(TokenKind::Streamable, &backend, &upstream, None).is_none());
     }
 
     /// Every other alphabet character in the last place (whose low bits
@@ -117,7 +122,7 @@ proptest! {
     #[test]
     fn every_last_character_variant_fails(key in any::<[u8; 32]>(), kind in kind(), backend in id(64), upstream in id(64)) {
         let s = sealer(key);
-        let token = s.seal(kind, &backend, &upstream).unwrap();
+        let token = s.seal(kind, &backend, &upstream, None).unwrap();
         let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         for at in [PREFIX.len(), token.len() - 1] {
             for &c in alphabet {
@@ -144,7 +149,7 @@ proptest! {
         edit in 0..3u8,
     ) {
         let s = sealer(key);
-        let token = s.seal(kind, &backend, &upstream).unwrap();
+        let token = s.seal(kind, &backend, &upstream, None).unwrap();
         let mut chars: Vec<char> = token.chars().collect();
         let with = with.chars().next().unwrap();
         match edit {

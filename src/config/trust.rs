@@ -1,0 +1,131 @@
+//! The trust parts of the config: the session keys (several, for a
+//! rollout), `[sessions] bind`, `allowed_origins`, `[limits.per_caller]`.
+
+use std::path::{Path, PathBuf};
+
+use super::{ConfigError, KeyOrigin, KEY_ENV};
+use crate::affinity::{SessionKey, MAX_KEYS};
+use crate::config::file::{PerCallerFile, SessionsFile};
+use crate::trust::{Bind, CallerSettings, Origins};
+
+/// `[sessions]` as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct SessionSettings {
+    pub bind: Bind,
+}
+
+pub fn sessions(file: &SessionsFile) -> Result<SessionSettings, ConfigError> {
+    let bind = match &file.bind {
+        None => Bind::None,
+        Some(text) => Bind::parse(text).ok_or_else(|| {
+            ConfigError::new(
+                "sessions.bind",
+                format!(
+                    "{text:?}: must be none, jwt:CLAIM (claims joined by +), header:NAME or authorization"
+                ),
+            )
+        })?,
+    };
+    Ok(SessionSettings { bind })
+}
+
+pub fn origins(list: Option<&[String]>) -> Result<Origins, ConfigError> {
+    Origins::parse(list.unwrap_or_default()).map_err(|e| ConfigError::new("allowed_origins", e))
+}
+
+pub fn per_caller(file: &PerCallerFile) -> Result<CallerSettings, ConfigError> {
+    let rate = file.rate.unwrap_or(0.0);
+    if !rate.is_finite() || rate < 0.0 {
+        return Err(ConfigError::new(
+            "limits.per_caller.rate",
+            "must be a number of requests per second, 0 or more",
+        ));
+    }
+    let burst = match file.burst {
+        Some(b) if !b.is_finite() || b < 1.0 => {
+            return Err(ConfigError::new(
+                "limits.per_caller.burst",
+                "must be at least 1",
+            ))
+        }
+        Some(b) if rate == 0.0 => {
+            return Err(ConfigError::new(
+                "limits.per_caller.burst",
+                format!("{b} given without limits.per_caller.rate"),
+            ))
+        }
+        Some(b) => b,
+        // A second's worth, at least one.
+        None => rate.max(1.0),
+    };
+    Ok(CallerSettings {
+        concurrent: file.concurrent.unwrap_or(0),
+        rate,
+        burst,
+    })
+}
+
+/// The session keys: `--session-key-file`, then `TETHER_SESSION_KEY`, then
+/// the file's `session_key_file` (a deployment's environment, a Kubernetes
+/// Secret, overrides what a shared config file says), else a random one.
+/// Each source may hold several keys: the first seals, all open.
+pub fn load_keys(
+    flag: Option<PathBuf>,
+    file: Option<PathBuf>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Vec<SessionKey>, KeyOrigin), ConfigError> {
+    if let Some(path) = flag {
+        return key_file(&path);
+    }
+    if let Some(text) = env(KEY_ENV) {
+        return Ok((parse_keys(&text, KEY_ENV)?, KeyOrigin::Env));
+    }
+    match file {
+        Some(path) => key_file(&path),
+        None => Ok((vec![SessionKey::generate()], KeyOrigin::Generated)),
+    }
+}
+
+fn key_file(path: &Path) -> Result<(Vec<SessionKey>, KeyOrigin), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(
+            "session_key_file",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let keys = parse_keys(&text, &format!("session_key_file: {}", path.display()))?;
+    Ok((keys, KeyOrigin::File))
+}
+
+/// Keys one a line (also separated by spaces or commas, for an environment
+/// variable); blank lines and `#` comments are skipped.
+pub fn parse_keys(text: &str, source: &str) -> Result<Vec<SessionKey>, ConfigError> {
+    let err = |problem: String| ConfigError::new(source, problem);
+    let mut keys: Vec<SessionKey> = Vec::new();
+    let words = text
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or_default())
+        .flat_map(|line| line.split([' ', '\t', ',']))
+        .filter(|w| !w.is_empty());
+    for (i, word) in words.enumerate() {
+        let key = SessionKey::from_base64(word).map_err(|e| err(format!("key {}: {e}", i + 1)))?;
+        if let Some(j) = keys.iter().position(|k| k.id() == key.id()) {
+            let problem = match keys[j].same_as(&key) {
+                true => format!("key {} repeats key {}", i + 1, j + 1),
+                // Two keys whose 32-bit ids collide: one chance in four billion.
+                false => format!(
+                    "keys {} and {} have the same id; make another",
+                    j + 1,
+                    i + 1
+                ),
+            };
+            return Err(err(problem));
+        }
+        keys.push(key);
+    }
+    match keys.len() {
+        0 => Err(err("no key in it".into())),
+        n if n > MAX_KEYS => Err(err(format!("{n} keys; at most {MAX_KEYS}"))),
+        _ => Ok(keys),
+    }
+}
