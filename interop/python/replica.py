@@ -9,6 +9,9 @@ Usage:
 
 (``--transport streamable|sse`` is the older spelling of ``--variant stateful|sse``.)
 ``--tls-cert FILE --tls-key FILE`` serves HTTPS instead (uvicorn's TLS), for Tether's https:// backends.
+``--log-requests`` prints ``REQ <method> <path> sid=<session id or ->`` on stdout (flushed) as each HTTP
+request arrives, before the SDK sees it (the session id: ``Mcp-Session-Id``, else the ``session_id``
+query parameter), so a test can count what reached this replica (test_trust.py). Off by default.
 
 The replica binds 127.0.0.1 (or ``--host``) on an ephemeral port (or ``--port``) itself, hands the listening socket to uvicorn,
 and prints exactly ``PORT <n>`` on stdout (flushed) once uvicorn has started.
@@ -45,6 +48,7 @@ import os
 import socket
 import sys
 import warnings
+from urllib.parse import parse_qs
 
 import anyio
 import mcp_types as types
@@ -221,9 +225,28 @@ def build_app(mcp: MCPServer, variant: str, name: str):
     raise SystemExit(f"unknown variant {variant!r}")
 
 
+class RequestLog:
+    """ASGI middleware for ``--log-requests``: one stdout line per HTTP request, as it arrives."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            sid = headers.get(b"mcp-session-id", b"").decode("latin-1")
+            if not sid:
+                sid = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session_id", [""])[0]
+            sys.stdout.write(f"REQ {scope['method']} {scope['path']} sid={sid or '-'}\n")
+            sys.stdout.flush()
+        await self.app(scope, receive, send)
+
+
 async def serve(name: str, variant: str, host: str = "127.0.0.1", port: int = 0,
-                tls: tuple[str, str] | None = None) -> None:
+                tls: tuple[str, str] | None = None, log_requests: bool = False) -> None:
     app = build_app(build_server(name), variant, name)
+    if log_requests:
+        app = RequestLog(app)
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -256,11 +279,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="port to bind (0: any free one)")
     parser.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", default=None, help="the key of --tls-cert (PEM)")
+    parser.add_argument("--log-requests", action="store_true", help="print 'REQ <method> <path> sid=..' per request")
     args = parser.parse_args()
     variant = args.variant or {"streamable": "stateful", "sse": "sse", None: "stateful"}[args.transport]
     try:
         tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
-        asyncio.run(serve(args.name, variant, args.host, args.port, tls))
+        asyncio.run(serve(args.name, variant, args.host, args.port, tls, args.log_requests))
     except KeyboardInterrupt:
         pass
     os._exit(0)
