@@ -343,7 +343,9 @@ async fn a_caller_at_its_concurrency_limit_gets_429_until_one_ends() {
     );
     // A reset ends the slow call (in any era), and with it the count.
     replicas[0].set_delay(std::time::Duration::ZERO);
-    slow.set_linger(Some(std::time::Duration::ZERO)).unwrap();
+    socket2::SockRef::from(&slow)
+        .set_linger(Some(std::time::Duration::ZERO))
+        .unwrap();
     drop(slow);
     eventually("the reset call to end", || async {
         call(&t, &token, &[]).await.0 == 200

@@ -221,7 +221,7 @@ fn opened_tokens_are_remembered_only_for_their_own_sealer() {
 #[test]
 fn the_first_key_seals_and_every_key_opens() {
     let (k1, k2) = (SessionKey::generate(), SessionKey::generate());
-    let old = Affinity::new(&[k1.clone()]);
+    let old = Affinity::new(std::slice::from_ref(&k1));
     let t1 = old
         .sealer()
         .seal(TokenKind::Streamable, "127.0.0.1:9001", "a", None)
@@ -288,7 +288,7 @@ fn opens_are_counted_by_the_key_that_opened() {
 #[test]
 fn a_bound_session_is_its_callers_only() {
     let (k1, k2) = (SessionKey::generate(), SessionKey::generate());
-    let a = Affinity::new(&[k1.clone()]);
+    let a = Affinity::new(std::slice::from_ref(&k1));
     let p = pool(&[9001]);
     let alice: &[u8] = b"jwt:sub\0\"alice\"\0";
     let ResponseId::New(token) = a.seal_response(b"srv", &p.backends()[0], None, Some(alice))
