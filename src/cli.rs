@@ -44,9 +44,14 @@ pub struct RunArgs {
     /// Admin listen address for /healthz and /metrics [default: none].
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
-    /// File holding the base64 32-byte session key (overrides TETHER_SESSION_KEY).
+    /// File holding the base64 32-byte session keys, one a line: the first seals, all open
+    /// (overrides TETHER_SESSION_KEY).
     #[arg(long, value_name = "FILE")]
     pub session_key_file: Option<PathBuf>,
+    /// Where sessions are kept (sessions.store): sealed (in the ids the clients carry),
+    /// memory (a table in this process), or a redis:// or rediss:// URL [default: sealed].
+    #[arg(long, value_name = "STORE")]
+    pub session_store: Option<String>,
     /// Threads serving traffic; 1 runs everything on one thread (overrides TETHER_THREADS)
     /// [default: one per CPU Tether may run on].
     #[arg(long, value_name = "N")]
@@ -84,6 +89,7 @@ impl RunArgs {
             admin: self.admin,
             backends: self.backends.clone(),
             session_key_file: self.session_key_file.clone(),
+            session_store: self.session_store.clone(),
             threads: self.threads,
             backends_file: self.backends_file.clone(),
             discovery_interval: self.discovery_interval,

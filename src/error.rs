@@ -80,6 +80,10 @@ pub enum ProxyError {
     /// No route matches (the routes have no catch-all).
     #[error("no route matches this request")]
     NoRoute,
+    /// The session store did not answer in time (never a 404: that would
+    /// make clients drop live sessions).
+    #[error("session store unavailable: {0}")]
+    StoreUnavailable(String),
     /// `Origin` present and not in `allowed_origins`.
     #[error("origin not allowed")]
     OriginNotAllowed,
@@ -101,7 +105,9 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyRead(_) => StatusCode::BAD_REQUEST,
-            ProxyError::NoBackend | ProxyError::BodyBudget => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoBackend | ProxyError::BodyBudget | ProxyError::StoreUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Upstream { failure, .. } => match failure {
                 UpstreamFailure::Timeout => StatusCode::GATEWAY_TIMEOUT,
                 _ => StatusCode::BAD_GATEWAY,
@@ -127,7 +133,7 @@ impl ProxyError {
     /// Seconds for a `Retry-After` field: the refusal is a matter of load.
     pub fn retry_after(&self) -> Option<u32> {
         match self {
-            ProxyError::BodyBudget => Some(1),
+            ProxyError::BodyBudget | ProxyError::StoreUnavailable(_) => Some(1),
             ProxyError::CallerLimited(Limited::Concurrency) => Some(1),
             ProxyError::CallerLimited(Limited::Rate { retry_after }) => Some(*retry_after),
             _ => None,
@@ -149,6 +155,7 @@ impl ProxyError {
             ProxyError::HeaderMismatch(_) => (-32020, "Header mismatch"),
             ProxyError::NoRoute => (-32600, "No route for this request"),
             ProxyError::OriginNotAllowed => (-32600, "Origin not allowed"),
+            ProxyError::StoreUnavailable(_) => (-32603, "Session store unavailable"),
             ProxyError::CallerLimited(_) => (-32000, "Too many requests"),
             // The SEP's own example of the unknown-task error.
             ProxyError::TaskNotFound => (-32602, "Failed to retrieve task: Task not found"),
@@ -181,6 +188,7 @@ impl ProxyError {
             ProxyError::HeaderMismatch(_) => Some("header_mismatch"),
             ProxyError::NoRoute => Some("no_route"),
             ProxyError::OriginNotAllowed => Some("origin"),
+            ProxyError::StoreUnavailable(_) => Some("store_unavailable"),
             ProxyError::CallerLimited(Limited::Concurrency) => Some("caller_concurrency"),
             ProxyError::CallerLimited(Limited::Rate { .. }) => Some("caller_rate"),
             _ => None,

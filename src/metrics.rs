@@ -63,6 +63,13 @@ pub struct Reason {
     pub reason: &'static str,
 }
 
+/// A session store operation and how it went.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreOp {
+    pub op: &'static str,
+    pub outcome: &'static str,
+}
+
 /// A session key, by its public id.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KeyLabel {
@@ -195,6 +202,8 @@ pub struct Metrics {
     pub http2_resets: Counter,
     pub token_opens: Family<KeyLabel, Counter>,
     pub binding_rejections: Family<Reason, Counter>,
+    pub store_operations: Family<StoreOp, Counter>,
+    pub unbound_sessions: Counter,
 }
 
 impl Metrics {
@@ -235,6 +244,16 @@ impl Metrics {
             "session_binding_rejections",
             "Requests refused (404, no backend) because their session is bound to another caller, by reason (mismatch, missing)",
             self.binding_rejections.clone(),
+        );
+        r.register(
+            "sessions_unbound",
+            "Sessions begun with no principal while [sessions] bind is set: bound to no one",
+            self.unbound_sessions.clone(),
+        );
+        r.register(
+            "session_store_operations",
+            "Session store operations (op: get, put, remove; outcome: hit, miss, ok, error)",
+            self.store_operations.clone(),
         );
         r.register(
             "active_streams",

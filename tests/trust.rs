@@ -257,7 +257,7 @@ async fn an_origin_not_allowed_gets_403_and_reaches_no_backend() {
         assert_eq!(resp.status, 403, "{origin}");
         let body: Value = serde_json::from_slice(&resp.body).unwrap();
         assert_eq!(body["error"]["message"], "Origin not allowed");
-        assert_eq!(body["id"], 1);
+        assert_eq!(body["id"], Value::Null, "a 403 for an Origin has no id");
     }
     assert_eq!(replicas[0].request_count(), 0);
     // Allowed, or no Origin at all (not a browser): served.
@@ -353,6 +353,53 @@ async fn a_caller_at_its_concurrency_limit_gets_429_until_one_ends() {
     .await;
 }
 
+/// A `whoami` POST from `source` (another loopback address is another client).
+async fn call_from(
+    t: &mcp_tether::Running,
+    source: std::net::IpAddr,
+    token: &str,
+    authorization: &str,
+) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((source, 0).into()).unwrap();
+    let mut s = socket.connect(t.proxy_addr).await.unwrap();
+    let body = whoami(3);
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: x\r\nAccept: application/json, text/event-stream\r\n\
+         Content-Type: application/json\r\nMcp-Session-Id: {token}\r\nAuthorization: {authorization}\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    answer[9..12].parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_forged_subject_elsewhere_cannot_spend_a_callers_budget() {
+    let replicas = replicas(1).await;
+    let extra = "[sessions]\nbind = \"jwt:sub\"\n[limits.per_caller]\nrate = 0.1\nburst = 4\n";
+    let t = tether_with(&replicas, &SessionKey::generate(), extra).await;
+    let alice = bearer(json!({"sub": "alice"}));
+    let token = begin(&t, &[("authorization", &alice)]).await; // 2 of alice's 4
+                                                               // Someone at another address with an unsigned token naming alice spends
+                                                               // a budget of their own, not hers (the JWT is not verified).
+    let elsewhere: std::net::IpAddr = [127, 0, 0, 2].into();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(call_from(&t, elsewhere, &token, &alice).await);
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 429]);
+    let home: std::net::IpAddr = [127, 0, 0, 1].into();
+    assert_eq!(
+        call_from(&t, home, &token, &alice).await,
+        200,
+        "alice's own budget is hers"
+    );
+}
+
 #[test]
 fn bad_trust_settings_are_config_errors() {
     use mcp_tether::config::{parse_file, Config, Overrides};
@@ -377,4 +424,12 @@ fn bad_trust_settings_are_config_errors() {
     let file = parse_file("backends = [\"http://h:1\"]\n", "t").unwrap();
     let err = Config::from_parts(file, Overrides::default(), &env).unwrap_err();
     assert!(err.problem.contains("repeats"), "{err}");
+    // The default burst lets a session's handshake through at a low rate.
+    let file = parse_file(
+        "backends = [\"http://h:1\"]\n[limits.per_caller]\nrate = 1\n",
+        "t",
+    )
+    .unwrap();
+    let config = Config::from_parts(file, Overrides::default(), &|_| None).unwrap();
+    assert_eq!(config.per_caller.burst, 5.0);
 }

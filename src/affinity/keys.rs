@@ -24,7 +24,8 @@ pub struct Keys {
 }
 
 impl Keys {
-    /// `keys` must not be empty (the config guarantees it: it generates one).
+    /// The config gives 1 to [`MAX_KEYS`] keys; given none, a random one
+    /// is made, and keys past [`MAX_KEYS`] are ignored.
     pub fn new(keys: &[SessionKey], opens: impl Fn(&SessionKey) -> Counter) -> Keys {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let keys = match keys.is_empty() {
@@ -71,10 +72,10 @@ impl Keys {
                 .find(|(_, s)| s.key_id() == id)
                 .ok_or(TokenError::UnknownKey)?,
             // The first format: each key in turn (decryption is in place,
-            // so each try decodes afresh).
+            // so each try works on a copy of the one decoding).
             None => {
                 for (i, sealer) in self.sealers.iter().enumerate() {
-                    let mut fresh = Decoded::new(text)?;
+                    let mut fresh = decoded.clone();
                     match sealer.open_decoded(&mut fresh) {
                         Ok(sealed) => return Ok(Self::by(sealed, i)),
                         Err(TokenError::Forged) => continue,

@@ -11,6 +11,7 @@
 
 mod cache;
 mod keys;
+pub mod store;
 pub mod token;
 
 use std::sync::Arc;
@@ -35,6 +36,9 @@ pub enum Unroutable {
     /// Two session references, or one servers may read differently.
     #[error("ambiguous session reference")]
     Ambiguous,
+    /// An id the session store does not know.
+    #[error("no such session in the store")]
+    NotStored,
     /// The session is bound to a caller, and this request is not theirs.
     #[error("session bound to another caller ({})", .0.as_str())]
     NotTheCaller(Binding),
@@ -82,6 +86,7 @@ impl Unroutable {
             Unroutable::Invalid(TokenError::UnknownKey) => Some("unknown_key"),
             Unroutable::WrongTransport => Some("wrong_transport"),
             Unroutable::Ambiguous => Some("ambiguous"),
+            Unroutable::NotStored => Some("not_stored"),
             Unroutable::OwnerGone(_) | Unroutable::NotTheCaller(_) => None,
         }
     }
@@ -184,6 +189,18 @@ impl Affinity {
         let backend = find(sealed.backend_bytes())
             .ok_or_else(|| Unroutable::OwnerGone(sealed.backend().to_owned()))?;
         Ok(Owned { backend, sealed })
+    }
+
+    /// What a response's `Mcp-Session-Id` is, when ids are kept in a store
+    /// (nothing is sealed into it: the client sees the server's id).
+    pub fn classify_response(&self, value: &[u8], owned: Option<&Owned>) -> ResponseId {
+        if owned.is_some_and(|owned| value == owned.upstream_id_bytes()) {
+            return ResponseId::Same;
+        }
+        match is_session_id(value) && value.len() <= token::MAX_UPSTREAM_ID {
+            true => ResponseId::New(String::new()),
+            false => ResponseId::Invalid,
+        }
     }
 
     /// Where the server's own session id goes instead of the client's token.

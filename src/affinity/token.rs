@@ -252,6 +252,7 @@ pub enum TokenError {
 }
 
 /// A token decoded from base64, not yet opened.
+#[derive(Clone)]
 pub struct Decoded {
     raw: [u8; MAX_RAW + 3],
     len: usize,

@@ -202,6 +202,15 @@ pub struct SessionsFile {
     /// What a session is bound to: `none` (default), `jwt:CLAIM[+CLAIM]`,
     /// `header:NAME` or `authorization`.
     pub bind: Option<String>,
+    /// Where sessions are kept: `sealed` (default: in tokens the client
+    /// carries), `memory`, or a `redis://`/`rediss://` URL.
+    pub store: Option<String>,
+    /// With a store: how long an idle session is kept (each request renews it). Default 24h.
+    #[serde(default, with = "humantime_serde")]
+    pub ttl: Option<Duration>,
+    /// With a store: the longest a lookup may take before the request gets 503. Default 500ms.
+    #[serde(default, with = "humantime_serde")]
+    pub store_timeout: Option<Duration>,
 }
 
 /// `admin = "ADDR"` or `[admin]`.

@@ -41,6 +41,8 @@ pub struct Overrides {
     /// When non-empty, replaces the file's list.
     pub backends: Vec<String>,
     pub session_key_file: Option<PathBuf>,
+    /// `--session-store`.
+    pub session_store: Option<String>,
     pub threads: Option<usize>,
     pub backends_file: Option<PathBuf>,
     pub discovery_interval: Option<Duration>,
@@ -326,7 +328,7 @@ impl Config {
             log,
             keys,
             key_origin,
-            sessions: trust::sessions(&file.sessions)?,
+            sessions: trust::sessions(&file.sessions, overrides.session_store.as_deref())?,
             allowed_origins: trust::origins(file.allowed_origins.as_deref())?,
             per_caller: trust::per_caller(&file.limits.per_caller)?,
             preserve_host: file.preserve_host.unwrap_or(true),

@@ -2,19 +2,68 @@
 //! rollout), `[sessions] bind`, `allowed_origins`, `[limits.per_caller]`.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::{ConfigError, KeyOrigin, KEY_ENV};
+use crate::affinity::store::StoreKind;
 use crate::affinity::{SessionKey, MAX_KEYS};
 use crate::config::file::{PerCallerFile, SessionsFile};
 use crate::trust::{Bind, CallerSettings, Origins};
 
 /// `[sessions]` as configured.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SessionSettings {
     pub bind: Bind,
+    pub store: StoreKind,
+    /// With a store: an idle session's life (renewed by each request).
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// With a store: the bound on each lookup.
+    #[serde(with = "humantime_serde")]
+    pub store_timeout: Duration,
 }
 
-pub fn sessions(file: &SessionsFile) -> Result<SessionSettings, ConfigError> {
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            bind: Bind::None,
+            store: StoreKind::Sealed,
+            ttl: Duration::from_secs(24 * 3600),
+            store_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+/// `[sessions]`, with `--session-store` over the file's `store`.
+pub fn sessions(file: &SessionsFile, flag: Option<&str>) -> Result<SessionSettings, ConfigError> {
+    let defaults = SessionSettings::default();
+    let store = match flag.or(file.store.as_deref()) {
+        None => StoreKind::Sealed,
+        Some(text) => StoreKind::parse(text).ok_or_else(|| {
+            ConfigError::new(
+                "sessions.store",
+                format!("{text:?}: must be sealed, memory, or a redis:// or rediss:// URL"),
+            )
+        })?,
+    };
+    if let StoreKind::Redis(url) = &store {
+        // The URL is checked now; the connection is made when first needed.
+        redis::Client::open(url.as_str())
+            .map_err(|e| ConfigError::new("sessions.store", format!("invalid Redis URL: {e}")))?;
+    }
+    let positive = |key: &str, d: Option<Duration>, default: Duration| match d {
+        Some(d) if d.is_zero() => Err(ConfigError::new(
+            format!("sessions.{key}"),
+            "must be above 0",
+        )),
+        Some(d) => Ok(d),
+        None => Ok(default),
+    };
+    let ttl = positive("ttl", file.ttl, defaults.ttl)?;
+    if ttl < Duration::from_secs(1) {
+        return Err(ConfigError::new("sessions.ttl", "must be at least 1s"));
+    }
+    let store_timeout = positive("store_timeout", file.store_timeout, defaults.store_timeout)?;
     let bind = match &file.bind {
         None => Bind::None,
         Some(text) => Bind::parse(text).ok_or_else(|| {
@@ -26,7 +75,12 @@ pub fn sessions(file: &SessionsFile) -> Result<SessionSettings, ConfigError> {
             )
         })?,
     };
-    Ok(SessionSettings { bind })
+    Ok(SessionSettings {
+        bind,
+        store,
+        ttl,
+        store_timeout,
+    })
 }
 
 pub fn origins(list: Option<&[String]>) -> Result<Origins, ConfigError> {
@@ -55,8 +109,9 @@ pub fn per_caller(file: &PerCallerFile) -> Result<CallerSettings, ConfigError> {
             ))
         }
         Some(b) => b,
-        // A second's worth, at least one.
-        None => rate.max(1.0),
+        // A second's worth, and at least a session's handshake
+        // (`initialize`, `notifications/initialized`, a list or two).
+        None => rate.max(5.0),
     };
     Ok(CallerSettings {
         concurrent: file.concurrent.unwrap_or(0),

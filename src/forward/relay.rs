@@ -58,6 +58,13 @@ pub trait Rewrite: Send {
     fn finish(&mut self, ready: &mut Vec<u8>);
 }
 
+/// Work that must be done before the next bytes go to the client (a legacy
+/// session recorded in the session store before its `endpoint` event is
+/// sent, so a POST that follows at once finds it). Asked before each write
+/// while the first event is undecided; `Err` cuts the body.
+pub type Gate = Box<dyn FnMut() -> Option<GateWait> + Send>;
+pub type GateWait = Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
 /// What the relay does to the body on its way.
 pub struct Options {
     pub downstream: Downstream,
@@ -69,6 +76,7 @@ pub struct Options {
     pub rewriter: Option<(EndpointRewriter, OnFirstEvent)>,
     /// A rewrite of the whole body.
     pub rewrite: Option<Box<dyn Rewrite>>,
+    pub gate: Option<Gate>,
 }
 
 /// A response body on its way: the backend connection and what the relay
@@ -133,6 +141,7 @@ impl Relay {
             emit: Emitter {
                 rewriter,
                 rewrite: options.rewrite,
+                gate: options.gate,
                 on_first_event,
                 chunked: options.downstream == Downstream::Chunked,
             },
@@ -158,6 +167,12 @@ impl Relay {
                 Ok(step) => step,
                 Err(why) => return Box::pin(self.cut(client, why)).await,
             };
+            // A legacy session recorded before its endpoint event goes out.
+            if let Some(wait) = self.emit.gate_wait() {
+                if let Err(why) = wait.await {
+                    return Box::pin(self.cut(client, why)).await;
+                }
+            }
             if done {
                 self.emit.finish(&mut self.out);
                 let written = send(client, &self.out, self.idle_timeout).await;
@@ -369,11 +384,24 @@ struct Emitter {
     /// Boxed: it is gone after the first event, and this lives as long as the stream.
     rewriter: Option<Box<EndpointRewriter>>,
     rewrite: Option<Box<dyn Rewrite>>,
+    gate: Option<Gate>,
     on_first_event: Option<OnFirstEvent>,
     chunked: bool,
 }
 
 impl Emitter {
+    /// What must be done before the bytes in hand go out, if anything; the
+    /// gate goes once the first event is decided and nothing is pending.
+    /// (Sync, and the wait boxed: the relay's own future stays as small.)
+    fn gate_wait(&mut self) -> Option<GateWait> {
+        let gate = self.gate.as_mut()?;
+        let wait = gate();
+        if self.rewriter.is_none() && wait.is_none() {
+            self.gate = None;
+        }
+        wait
+    }
+
     fn data(&mut self, data: &[u8], out: &mut Vec<u8>) {
         if data.is_empty() {
             return;

@@ -12,10 +12,12 @@
 //! requests, cached answers), `respond` (a backend's response head made the
 //! client's, the body handed to the relay).
 
+mod admit;
 mod choose;
 mod modern;
 mod owned;
 mod respond;
+mod stored;
 
 use std::future::Future as _;
 use std::ops::Range;
@@ -38,7 +40,7 @@ use crate::http1::head::{FieldKind, RequestHead, TargetForm};
 use crate::metrics::{self, Metrics};
 use crate::pool::{find_owner, health, Backend, Fleet, Named};
 use crate::route::Routes;
-use crate::trust::{Bind, Caller, CallerLimits, Origins};
+use crate::trust::{Bind, CallerLimits, Origins};
 use choose::Chosen;
 pub use respond::PendingRelay;
 
@@ -62,6 +64,8 @@ pub struct Live {
     origins: Origins,
     /// `[limits.per_caller]`, when set (kept across a reload that leaves it as it was).
     callers: Option<Arc<CallerLimits>>,
+    /// `[sessions] store`, when not `sealed` (kept across a reload that leaves it as it was).
+    store: Option<Arc<crate::affinity::store::Store>>,
     /// Every pool: those the config names, then any a reload removed that
     /// still drains (their sessions still reach their owners).
     pools: Vec<Arc<Named>>,
@@ -93,6 +97,11 @@ enum Target {
 }
 
 impl Request<'_> {
+    /// Whether what this request begins is bound to no one though sessions are bound.
+    fn unbound(&self) -> bool {
+        self.bound && self.principal.is_none()
+    }
+
     /// The caller, for the binding check.
     fn caller(&self) -> crate::affinity::Principal<'_> {
         use crate::affinity::Principal;
@@ -363,28 +372,10 @@ impl Proxy {
             let err = ProxyError::HeaderMismatch("MCP-Protocol-Version is given twice".into());
             return self.answer(client, &req, err, None).await;
         }
-        let Some(limits) = &live.callers else {
-            return self.dispatch(client, &req, session).await;
-        };
-        let caller = match &req.principal {
-            Some(p) => Caller::Principal(live.affinity.principal_tag(p)),
-            None => Caller::Addr(client.peer().ip()),
-        };
-        let guard = match limits.admit(caller, std::time::Instant::now()) {
-            Ok(guard) => guard,
-            Err(limited) => {
-                let err = ProxyError::CallerLimited(limited);
-                return self.answer(client, &req, err, None).await;
-            }
-        };
-        let mut outcome = self.dispatch(client, &req, session).await;
-        // A POST is in progress until its answer's body has been relayed
-        // (an SSE answer is the server still working); a GET stream is not
-        // work in progress, and is counted only until its head.
-        if let (Outcome::Relay(pending), true) = (&mut outcome, req.post) {
-            pending.hold(guard);
+        match &live.callers {
+            None => self.dispatch(client, &req, session).await,
+            Some(limits) => Box::pin(self.limited(client, &req, limits, session)).await,
         }
-        outcome
     }
 
     /// The request on its way by what it names: a session's owner, or the
@@ -475,6 +466,13 @@ impl Proxy {
             match result {
                 Ok(resp) => {
                     note_response(client, resp.head.status, &backend);
+                    if let Some(store) = &req.live.store {
+                        if let Err(err) =
+                            Box::pin(self.keep(store, req, &resp, &backend, None)).await
+                        {
+                            return self.answer(client, req, err, Some(&backend)).await;
+                        }
+                    }
                     let tasks = ResponseChanges {
                         creates,
                         echo: None,
@@ -667,7 +665,8 @@ impl Proxy {
                 .get_or_create(&metrics::Reason { reason })
                 .inc();
         }
-        let id = if body.is_empty() {
+        // A 403 for a foreign Origin has no id (the 2025-11-25 transport's words).
+        let id = if body.is_empty() || matches!(err, ProxyError::OriginNotAllowed) {
             serde_json::Value::Null
         } else {
             jsonrpc_id(body)
@@ -686,7 +685,16 @@ impl Proxy {
             .inc(status);
     }
 
-    fn count_session(&self, backend: &Backend, transport: &'static str) {
+    /// Counts a new session; `unbound`: begun with no principal while
+    /// sessions are bound (so bound to no one: counted, and said once).
+    fn count_session(&self, backend: &Backend, transport: &'static str, unbound: bool) {
+        if unbound {
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            self.metrics.unbound_sessions.inc();
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(transport, "a session began with no principal while [sessions] bind is set: it is bound to no one (tether_sessions_unbound_total counts them; said once)");
+            }
+        }
         backend.session_created();
         self.metrics
             .sessions_created
@@ -731,6 +739,7 @@ impl Default for Live {
             bind: Bind::None,
             origins: Origins::default(),
             callers: None,
+            store: None,
             pools: Vec::new(),
             routes: Routes::default(),
             cache: None,
@@ -759,6 +768,22 @@ impl Live {
                 .enabled()
                 .then(|| CallerLimits::new(config.per_caller)),
         };
+        let sessions = &config.sessions;
+        let store = match &old.store {
+            Some(s) if s.is(&sessions.store, sessions.ttl, sessions.store_timeout) => {
+                Some(s.clone())
+            }
+            _ => crate::affinity::store::Store::new(
+                &sessions.store,
+                sessions.ttl,
+                sessions.store_timeout,
+            )
+            .unwrap_or_else(|e| {
+                // The config checked the URL; this cannot happen.
+                tracing::error!(error = %e, "session store not made; ids are sealed instead");
+                None
+            }),
+        };
         let opens = |key: &SessionKey| {
             let label = metrics::KeyLabel { key: key.id_hex() };
             metrics.token_opens.get_or_create(&label).clone()
@@ -766,6 +791,7 @@ impl Live {
         Live {
             cache,
             callers,
+            store,
             pools,
             routes,
             affinity: Affinity::counted(&config.keys, opens),

@@ -20,35 +20,22 @@ impl Proxy {
         req: &Request<'_>,
         session: SessionRef,
     ) -> Outcome {
-        let target = match session.carrier {
-            Carrier::Query { .. } => req.target.as_str(client.buf()),
-            Carrier::Header => "",
+        let located = {
+            // With a store, the client's id is the server's own: the store
+            // holds the entry a token would be. (In a block: the entry is
+            // not kept across the call below.)
+            let entry = match &req.live.store {
+                Some(store) => match Box::pin(self.lookup(client, req, store, &session)).await {
+                    Ok(entry) => Some(entry),
+                    Err(answered) => return answered,
+                },
+                None => None,
+            };
+            locate(client, req, &session, entry.as_deref())
         };
-        let token = session.token_bytes(client.buf());
-        let affinity = &req.live.affinity;
-        let mut home = None;
-        let find = |id: &[u8]| {
-            let (named, backend) = find_owner(&req.live.pools, id)?;
-            home = Some(named.clone());
-            Some(backend)
-        };
-        let principal = req.caller();
-        let resolved = affinity
-            .resolve(token, &session, principal, find)
-            .and_then(|owned| {
-                if owned.backend.state() == State::Down {
-                    return Err(Unroutable::OwnerGone(owned.backend.id.to_string()));
-                }
-                let restored = affinity.restore(target, &session, &owned)?;
-                Ok((owned, restored))
-            });
-        let (owned, restored, home) = match (resolved, home) {
-            (Ok((owned, restored)), Some(home)) => (owned, restored, home),
-            (Err(why), _) => return self.unroutable(client, req, why).await,
-            (Ok((owned, _)), None) => {
-                let why = Unroutable::OwnerGone(owned.backend.id.to_string());
-                return self.unroutable(client, req, why).await;
-            }
+        let (owned, restored, home) = match located {
+            Ok(located) => located,
+            Err(why) => return self.unroutable(client, req, why).await,
         };
         let fleet = &home.fleet;
         let backend = owned.backend.clone();
@@ -105,6 +92,12 @@ impl Proxy {
         match result {
             Ok(resp) => {
                 note_response(client, resp.head.status, backend);
+                if let Some(store) = &req.live.store {
+                    let owned = answer.0.map(|(owned, _)| owned);
+                    if let Err(err) = Box::pin(self.keep(store, req, &resp, backend, owned)).await {
+                        return Some(self.answer(client, req, err, Some(backend)).await);
+                    }
+                }
                 // The answer's head may carry the client's token, still in its buffer.
                 let outcome =
                     self.respond(client, req, resp, (backend, fleet), outstanding, answer);
@@ -127,4 +120,39 @@ impl Proxy {
             }
         }
     }
+}
+
+/// The owner of `session` (from the token the client carries, or the store's
+/// `entry` for its id), checked for this caller, and the server's id put back.
+fn locate(
+    client: &Client,
+    req: &Request<'_>,
+    session: &SessionRef,
+    entry: Option<&str>,
+) -> Result<(crate::affinity::Owned, Restored, Arc<crate::pool::Named>), Unroutable> {
+    let target = match session.carrier {
+        Carrier::Query { .. } => req.target.as_str(client.buf()),
+        Carrier::Header => "",
+    };
+    let id = session.token_bytes(client.buf());
+    let token = entry.map_or(id, str::as_bytes);
+    let affinity = &req.live.affinity;
+    let mut home = None;
+    let find = |id: &[u8]| {
+        let (named, backend) = find_owner(&req.live.pools, id)?;
+        home = Some(named.clone());
+        Some(backend)
+    };
+    let owned = affinity.resolve(token, session, req.caller(), find)?;
+    // An entry is only good for the id it was stored under.
+    if entry.is_some() && owned.upstream_id_bytes() != id {
+        return Err(Unroutable::Invalid(crate::affinity::TokenError::Malformed));
+    }
+    let gone = || Unroutable::OwnerGone(owned.backend.id.to_string());
+    if owned.backend.state() == State::Down {
+        return Err(gone());
+    }
+    let home = home.ok_or_else(gone)?;
+    let restored = affinity.restore(target, session, &owned)?;
+    Ok((owned, restored, home))
 }

@@ -81,19 +81,24 @@ impl Proxy {
         // server sends one, passes as it is.
         let sealed = response_session_id(&resp)
             .filter(|_| !req.modern)
-            .map(|value| {
-                let principal = req.principal.as_deref();
-                req.live
-                    .affinity
-                    .seal_response(value, backend, owned, principal)
+            .map(|value| match &req.live.store {
+                // Recorded already (`stored::keep`): the id passes untouched.
+                Some(_) => req.live.affinity.classify_response(value, owned),
+                None => {
+                    let principal = req.principal.as_deref();
+                    req.live
+                        .affinity
+                        .seal_response(value, backend, owned, principal)
+                }
             });
         let session_id = match (&sealed, session) {
+            _ if req.live.store.is_some() => None,
             (Some(ResponseId::Same), Some((_, session))) => Some(session.token_bytes(client.buf())),
             (Some(ResponseId::New(token)), _) => Some(token.as_bytes()),
             _ => None,
         };
         match sealed {
-            Some(ResponseId::New(_)) => self.count_session(backend, "streamable"),
+            Some(ResponseId::New(_)) => self.count_session(backend, "streamable", req.unbound()),
             Some(ResponseId::Invalid) => {
                 self.metrics
                     .invalid_upstream_session_ids
@@ -154,11 +159,22 @@ impl Proxy {
             backend.call_succeeded();
         }
         let stream = event_stream.then(|| StreamGuard::new(self.metrics.clone(), backend));
+        let (endpoint, gate) = match (&req.live.store, rewrite) {
+            (_, false) => (None, None),
+            (None, true) => (Some(self.endpoint_rewriter(req, backend, None)), None),
+            (Some(store), true) => {
+                let (seal, gate) = self.legacy_keeper(req, store, backend);
+                (
+                    Some(self.endpoint_rewriter(req, backend, Some(seal))),
+                    Some(gate),
+                )
+            }
+        };
         let options = relay::Options {
             downstream,
             idle_timeout: req.live.settings.stream_idle,
             event_stream,
-            rewriter: rewrite.then(|| {
+            rewriter: endpoint.map(|endpoint| {
                 let metrics = self.metrics.clone();
                 let report: Box<dyn FnOnce(_) + Send> =
                     Box::new(move |outcome: crate::forward::sse::Outcome| {
@@ -169,9 +185,10 @@ impl Proxy {
                             })
                             .inc();
                     });
-                (self.endpoint_rewriter(req, backend), report)
+                (endpoint, report)
             }),
             rewrite: task_rewrite.then(|| self.task_rewriter(req, backend, tasks, event_stream)),
+            gate,
         };
         Outcome::Relay(Box::new(PendingRelay {
             proxy: self.clone(),
@@ -259,17 +276,24 @@ impl Proxy {
         ))
     }
 
-    /// Seals the session id of a legacy `endpoint` event for `backend`.
+    /// Seals the session id of a legacy `endpoint` event for `backend`
+    /// (or does what `seal` says: with a store, keeps it).
     fn endpoint_rewriter(
         self: &Arc<Self>,
         req: &Request<'_>,
         backend: &Arc<Backend>,
+        seal: Option<crate::forward::sse::SealFn>,
     ) -> EndpointRewriter {
-        let proxy = self.clone();
+        let authority = backend.authority.as_str().to_owned();
         let scan = req.live.settings.sse_scan_bytes;
+        if let Some(seal) = seal {
+            return EndpointRewriter::new(scan, authority, seal);
+        }
+        let proxy = self.clone();
         let live = req.live.clone();
         let backend_for_seal = backend.clone();
         let principal = req.principal_tag();
+        let unbound = req.unbound();
         let seal = move |upstream_id: &str| {
             let token = live.affinity.sealer().seal(
                 TokenKind::Legacy,
@@ -277,10 +301,10 @@ impl Proxy {
                 upstream_id,
                 principal.as_ref(),
             )?;
-            proxy.count_session(&backend_for_seal, "legacy");
+            proxy.count_session(&backend_for_seal, "legacy", unbound);
             Some(token)
         };
-        EndpointRewriter::new(scan, backend.authority.as_str().to_owned(), Box::new(seal))
+        EndpointRewriter::new(scan, authority, Box::new(seal))
     }
 }
 

@@ -3,14 +3,16 @@
 //! one, else the client's address. Past a limit: 429 with `Retry-After`.
 //!
 //! State is per Tether instance (N instances allow N times the rate), held
-//! in a sharded table whose entries go once their caller is idle: a flood of
-//! addresses costs one small entry per request in flight, not per address
-//! ever seen.
+//! in a sharded table. An entry goes once its caller has nothing in
+//! progress and a full bucket again (at most `burst / rate` seconds after
+//! its last request); shards are swept as they grow and every second, so a
+//! flood of addresses costs memory for the callers of the last few seconds,
+//! and it is given back after the flood.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::affinity::PrincipalTag;
 
@@ -65,8 +67,10 @@ pub struct CallerLimits {
 #[derive(Default)]
 struct Shard {
     entries: HashMap<Caller, Entry>,
-    /// Entries after the last sweep: the next sweep comes at twice that.
+    /// Entries after the last sweep: the next sweep comes at twice that,
+    /// or a second after the last, whichever is first.
     swept_at: usize,
+    last_sweep: Option<Instant>,
 }
 
 /// A request in progress, counted until dropped.
@@ -99,7 +103,11 @@ impl CallerLimits {
         let s = self.settings;
         let burst = s.burst.max(1.0);
         let mut shard = self.shard(&caller);
-        if shard.entries.len() >= (2 * shard.swept_at).max(64) {
+        let len = shard.entries.len();
+        let second = shard.last_sweep.map_or(true, |at| {
+            now.saturating_duration_since(at) >= Duration::from_secs(1)
+        });
+        if len >= (2 * shard.swept_at).max(64) || (len >= 64 && second) {
             shard.sweep(&s, now);
         }
         let entry = shard.entries.entry(caller).or_insert(Entry {
@@ -150,6 +158,7 @@ impl Shard {
             e.active > 0 || !refilled
         });
         self.swept_at = self.entries.len();
+        self.last_sweep = Some(now);
     }
 }
 
@@ -234,16 +243,31 @@ mod tests {
         }
         assert!(l.tracked() < 2000, "{} tracked", l.tracked());
         // The one in progress is never forgotten.
-        let s = CallerSettings {
-            concurrent: 1,
-            ..l.settings
-        };
         assert!(l
             .shard(&addr(0))
             .entries
             .get(&addr(0))
             .is_some_and(|e| e.active == 1));
-        assert!(s.enabled());
         drop(held);
+    }
+
+    #[test]
+    fn a_flood_is_given_back_when_it_stops() {
+        let l = CallerLimits::new(CallerSettings {
+            rate: 10.0,
+            burst: 5.0,
+            concurrent: 0,
+        });
+        let t0 = Instant::now();
+        for n in 0..20_000u32 {
+            drop(l.admit(Caller::Addr(IpAddr::from(n.to_be_bytes())), t0));
+        }
+        assert!(l.tracked() > 10_000, "the flood is tracked while it lasts");
+        // A minute later, a few callers: each shard they touch sweeps.
+        for n in 0..200u32 {
+            let caller = Caller::Addr(IpAddr::from((n + 1_000_000).to_be_bytes()));
+            drop(l.admit(caller, t0 + Duration::from_secs(60)));
+        }
+        assert!(l.tracked() < 1_000, "{} still tracked", l.tracked());
     }
 }

@@ -55,6 +55,9 @@ impl Bind {
     /// The request's principal, as bytes that name the mode too (so a
     /// change of mode never matches an old binding); `None` when it has none.
     pub fn principal(&self, buf: &[u8], fields: &Fields) -> Option<Vec<u8>> {
+        if *self == Bind::None {
+            return None;
+        }
         let mut out = self.to_string().into_bytes();
         out.push(0);
         match self {

@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)] // each test binary uses a different part
 
 pub mod pki;
+pub mod redis;
 
 use std::time::Duration;
 

@@ -1,0 +1,101 @@
+//! `store = "redis://..."` (or `rediss://`, TLS): the session table in a
+//! Redis every Tether instance shares, through redis-rs's connection
+//! manager (one multiplexed connection, re-made when it breaks). Keys are
+//! `tether:s:<id>` (Streamable) and `tether:l:<id>` (legacy); a lookup is one
+//! `GETEX ... EX ttl` (Redis 6.2 or later), so reading renews the TTL.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::{SessionStore, Space, StoreError, StoreFuture};
+
+pub struct Redis {
+    client: redis::Client,
+    timeout: Duration,
+    /// Made on first use, inside the runtime; it connects lazily, so Tether
+    /// starts (and answers 503) while Redis is down.
+    manager: OnceLock<Result<ConnectionManager, String>>,
+}
+
+impl Redis {
+    /// Checks the URL; connects on first use.
+    pub fn new(url: &str, timeout: Duration) -> Result<Redis, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
+        Ok(Redis {
+            client,
+            timeout,
+            manager: OnceLock::new(),
+        })
+    }
+
+    fn manager(&self) -> Result<ConnectionManager, StoreError> {
+        let made = self.manager.get_or_init(|| {
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(self.timeout))
+                .set_response_timeout(Some(self.timeout))
+                // A broken connection is re-made on the next command, not
+                // retried for long in the background.
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_millis(500));
+            ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+                .map_err(|e| e.to_string())
+        });
+        made.clone().map_err(StoreError::Unavailable)
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
+        let mut manager = self.manager()?;
+        cmd.query_async(&mut manager)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+}
+
+fn key(space: Space, id: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9 + id.len());
+    key.extend_from_slice(b"tether:");
+    key.extend_from_slice(space.tag().as_bytes());
+    key.push(b':');
+    key.extend_from_slice(id);
+    key
+}
+
+fn seconds(ttl: Duration) -> u64 {
+    ttl.as_secs().max(1)
+}
+
+impl SessionStore for Redis {
+    fn get<'a>(
+        &'a self,
+        space: Space,
+        id: &'a [u8],
+        ttl: Duration,
+    ) -> StoreFuture<'a, Option<String>> {
+        let mut cmd = redis::cmd("GETEX");
+        cmd.arg(key(space, id)).arg("EX").arg(seconds(ttl));
+        Box::pin(self.run(cmd))
+    }
+
+    fn put<'a>(
+        &'a self,
+        space: Space,
+        id: &'a [u8],
+        entry: String,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key(space, id))
+            .arg(entry)
+            .arg("EX")
+            .arg(seconds(ttl));
+        Box::pin(self.run(cmd))
+    }
+
+    fn remove<'a>(&'a self, space: Space, id: &'a [u8]) -> StoreFuture<'a, ()> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(key(space, id));
+        Box::pin(async move { self.run::<i64>(cmd).await.map(|_| ()) })
+    }
+}
