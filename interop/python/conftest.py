@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -319,3 +320,87 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                       + (f"  [known Tether bug: {r.known_bug}]" if r.known_bug else ""))
     if not mism:
         tr.write_line("direct == tether for every comparable scenario")
+
+
+# ---------------------------------------------------------------- Redis (test_store.py)
+
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+class RedisError(Exception):
+    """An error reply (`-ERR ...`) from Redis."""
+
+
+def _resp_reply(f):
+    line = f.readline()
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError(f"truncated RESP reply {line!r}")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RedisError(rest.decode())
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        return None if n < 0 else f.read(n + 2)[:-2].decode()
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [_resp_reply(f) for _ in range(n)]
+    raise ConnectionError(f"unexpected RESP reply {line!r}")
+
+
+class RedisServer:
+    """A real redis-server on 127.0.0.1 (a free port), with an append-only file fsynced on every
+    write in its own directory, so what it holds survives `kill()` + `start()` on the same port.
+    `command(...)` speaks RESP on a fresh socket (no redis-cli needed)."""
+
+    def __init__(self, procs: ProcessRegistry, directory: Path) -> None:
+        self._procs = procs
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.proc: ManagedProcess | None = None
+        self.start()
+
+    def start(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        self.proc = self._procs.start("redis-server", [
+            REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--dir", str(self.dir), "--appendonly", "yes", "--appendfsync", "always"])
+        deadline = time.monotonic() + timeout
+        while True:  # PONG once it listens and has loaded its append-only file (-LOADING before)
+            try:
+                if self.command("PING") == "PONG":
+                    return
+            except (OSError, RedisError):
+                pass
+            if self.proc.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server not answering PING on {self.port}:\n{self.proc.tail()}")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL (a crash, no shutdown save), and wait until it is gone."""
+        assert self.proc is not None
+        os.killpg(self.proc.proc.pid, signal.SIGKILL)
+        self.proc.proc.wait(timeout=10)
+
+    def command(self, *args: str, timeout: float = 2.0):
+        wire = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in args)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            s.sendall(wire)
+            with s.makefile("rb") as f:
+                return _resp_reply(f)
+
+
+@pytest.fixture
+def redis_server(procs, tmp_path) -> RedisServer:
+    """A fresh redis-server for this test (killed at teardown with the test's other processes)."""
+    if not os.access(REDIS_SERVER, os.X_OK):
+        if os.environ.get("TETHER_REQUIRE_REDIS"):
+            pytest.fail(f"TETHER_REQUIRE_REDIS is set but {REDIS_SERVER} is not installed")
+        pytest.skip(f"{REDIS_SERVER} not installed (Debian: apt-get install redis-server)")
+    return RedisServer(procs, tmp_path / "redis")
