@@ -50,7 +50,13 @@ pub struct RunArgs {
     pub session_key_file: Option<PathBuf>,
     /// Where sessions are kept (sessions.store): sealed (in the ids the clients carry),
     /// memory (a table in this process), or a redis:// or rediss:// URL [default: sealed].
-    #[arg(long, value_name = "STORE")]
+    /// TETHER_SESSION_STORE does the same, out of the process list (a URL's password).
+    #[arg(
+        long,
+        value_name = "STORE",
+        env = "TETHER_SESSION_STORE",
+        hide_env_values = true
+    )]
     pub session_store: Option<String>,
     /// Threads serving traffic; 1 runs everything on one thread (overrides TETHER_THREADS)
     /// [default: one per CPU Tether may run on].

@@ -229,10 +229,20 @@ async fn two_instances_share_sessions_in_redis_and_a_redis_outage_is_503_not_404
         assert!(body.to_string().contains(&owner), "{body}");
     }
     // Redis holds the id with its TTL, renewed by each lookup.
-    let ttl: i64 = redis.command(&["TTL", &format!("tether:s:{id}")]).unwrap()[1..]
-        .parse()
-        .unwrap();
-    assert!((3500..=3600).contains(&ttl), "TTL {ttl}");
+    let key = format!("tether:s:{id}");
+    let ttl = |redis: &RedisServer| -> i64 {
+        redis.command(&["TTL", &key]).unwrap()[1..].parse().unwrap()
+    };
+    assert_eq!(
+        redis.command(&["EXPIRE", &key, "100"]).as_deref(),
+        Some(":1")
+    );
+    assert!(ttl(&redis) <= 100);
+    assert_eq!(call(&a, &id).await.0, 200);
+    assert!(
+        (3500..=3600).contains(&ttl(&redis)),
+        "the lookup did not renew the TTL"
+    );
 
     // Redis down: 503 with Retry-After and a JSON-RPC body, never 404; no backend.
     redis.stop();
@@ -310,9 +320,164 @@ async fn a_new_session_that_cannot_be_recorded_gets_503() {
     .unwrap();
     assert_eq!(resp.status, 503, "{}", resp.text());
     assert!(resp.headers.get("mcp-session-id").is_none());
+    // The session the server made for it is ended, not left to time out.
+    eventually("a DELETE for the unrecorded session", || async {
+        replicas[0]
+            .requests()
+            .iter()
+            .any(|r| r.method == "DELETE" && r.headers.contains_key("mcp-session-id"))
+    })
+    .await;
+    assert_eq!(replicas[0].live_sessions(), 0);
     let body: Value = serde_json::from_slice(&resp.body).unwrap();
     assert_eq!(
         (body["error"]["code"].clone(), body["id"].clone()),
         (json!(-32603), json!(3))
+    );
+}
+
+/// A legacy backend whose endpoint's id needs percent-encoding (`ab+cd`).
+async fn encoded_legacy_backend() -> mcp_tether_testkit::raw::RawBackend {
+    use mcp_tether_testkit::raw::{After, RawBackend};
+    RawBackend::start(|req: &str| {
+        if req.starts_with("GET /sse") {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n";
+            let event = "event: endpoint\r\ndata: /messages?sessionId=ab%2Bcd\r\n\r\n";
+            (format!("{head}{event}").into_bytes(), After::Hang)
+        } else {
+            let answer = "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n";
+            (answer.as_bytes().to_vec(), After::KeepOpen)
+        }
+    })
+    .await
+}
+
+/// Opens `/sse` through `t` on a raw connection; what came up to the end
+/// of the endpoint event's data line.
+async fn open_sse(t: &mcp_tether::Running) -> (tokio::net::TcpStream, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(t.proxy_addr).await.unwrap();
+    s.write_all(b"GET /sse HTTP/1.1\r\nHost: lb\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    // The endpoint event as the server wrote it (a rewrite would never end it so).
+    mcp_tether_testkit::raw::read_until(&mut s, &mut got, "sessionId=ab%2Bcd\r\n").await;
+    (s, String::from_utf8_lossy(&got).into_owned())
+}
+
+#[tokio::test]
+async fn a_legacy_id_is_kept_as_the_url_carries_it() {
+    let backend = encoded_legacy_backend().await;
+    let t = tether_urls(vec![backend.url()], "[sessions]\nstore = \"memory\"\n").await;
+    let (_stream, got) = open_sse(&t).await;
+    assert!(got.contains("data: /messages?sessionId=ab%2Bcd"), "{got}");
+    let resp = send_raw(
+        Method::POST,
+        &format!("{}/messages?sessionId=ab%2Bcd", base(&t)),
+        &[JSON],
+        whoami(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    assert!(backend
+        .seen()
+        .iter()
+        .any(|r| r.starts_with("POST /messages?sessionId=ab%2Bcd ")));
+}
+
+#[tokio::test]
+async fn an_endpoint_whose_session_cannot_be_recorded_never_reaches_the_client() {
+    let replicas = replicas(1).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let extra =
+        format!("[sessions]\nstore = \"redis://127.0.0.1:{port}\"\nstore_timeout = \"200ms\"\n");
+    let t = tether_with(&replicas, &SessionKey::generate(), &extra).await;
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(t.proxy_addr).await.unwrap();
+    s.write_all(b"GET /sse HTTP/1.1\r\nHost: lb\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let got = mcp_tether_testkit::raw::read_to_close(&mut s).await;
+    assert!(
+        !got.contains("endpoint"),
+        "an unrecorded session was handed out: {got}"
+    );
+    let m = metrics(&t).await;
+    assert_eq!(
+        sample(
+            &m,
+            "tether_session_store_operations_total{op=\"put\",outcome=\"error\"}"
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_the_ttl_keeps_the_sessions() {
+    let replicas = replicas(1).await;
+    let dir = std::env::temp_dir().join(format!("tether-store-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("tether.toml");
+    let write = |ttl: &str| {
+        let toml = format!(
+            "{}[sessions]\nstore = \"memory\"\nttl = \"{ttl}\"\n",
+            test_toml("")
+        );
+        std::fs::write(&conf, toml).unwrap();
+    };
+    write("1h");
+    let t = start_from_file(&conf, replicas.iter().map(Replica::url).collect()).await;
+    let c = StreamableClient::connect(&mcp_url(&t)).await.unwrap();
+    write("2h");
+    t.control.reload().unwrap();
+    let served = c.whoami().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(served.unwrap(), "replica-1", "the reload lost the table");
+}
+
+#[tokio::test]
+async fn a_modern_request_never_carries_a_stored_id_to_a_backend() {
+    let replicas = replicas(1).await;
+    let extra = "[sessions]\nstore = \"memory\"\nbind = \"header:x-user\"\n";
+    let t = tether_with(&replicas, &SessionKey::generate(), extra).await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"}}});
+    let resp = send_raw(
+        Method::POST,
+        &mcp_url(&t),
+        &[ACCEPT, JSON, ("x-user", "alice")],
+        init.to_string(),
+    )
+    .await
+    .unwrap();
+    let id = resp.headers["mcp-session-id"].to_str().unwrap().to_owned();
+    // Bob names the 2026-07-28 revision, which has no sessions: the id is
+    // dropped on the way, so alice's session is not his.
+    let modern = [
+        ACCEPT,
+        JSON,
+        ("mcp-session-id", id.as_str()),
+        ("x-user", "bob"),
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "whoami"),
+    ];
+    let before = replicas[0].request_count();
+    send_raw(Method::POST, &mcp_url(&t), &modern, whoami(4))
+        .await
+        .unwrap();
+    let sent = &replicas[0].requests()[before..];
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0].headers.get("mcp-session-id").is_none(),
+        "{:?}",
+        sent[0].headers
     );
 }

@@ -40,9 +40,11 @@ pub fn sessions(file: &SessionsFile, flag: Option<&str>) -> Result<SessionSettin
     let store = match flag.or(file.store.as_deref()) {
         None => StoreKind::Sealed,
         Some(text) => StoreKind::parse(text).ok_or_else(|| {
+            // Never the text itself: a mistyped URL may hold a password.
+            let shown = crate::affinity::store::redact(text);
             ConfigError::new(
                 "sessions.store",
-                format!("{text:?}: must be sealed, memory, or a redis:// or rediss:// URL"),
+                format!("{shown:?}: must be sealed, memory, or a redis:// or rediss:// URL"),
             )
         })?,
     };

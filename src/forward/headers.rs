@@ -19,7 +19,8 @@ use crate::http1::head::{Field, FieldKind, Framing, RequestHead, ResponseHead};
 pub struct ToUpstream<'a> {
     /// The request target to send (origin form, the server's id restored).
     pub target: &'a [u8],
-    /// The value `Mcp-Session-Id` gets, when it carried a token.
+    /// The value `Mcp-Session-Id` gets, when it carried a token; empty:
+    /// the field is dropped.
     pub session_id: Option<&'a [u8]>,
     /// The value `Mcp-Name` gets, when it carried a sealed task id.
     pub mcp_name: Option<&'a [u8]>,
@@ -68,6 +69,7 @@ pub fn request(
             FieldKind::ForwardedFor => continue, // written below, with the peer appended
             FieldKind::SessionId => match to.session_id {
                 Some(_) if session_written => continue,
+                Some(b"") => continue,
                 Some(id) => {
                     session_written = true;
                     lines.write(&buf[f.name.clone()], id);

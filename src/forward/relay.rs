@@ -165,11 +165,15 @@ impl Relay {
         loop {
             let (done, leftover) = match self.take_arrived() {
                 Ok(step) => step,
-                Err(why) => return Box::pin(self.cut(client, why)).await,
+                Err(why) => {
+                    self.drop_gated();
+                    return Box::pin(self.cut(client, why)).await;
+                }
             };
             // A legacy session recorded before its endpoint event goes out.
             if let Some(wait) = self.emit.gate_wait() {
                 if let Err(why) = wait.await {
+                    self.drop_gated();
                     return Box::pin(self.cut(client, why)).await;
                 }
             }
@@ -325,6 +329,15 @@ impl Relay {
 
     /// Ends a relay the client must see as broken: what was decoded so far
     /// goes out, the end of the body does not.
+    /// The bytes not yet sent while a gate stands are not for the client:
+    /// an endpoint event whose session was not recorded would lead its
+    /// POSTs to a 404. Dropped, so the cut is all the client sees.
+    fn drop_gated(&mut self) {
+        if self.emit.gate.is_some() {
+            self.out.clear();
+        }
+    }
+
     async fn cut(&mut self, client: &mut Client, why: String) -> End {
         if !self.out.is_empty() {
             let _ = send(client, &self.out, self.idle_timeout).await;

@@ -14,6 +14,7 @@
 
 mod admit;
 mod choose;
+mod live;
 mod modern;
 mod owned;
 mod respond;
@@ -27,7 +28,7 @@ use std::task::Poll;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
-use crate::affinity::{Affinity, SessionKey, Unroutable};
+use crate::affinity::Unroutable;
 use crate::classify::{self, Carrier};
 use crate::config::Config;
 use crate::downstream::access::AccessLog;
@@ -39,41 +40,9 @@ use crate::http1::buf;
 use crate::http1::head::{FieldKind, RequestHead, TargetForm};
 use crate::metrics::{self, Metrics};
 use crate::pool::{find_owner, health, Backend, Fleet, Named};
-use crate::route::Routes;
-use crate::trust::{Bind, CallerLimits, Origins};
 use choose::Chosen;
+pub use live::Live;
 pub use respond::PendingRelay;
-
-/// What the request path needs from the configuration.
-#[derive(Debug, Clone)]
-struct Settings {
-    preserve_host: bool,
-    forwarded: bool,
-    stream_idle: Option<std::time::Duration>,
-    sse_scan_bytes: usize,
-    access_log: bool,
-}
-
-/// What a reload may change on the request path, swapped whole.
-pub struct Live {
-    affinity: Affinity,
-    settings: Settings,
-    /// `[sessions] bind`: whose a session is.
-    bind: Bind,
-    /// `allowed_origins` (empty: no check).
-    origins: Origins,
-    /// `[limits.per_caller]`, when set (kept across a reload that leaves it as it was).
-    callers: Option<Arc<CallerLimits>>,
-    /// `[sessions] store`, when not `sealed` (kept across a reload that leaves it as it was).
-    store: Option<Arc<crate::affinity::store::Store>>,
-    /// Every pool: those the config names, then any a reload removed that
-    /// still drains (their sessions still reach their owners).
-    pools: Vec<Arc<Named>>,
-    /// Indices into `pools`.
-    routes: Routes,
-    /// `[cache]`, when enabled (kept across a reload that leaves it as it was).
-    cache: Option<Arc<crate::modern::cache::Cache>>,
-}
 
 /// The proxy service shared by every connection.
 pub struct Proxy {
@@ -467,9 +436,9 @@ impl Proxy {
                 Ok(resp) => {
                     note_response(client, resp.head.status, &backend);
                     if let Some(store) = &req.live.store {
-                        if let Err(err) =
-                            Box::pin(self.keep(store, req, &resp, &backend, None)).await
-                        {
+                        let target = req.target.bytes(client.buf());
+                        let kept = self.keep(store, (req, target), &resp, &backend, None);
+                        if let Err(err) = Box::pin(kept).await {
                             return self.answer(client, req, err, Some(&backend)).await;
                         }
                     }
@@ -527,9 +496,12 @@ impl Proxy {
     ) -> Vec<u8> {
         let buf = client.buf();
         let mut out = buf::take();
+        // With a store, an `Mcp-Session-Id` is a server's real id: on a
+        // 2026-07-28 request (no sessions, no binding check) it is dropped.
+        let strip = req.modern && req.live.store.is_some();
         let to = ToUpstream {
             target: changes.target.unwrap_or_else(|| req.target.bytes(buf)),
-            session_id: changes.session_id,
+            session_id: changes.session_id.or(strip.then_some(&b""[..])),
             mcp_name: changes.mcp_name,
             peer: client.peer_ip(),
             authority: backend.authority.as_str(),
@@ -722,89 +694,6 @@ impl Proxy {
                 kind: failure.as_str(),
             })
             .inc();
-    }
-}
-
-impl Default for Live {
-    fn default() -> Live {
-        Live {
-            affinity: Affinity::new(&[SessionKey::generate()]),
-            settings: Settings {
-                preserve_host: true,
-                forwarded: false,
-                stream_idle: None,
-                sse_scan_bytes: 0,
-                access_log: false,
-            },
-            bind: Bind::None,
-            origins: Origins::default(),
-            callers: None,
-            store: None,
-            pools: Vec::new(),
-            routes: Routes::default(),
-            cache: None,
-        }
-    }
-}
-
-impl Live {
-    /// What `config` says, keeping from `old` the state a reload that
-    /// leaves its settings as they were must not lose (the response cache,
-    /// the per-caller counts).
-    fn new(config: &Config, pools: Vec<Arc<Named>>, old: &Live, metrics: &Metrics) -> Live {
-        let names: Vec<&str> = pools.iter().map(|p| &*p.name).collect();
-        let routes = Routes::new(&config.routes, &names, metrics);
-        let cache = match &old.cache {
-            Some(c) if config.cache.enabled && *c.settings() == config.cache => Some(c.clone()),
-            _ => config
-                .cache
-                .enabled
-                .then(|| Arc::new(crate::modern::cache::Cache::new(config.cache.clone()))),
-        };
-        let callers = match &old.callers {
-            Some(c) if *c.settings() == config.per_caller => Some(c.clone()),
-            _ => config
-                .per_caller
-                .enabled()
-                .then(|| CallerLimits::new(config.per_caller)),
-        };
-        let sessions = &config.sessions;
-        let store = match &old.store {
-            Some(s) if s.is(&sessions.store, sessions.ttl, sessions.store_timeout) => {
-                Some(s.clone())
-            }
-            _ => crate::affinity::store::Store::new(
-                &sessions.store,
-                sessions.ttl,
-                sessions.store_timeout,
-            )
-            .unwrap_or_else(|e| {
-                // The config checked the URL; this cannot happen.
-                tracing::error!(error = %e, "session store not made; ids are sealed instead");
-                None
-            }),
-        };
-        let opens = |key: &SessionKey| {
-            let label = metrics::KeyLabel { key: key.id_hex() };
-            metrics.token_opens.get_or_create(&label).clone()
-        };
-        Live {
-            cache,
-            callers,
-            store,
-            pools,
-            routes,
-            affinity: Affinity::counted(&config.keys, opens),
-            bind: config.sessions.bind.clone(),
-            origins: config.allowed_origins.clone(),
-            settings: Settings {
-                preserve_host: config.preserve_host,
-                forwarded: config.forwarded,
-                stream_idle: config.timeouts.stream_idle,
-                sse_scan_bytes: config.limits.sse_scan_bytes,
-                access_log: config.log.access,
-            },
-        }
     }
 }
 

@@ -94,7 +94,9 @@ impl Proxy {
                 note_response(client, resp.head.status, backend);
                 if let Some(store) = &req.live.store {
                     let owned = answer.0.map(|(owned, _)| owned);
-                    if let Err(err) = Box::pin(self.keep(store, req, &resp, backend, owned)).await {
+                    let target = req.target.bytes(client.buf());
+                    let kept = self.keep(store, (req, target), &resp, backend, owned);
+                    if let Err(err) = Box::pin(kept).await {
                         return Some(self.answer(client, req, err, Some(backend)).await);
                     }
                 }
@@ -134,8 +136,10 @@ fn locate(
         Carrier::Query { .. } => req.target.as_str(client.buf()),
         Carrier::Header => "",
     };
-    let id = session.token_bytes(client.buf());
-    let token = entry.map_or(id, str::as_bytes);
+    let token = match entry {
+        Some(entry) => entry.as_bytes(),
+        None => session.token_bytes(client.buf()),
+    };
     let affinity = &req.live.affinity;
     let mut home = None;
     let find = |id: &[u8]| {
@@ -145,7 +149,9 @@ fn locate(
     };
     let owned = affinity.resolve(token, session, req.caller(), find)?;
     // An entry is only good for the id it was stored under.
-    if entry.is_some() && owned.upstream_id_bytes() != id {
+    if entry.is_some()
+        && owned.upstream_id_bytes() != super::stored::stored_id(req, client.buf(), session)
+    {
         return Err(Unroutable::Invalid(crate::affinity::TokenError::Malformed));
     }
     let gone = || Unroutable::OwnerGone(owned.backend.id.to_string());

@@ -26,6 +26,37 @@ fn space(session: &SessionRef) -> Space {
     }
 }
 
+/// The id a session is stored under: the header's value, or the legacy
+/// parameter's value as the URL carries it (still percent-encoded, as the
+/// server wrote it in its endpoint event: the form it was stored in).
+pub(super) fn stored_id<'a>(
+    req: &'a Request<'_>,
+    buf: &'a [u8],
+    session: &'a SessionRef,
+) -> &'a [u8] {
+    match &session.carrier {
+        Carrier::Header => session.token_bytes(buf),
+        Carrier::Query { value } => req.target.bytes(buf).get(value.clone()).unwrap_or_default(),
+    }
+}
+
+/// The store `[sessions]` names: the one in force when its kind is the
+/// same (its table and connection kept, so a reload loses no session).
+pub(super) fn store_for(
+    sessions: &crate::config::SessionSettings,
+    old: Option<&Arc<Store>>,
+) -> Option<Arc<Store>> {
+    let (kind, ttl, timeout) = (&sessions.store, sessions.ttl, sessions.store_timeout);
+    if let Some(kept) = old.and_then(|s| s.with(kind, ttl, timeout)) {
+        return Some(kept);
+    }
+    Store::new(kind, ttl, timeout).unwrap_or_else(|e| {
+        // The config checked the URL; this cannot happen.
+        tracing::error!(error = %e, "session store not made; ids are sealed instead");
+        None
+    })
+}
+
 impl Proxy {
     /// The entry the store holds for the session's id; or, when there is
     /// none (404) or the store cannot say (503), the answer, already given.
@@ -36,9 +67,14 @@ impl Proxy {
         store: &Store,
         session: &SessionRef,
     ) -> Result<String, Outcome> {
-        let found = store
-            .get(space(session), session.token_bytes(client.buf()))
-            .await;
+        let id = stored_id(req, client.buf(), session);
+        // Not an id a server issues (nor one Tether would have stored): no
+        // round trip for it.
+        if !crate::affinity::is_session_id(id) || id.len() > crate::affinity::token::MAX_UPSTREAM_ID
+        {
+            return Err(self.unroutable(client, req, Unroutable::NotStored).await);
+        }
+        let found = store.get(space(session), id).await;
         match found {
             Ok(Some(entry)) => {
                 self.count_store("get", "hit");
@@ -59,11 +95,11 @@ impl Proxy {
     /// answer must not reach the client before a request of it can be
     /// routed), a deleted one forgotten. An error is the answer to give.
     pub(super) async fn keep(
-        &self,
+        self: &Arc<Self>,
         store: &Store,
-        req: &Request<'_>,
+        (req, target): (&Request<'_>, &[u8]),
         resp: &Response,
-        backend: &Backend,
+        backend: &Arc<Backend>,
         owned: Option<&Owned>,
     ) -> Result<(), ProxyError> {
         let success = (200..300).contains(&resp.head.status);
@@ -103,9 +139,32 @@ impl Proxy {
             }
             Err(e) => {
                 self.count_store("put", "error");
+                // The client gets 503 and will begin again: the session the
+                // server just made would only wait for its own timeout.
+                self.end_unrecorded(backend, target, text);
                 Err(ProxyError::StoreUnavailable(e.to_string()))
             }
         }
+    }
+
+    /// Sends the owner a `DELETE` for a session that could not be recorded
+    /// (best effort, in the background; its answer is not read).
+    fn end_unrecorded(self: &Arc<Self>, backend: &Arc<Backend>, target: &[u8], id: &str) {
+        let path = target.split(|&b| b == b'?').next().unwrap_or(b"/");
+        let mut request = b"DELETE ".to_vec();
+        request.extend_from_slice(path);
+        request.extend_from_slice(
+            format!(
+                " HTTP/1.1\r\nHost: {}\r\nMcp-Session-Id: {id}\r\nContent-Length: 0\r\n\r\n",
+                backend.authority.as_str()
+            )
+            .as_bytes(),
+        );
+        let (proxy, backend) = (self.clone(), backend.clone());
+        tokio::spawn(async move {
+            let ended = proxy.upstream.exchange(&backend, &request, false).await;
+            tracing::debug!(backend = %backend.id, ok = ended.is_ok(), "an unrecorded session's DELETE sent");
+        });
     }
 
     /// The seal of a legacy `endpoint` event with a store: the id stays as
@@ -143,9 +202,24 @@ impl Proxy {
         (seal, gate)
     }
 
-    /// 503 with `Retry-After` for a store that did not answer.
+    /// 503 with `Retry-After` for a store that did not answer (logged at
+    /// most every 10 s: an outage fails every request).
     async fn store_failed(&self, client: &mut Client, req: &Request<'_>, e: StoreError) -> Outcome {
-        tracing::warn!(error = %e, "session store unavailable; answered 503");
+        static LAST: Mutex<Option<std::time::Instant>> = Mutex::new(None);
+        let now = std::time::Instant::now();
+        let say = {
+            let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+            let due = last.map_or(true, |at| {
+                now.duration_since(at) >= std::time::Duration::from_secs(10)
+            });
+            if due {
+                *last = Some(now);
+            }
+            due
+        };
+        if say {
+            tracing::warn!(error = %e, "session store unavailable; answered 503 (said at most every 10 s)");
+        }
         let err = ProxyError::StoreUnavailable(e.to_string());
         self.answer(client, req, err, None).await
     }

@@ -64,18 +64,19 @@ impl serde::Serialize for StoreKind {
     }
 }
 
-/// `scheme://user:password@host` -> `scheme://user:<redacted>@host`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
+/// `scheme://user:password@host` -> `scheme://user:<redacted>@host`; any
+/// other text with an `@` (a mistyped URL) loses all before it.
+pub fn redact(url: &str) -> String {
+    let Some(at) = url.rfind('@') else {
         return url.to_owned();
     };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:<redacted>@{host}{path}")
-        }
-        None => url.to_owned(),
+    let (before, host) = url.split_at(at);
+    match before.split_once("://") {
+        Some((scheme, userinfo)) if !userinfo.contains('/') => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:<redacted>{host}"),
+            None => url.to_owned(),
+        },
+        _ => format!("<redacted>{host}"),
     }
 }
 
@@ -125,6 +126,8 @@ pub trait SessionStore: Send + Sync {
         ttl: Duration,
     ) -> StoreFuture<'a, ()>;
     fn remove<'a>(&'a self, space: Space, id: &'a [u8]) -> StoreFuture<'a, ()>;
+    /// An operation timed out: whatever connection it used may be dead.
+    fn reset(&self) {}
 }
 
 /// The store in force, with its TTL and its bound on each operation.
@@ -156,9 +159,17 @@ impl Store {
         })))
     }
 
-    /// Whether this store was made from these settings (a reload keeps it).
-    pub fn is(&self, kind: &StoreKind, ttl: Duration, timeout: Duration) -> bool {
-        self.kind == *kind && self.ttl == ttl && self.timeout == timeout
+    /// The same store (its table, its connection) with other settings: what
+    /// a reload that keeps the kind makes, so no session is lost.
+    pub fn with(&self, kind: &StoreKind, ttl: Duration, timeout: Duration) -> Option<Arc<Store>> {
+        (self.kind == *kind).then(|| {
+            Arc::new(Store {
+                table: self.table.clone(),
+                kind: kind.clone(),
+                ttl,
+                timeout,
+            })
+        })
     }
 
     pub async fn get(&self, space: Space, id: &[u8]) -> Result<Option<String>, StoreError> {
@@ -177,7 +188,10 @@ impl Store {
     async fn bounded<T>(&self, op: StoreFuture<'_, T>) -> Result<T, StoreError> {
         match tokio::time::timeout(self.timeout, op).await {
             Ok(result) => result,
-            Err(_) => Err(StoreError::Timeout(self.timeout)),
+            Err(_) => {
+                self.table.reset();
+                Err(StoreError::Timeout(self.timeout))
+            }
         }
     }
 }

@@ -4,7 +4,7 @@
 //! `tether:s:<id>` (Streamable) and `tether:l:<id>` (legacy); a lookup is one
 //! `GETEX ... EX ttl` (Redis 6.2 or later), so reading renews the TTL.
 
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -15,8 +15,11 @@ pub struct Redis {
     client: redis::Client,
     timeout: Duration,
     /// Made on first use, inside the runtime; it connects lazily, so Tether
-    /// starts (and answers 503) while Redis is down.
-    manager: OnceLock<Result<ConnectionManager, String>>,
+    /// starts (and answers 503) while Redis is down. Dropped after a timeout
+    /// (`reset`): a connection whose peer went silent (no reset: a failover
+    /// to another address, a partition) is never re-made by the manager
+    /// itself, so the next command makes a new one.
+    manager: Mutex<Option<ConnectionManager>>,
 }
 
 impl Redis {
@@ -26,30 +29,40 @@ impl Redis {
         Ok(Redis {
             client,
             timeout,
-            manager: OnceLock::new(),
+            manager: Mutex::new(None),
         })
     }
 
     fn manager(&self) -> Result<ConnectionManager, StoreError> {
-        let made = self.manager.get_or_init(|| {
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(self.timeout))
-                .set_response_timeout(Some(self.timeout))
-                // A broken connection is re-made on the next command, not
-                // retried for long in the background.
-                .set_number_of_retries(2)
-                .set_max_delay(Duration::from_millis(500));
-            ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-                .map_err(|e| e.to_string())
-        });
-        made.clone().map_err(StoreError::Unavailable)
+        let mut slot = self.manager.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(manager) = &*slot {
+            return Ok(manager.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            // A broken connection is re-made on the next command, not
+            // retried for long in the background.
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        *slot = Some(manager.clone());
+        Ok(manager)
     }
 
     async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
         let mut manager = self.manager()?;
-        cmd.query_async(&mut manager)
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
+        cmd.query_async(&mut manager).await.map_err(|e| {
+            let text = e.to_string();
+            if text.to_ascii_lowercase().contains("unknown command") {
+                static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+                if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::error!(error = %text, "the session store needs Redis 6.2 or later (GETEX)");
+                }
+            }
+            StoreError::Unavailable(text)
+        })
     }
 }
 
@@ -62,8 +75,9 @@ fn key(space: Space, id: &[u8]) -> Vec<u8> {
     key
 }
 
+/// Whole seconds, rounded up (Redis counts in seconds).
 fn seconds(ttl: Duration) -> u64 {
-    ttl.as_secs().max(1)
+    (ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).max(1)
 }
 
 impl SessionStore for Redis {
@@ -97,5 +111,9 @@ impl SessionStore for Redis {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(key(space, id));
         Box::pin(async move { self.run::<i64>(cmd).await.map(|_| ()) })
+    }
+
+    fn reset(&self) {
+        *self.manager.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
