@@ -34,6 +34,22 @@ async fn call(t: &mcp_tether::Running, id: &str) -> (u16, Value, Option<String>)
     (resp.status, body, retry)
 }
 
+fn initialize(id: u32) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"}}})
+    .to_string()
+}
+
+/// A session begun through `t` by `user` (the `x-user` identity header): its id.
+async fn begin_as(t: &mcp_tether::Running, user: &str) -> String {
+    let headers = [ACCEPT, JSON, ("x-user", user)];
+    let resp = send_raw(Method::POST, &mcp_url(t), &headers, initialize(1))
+        .await
+        .unwrap();
+    resp.headers["mcp-session-id"].to_str().unwrap().to_owned()
+}
+
 fn seen(replicas: &[Replica]) -> usize {
     replicas.iter().map(Replica::request_count).sum()
 }
@@ -162,18 +178,7 @@ async fn bound_sessions_in_a_store_are_their_callers_only() {
     let replicas = replicas(1).await;
     let extra = "[sessions]\nstore = \"memory\"\nbind = \"header:x-user\"\n";
     let t = tether_with(&replicas, &SessionKey::generate(), extra).await;
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {},
-        "clientInfo": {"name": "t", "version": "1"}}});
-    let resp = send_raw(
-        Method::POST,
-        &mcp_url(&t),
-        &[ACCEPT, JSON, ("x-user", "alice")],
-        init.to_string(),
-    )
-    .await
-    .unwrap();
-    let id = resp.headers["mcp-session-id"].to_str().unwrap().to_owned();
+    let id = begin_as(&t, "alice").await;
     assert!(!id.starts_with("t2."));
     let send = |user: &'static str| {
         let (url, id) = (mcp_url(&t), id.clone());
@@ -307,17 +312,9 @@ async fn a_new_session_that_cannot_be_recorded_gets_503() {
     let extra =
         format!("[sessions]\nstore = \"redis://127.0.0.1:{port}\"\nstore_timeout = \"200ms\"\n");
     let t = tether_with(&replicas, &SessionKey::generate(), &extra).await;
-    let init = json!({"jsonrpc": "2.0", "id": 3, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {},
-        "clientInfo": {"name": "t", "version": "1"}}});
-    let resp = send_raw(
-        Method::POST,
-        &mcp_url(&t),
-        &[ACCEPT, JSON],
-        init.to_string(),
-    )
-    .await
-    .unwrap();
+    let resp = send_raw(Method::POST, &mcp_url(&t), &[ACCEPT, JSON], initialize(3))
+        .await
+        .unwrap();
     assert_eq!(resp.status, 503, "{}", resp.text());
     assert!(resp.headers.get("mcp-session-id").is_none());
     // The session the server made for it is ended, not left to time out.
@@ -446,18 +443,7 @@ async fn a_modern_request_never_carries_a_stored_id_to_a_backend() {
     let replicas = replicas(1).await;
     let extra = "[sessions]\nstore = \"memory\"\nbind = \"header:x-user\"\n";
     let t = tether_with(&replicas, &SessionKey::generate(), extra).await;
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {},
-        "clientInfo": {"name": "t", "version": "1"}}});
-    let resp = send_raw(
-        Method::POST,
-        &mcp_url(&t),
-        &[ACCEPT, JSON, ("x-user", "alice")],
-        init.to_string(),
-    )
-    .await
-    .unwrap();
-    let id = resp.headers["mcp-session-id"].to_str().unwrap().to_owned();
+    let id = begin_as(&t, "alice").await;
     // Bob names the 2026-07-28 revision, which has no sessions: the id is
     // dropped on the way, so alice's session is not his.
     let modern = [
