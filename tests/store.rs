@@ -467,3 +467,32 @@ async fn a_modern_request_never_carries_a_stored_id_to_a_backend() {
         sent[0].headers
     );
 }
+
+#[tokio::test]
+async fn a_rediss_store_is_verified_against_its_ca() {
+    if !support::redis::available() {
+        eprintln!("SKIPPED: no redis-server here (CI installs Debian's)");
+        return;
+    }
+    let ca = support::pki::Ca::new("redis");
+    let leaf = ca.issue("redis", &["127.0.0.1"]);
+    let redis = RedisServer::start_tls(&leaf.cert, &leaf.key);
+    let replicas = replicas(2).await;
+    let key = SessionKey::generate();
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let extra = format!(
+        "[sessions]\nstore = \"{url}\"\nstore_ca = \"{}\"\n",
+        ca.pem_path().display()
+    );
+    let a = tether_with(&replicas, &key, &extra).await;
+    let b = tether_with(&replicas, &key, &extra).await;
+    let c = StreamableClient::connect(&mcp_url(&a)).await.unwrap();
+    let id = c.session_id().unwrap().to_owned();
+    assert!(!id.starts_with("t2."));
+    let (status, body, _) = call(&b, &id).await;
+    assert_eq!(status, 200, "the other instance found it over TLS: {body}");
+    // Verified, not merely encrypted: the system's roots do not know this CA.
+    let untrusting =
+        tether_with(&replicas, &key, &format!("[sessions]\nstore = \"{url}\"\n")).await;
+    assert_eq!(call(&untrusting, &id).await.0, 503);
+}

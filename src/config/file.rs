@@ -211,6 +211,9 @@ pub struct SessionsFile {
     /// With a store: the longest a lookup may take before the request gets 503. Default 500ms.
     #[serde(default, with = "humantime_serde")]
     pub store_timeout: Option<Duration>,
+    /// With a `rediss://` store: CA certificates (PEM) it is verified
+    /// against instead of the system's.
+    pub store_ca: Option<PathBuf>,
 }
 
 /// `admin = "ADDR"` or `[admin]`.

@@ -21,6 +21,9 @@ pub struct SessionSettings {
     /// With a store: the bound on each lookup.
     #[serde(with = "humantime_serde")]
     pub store_timeout: Duration,
+    /// With a `rediss://` store: the CA file it is verified against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_ca: Option<PathBuf>,
 }
 
 impl Default for SessionSettings {
@@ -30,6 +33,7 @@ impl Default for SessionSettings {
             store: StoreKind::Sealed,
             ttl: Duration::from_secs(24 * 3600),
             store_timeout: Duration::from_millis(500),
+            store_ca: None,
         }
     }
 }
@@ -48,10 +52,21 @@ pub fn sessions(file: &SessionsFile, flag: Option<&str>) -> Result<SessionSettin
             )
         })?,
     };
-    if let StoreKind::Redis(url) = &store {
-        // The URL is checked now; the connection is made when first needed.
-        redis::Client::open(url.as_str())
-            .map_err(|e| ConfigError::new("sessions.store", format!("invalid Redis URL: {e}")))?;
+    match (&store, &file.store_ca) {
+        // The URL and the CA are checked now; the connection is made when first needed.
+        (StoreKind::Redis(url), ca) => {
+            crate::affinity::store::Redis::new(url, Duration::from_secs(1), ca.as_deref())
+                .map_err(|e| {
+                    ConfigError::new("sessions.store", crate::affinity::store::redact(&e))
+                })?;
+        }
+        (_, Some(_)) => {
+            return Err(ConfigError::new(
+                "sessions.store_ca",
+                "only for a rediss:// store",
+            ));
+        }
+        _ => {}
     }
     let positive = |key: &str, d: Option<Duration>, default: Duration| match d {
         Some(d) if d.is_zero() => Err(ConfigError::new(
@@ -82,6 +97,7 @@ pub fn sessions(file: &SessionsFile, flag: Option<&str>) -> Result<SessionSettin
         store,
         ttl,
         store_timeout,
+        store_ca: file.store_ca.clone(),
     })
 }
 

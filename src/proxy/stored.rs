@@ -47,10 +47,11 @@ pub(super) fn store_for(
     old: Option<&Arc<Store>>,
 ) -> Option<Arc<Store>> {
     let (kind, ttl, timeout) = (&sessions.store, sessions.ttl, sessions.store_timeout);
-    if let Some(kept) = old.and_then(|s| s.with(kind, ttl, timeout)) {
+    let ca = sessions.store_ca.as_deref();
+    if let Some(kept) = old.and_then(|s| s.with(kind, ttl, timeout, ca)) {
         return Some(kept);
     }
-    Store::new(kind, ttl, timeout).unwrap_or_else(|e| {
+    Store::new(kind, ttl, timeout, ca).unwrap_or_else(|e| {
         // The config checked the URL; this cannot happen.
         tracing::error!(error = %e, "session store not made; ids are sealed instead");
         None

@@ -9,6 +9,8 @@ pub struct RedisServer {
     pub port: u16,
     dir: std::path::PathBuf,
     child: Option<Child>,
+    /// `--tls-*` arguments: TLS only, on `port`.
+    tls: Vec<String>,
 }
 
 /// Whether the tests can run a Redis here. CI installs it and sets
@@ -39,7 +41,28 @@ impl RedisServer {
             port,
             dir,
             child: None,
+            tls: Vec::new(),
         };
+        server.restart();
+        server
+    }
+
+    /// TLS only (no plain port), with this certificate and key.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> RedisServer {
+        let mut server = RedisServer::start();
+        server.stop();
+        server.tls = vec![
+            "--tls-port".into(),
+            server.port.to_string(),
+            "--port".into(),
+            "0".into(),
+            "--tls-cert-file".into(),
+            cert.display().to_string(),
+            "--tls-key-file".into(),
+            key.display().to_string(),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
         server.restart();
         server
     }
@@ -62,13 +85,19 @@ impl RedisServer {
             ])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.tls)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server starts");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.command(&["PING"]).as_deref() != Some("+PONG") {
+        let ready = |s: &RedisServer| match s.tls.is_empty() {
+            true => s.command(&["PING"]).as_deref() == Some("+PONG"),
+            // Listening is as far as a plain client can tell.
+            false => std::net::TcpStream::connect(("127.0.0.1", s.port)).is_ok(),
+        };
+        while !ready(self) {
             assert!(
                 Instant::now() < deadline,
                 "redis-server did not answer PING"

@@ -17,6 +17,7 @@ mod memory;
 mod redis;
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -134,6 +135,7 @@ pub trait SessionStore: Send + Sync {
 pub struct Store {
     table: Arc<dyn SessionStore>,
     kind: StoreKind,
+    ca: Option<PathBuf>,
     ttl: Duration,
     timeout: Duration,
 }
@@ -145,15 +147,17 @@ impl Store {
         kind: &StoreKind,
         ttl: Duration,
         timeout: Duration,
+        ca: Option<&Path>,
     ) -> Result<Option<Arc<Store>>, String> {
         let table: Arc<dyn SessionStore> = match kind {
             StoreKind::Sealed => return Ok(None),
             StoreKind::Memory => Arc::new(Memory::new()),
-            StoreKind::Redis(url) => Arc::new(Redis::new(url, timeout)?),
+            StoreKind::Redis(url) => Arc::new(Redis::new(url, timeout, ca)?),
         };
         Ok(Some(Arc::new(Store {
             table,
             kind: kind.clone(),
+            ca: ca.map(Path::to_owned),
             ttl,
             timeout,
         })))
@@ -161,11 +165,18 @@ impl Store {
 
     /// The same store (its table, its connection) with other settings: what
     /// a reload that keeps the kind makes, so no session is lost.
-    pub fn with(&self, kind: &StoreKind, ttl: Duration, timeout: Duration) -> Option<Arc<Store>> {
-        (self.kind == *kind).then(|| {
+    pub fn with(
+        &self,
+        kind: &StoreKind,
+        ttl: Duration,
+        timeout: Duration,
+        ca: Option<&Path>,
+    ) -> Option<Arc<Store>> {
+        (self.kind == *kind && self.ca.as_deref() == ca).then(|| {
             Arc::new(Store {
                 table: self.table.clone(),
                 kind: kind.clone(),
+                ca: self.ca.clone(),
                 ttl,
                 timeout,
             })
@@ -225,7 +236,7 @@ mod tests {
     async fn the_memory_store_slides_its_ttl_and_forgets() {
         tokio::time::pause();
         let ttl = Duration::from_secs(60);
-        let store = Store::new(&StoreKind::Memory, ttl, Duration::from_secs(1))
+        let store = Store::new(&StoreKind::Memory, ttl, Duration::from_secs(1), None)
             .unwrap()
             .unwrap();
         store

@@ -4,6 +4,7 @@
 //! `tether:s:<id>` (Streamable) and `tether:l:<id>` (legacy); a lookup is one
 //! `GETEX ... EX ttl` (Redis 6.2 or later), so reading renews the TTL.
 
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -23,9 +24,23 @@ pub struct Redis {
 }
 
 impl Redis {
-    /// Checks the URL; connects on first use.
-    pub fn new(url: &str, timeout: Duration) -> Result<Redis, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
+    /// Checks the URL (and reads `ca`: the PEM certificates a `rediss://`
+    /// server is verified against instead of the system's); connects on
+    /// first use.
+    pub fn new(url: &str, timeout: Duration, ca: Option<&Path>) -> Result<Redis, String> {
+        let client = match ca {
+            None => redis::Client::open(url),
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                redis::Client::build_with_tls(url, certificates)
+            }
+        }
+        .map_err(|e| format!("invalid Redis URL or CA: {e}"))?;
         Ok(Redis {
             client,
             timeout,
