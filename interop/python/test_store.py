@@ -256,10 +256,16 @@ async def test_redis_down_gives_503_then_the_same_session_is_served(procs, tmp_p
         assert snapshot(reps) == before, "a request that needed a lookup was forwarded"
         assert metric(t, OPS, op="get", outcome="error") == 3
 
-        # A new session: the server creates it, Tether cannot record it, and answers 503.
+        # A new session: the server creates it, Tether cannot record it, answers 503, and
+        # ends the server's session with a DELETE of its id (so it does not wait for a timeout).
         assert_store_unavailable(await raw_post(t.url, initialize(50), None), 50)
+        wait_until("the DELETE for the unrecorded session",
+                   lambda: sum(len(v) for v in grown(before, snapshot(reps)).values()) >= 2)
         new = grown(before, snapshot(reps))
-        assert [v for v in new.values()] == [[("POST", "/mcp", "-")]], new
+        assert len(new) == 1, new
+        [(made, ended)] = new.values()
+        assert made == ("POST", "/mcp", "-"), new
+        assert ended[:2] == ("DELETE", "/mcp") and ended[2] != "-", new
         assert metric(t, OPS, op="put", outcome="error") == 1
 
         redis_server.start()  # same port, same append-only file
