@@ -300,18 +300,20 @@ async fn two_instances_share_sessions_in_redis_and_a_redis_outage_is_503_not_404
     assert_eq!(call(&a, &id).await.0, 404);
 }
 
-#[tokio::test]
-async fn a_new_session_that_cannot_be_recorded_gets_503() {
-    let replicas = replicas(1).await;
-    // Nothing listens there.
+/// `[sessions]` naming a Redis where nothing listens.
+fn unreachable_store() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let extra =
-        format!("[sessions]\nstore = \"redis://127.0.0.1:{port}\"\nstore_timeout = \"200ms\"\n");
-    let t = tether_with(&replicas, &SessionKey::generate(), &extra).await;
+    format!("[sessions]\nstore = \"redis://127.0.0.1:{port}\"\nstore_timeout = \"200ms\"\n")
+}
+
+#[tokio::test]
+async fn a_new_session_that_cannot_be_recorded_gets_503() {
+    let replicas = replicas(1).await;
+    let t = tether_with(&replicas, &SessionKey::generate(), &unreachable_store()).await;
     let resp = send_raw(Method::POST, &mcp_url(&t), &[ACCEPT, JSON], initialize(3))
         .await
         .unwrap();
@@ -387,14 +389,7 @@ async fn a_legacy_id_is_kept_as_the_url_carries_it() {
 #[tokio::test]
 async fn an_endpoint_whose_session_cannot_be_recorded_never_reaches_the_client() {
     let replicas = replicas(1).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let extra =
-        format!("[sessions]\nstore = \"redis://127.0.0.1:{port}\"\nstore_timeout = \"200ms\"\n");
-    let t = tether_with(&replicas, &SessionKey::generate(), &extra).await;
+    let t = tether_with(&replicas, &SessionKey::generate(), &unreachable_store()).await;
     use tokio::io::AsyncWriteExt;
     let mut s = tokio::net::TcpStream::connect(t.proxy_addr).await.unwrap();
     s.write_all(b"GET /sse HTTP/1.1\r\nHost: lb\r\nAccept: text/event-stream\r\n\r\n")
