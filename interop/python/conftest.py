@@ -82,6 +82,11 @@ class ManagedProcess:
                     raise TimeoutError(f"{self.label} not ready after {timeout}s:\n{self.tail()}")
                 self._cond.wait(min(remaining, 0.2))
 
+    def drained(self) -> None:
+        """Once the process has exited: waits until every line it wrote is in `lines`."""
+        for t in self._threads:
+            t.join(timeout=5)
+
     def tail(self, n: int = 60) -> str:
         with self._cond:
             return "\n".join(list(self.lines)[-n:])

@@ -39,6 +39,20 @@ def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
         return s.getsockname()[1]
 
 
+def free_dns_port(host: str = "127.0.0.1") -> int:
+    """A port free over both UDP and TCP when chosen (dnsmasq listens on both)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind((host, 0))
+            port = udp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind((host, port))
+                except OSError:
+                    continue
+                return port
+
+
 def wait_until(what: str, check, timeout: float = 15.0, every: float = 0.05):
     """Polls `check()` until it returns a true value (returned), or fails the test."""
     deadline = time.monotonic() + timeout
@@ -106,14 +120,26 @@ class Dns:
     def __init__(self, procs, tmp_path: Path, srv: list[str] = ()) -> None:
         self.hosts = tmp_path / "hosts"
         self.hosts.write_text("")
-        self.port = free_port(kind=socket.SOCK_DGRAM)
-        self.proc = procs.start("dnsmasq", [
-            "dnsmasq", "--keep-in-foreground", f"--port={self.port}", "--listen-address=127.0.0.1",
-            "--bind-interfaces", "--no-resolv", "--no-hosts", f"--addn-hosts={self.hosts}",
-            "--conf-file=/dev/null", "--pid-file=", "--user=root", "--group=root", "--log-facility=-",
-            "--local-ttl=0", *[f"--srv-host={r}" for r in srv],
-        ])
-        wait_until("dnsmasq to answer", lambda: any("started" in line for line in self.proc.lines))
+        # dnsmasq binds the port over UDP and TCP. A port free for both when chosen can still be
+        # taken by another process before dnsmasq binds it; then dnsmasq exits, and a new one is tried.
+        for attempt in range(5):
+            self.port = free_dns_port()
+            self.proc = procs.start(f"dnsmasq (try {attempt + 1})", [
+                "dnsmasq", "--keep-in-foreground", f"--port={self.port}", "--listen-address=127.0.0.1",
+                "--bind-interfaces", "--no-resolv", "--no-hosts", f"--addn-hosts={self.hosts}",
+                "--conf-file=/dev/null", "--pid-file=", "--user=root", "--group=root", "--log-facility=-",
+                "--local-ttl=0", *[f"--srv-host={r}" for r in srv],
+            ])
+            state = wait_until("dnsmasq to answer or exit", lambda: (
+                "started" if any("started" in line for line in self.proc.lines)
+                else "exited" if self.proc.proc.poll() is not None else None))
+            if state == "started":
+                break
+            self.proc.drained()
+            if not any("Address already in use" in line for line in self.proc.lines):
+                pytest.fail(f"dnsmasq exited at start:\n{self.proc.tail()}")
+        else:
+            pytest.fail("dnsmasq found no free port in 5 tries")
         self.reads = 0
 
     def set(self, name: str, ips: list[str]) -> None:
