@@ -238,6 +238,7 @@ impl Control {
                     "name": &*named.name,
                     "configured": configured.is_some(),
                     "balance": configured.map(|p| p.balance),
+                    "failover": configured.map(|p| p.failover),
                     "health": configured.map(|p| p.health.check),
                     "sources": configured.map(|p| p.listed()).unwrap_or_default(),
                     "backends": pool.backends().iter().map(|b| &*b.id).collect::<Vec<_>>(),

@@ -63,6 +63,13 @@ pub struct Reason {
     pub reason: &'static str,
 }
 
+/// A pool and what became of a failover in it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolOutcome {
+    pub pool: Name,
+    pub outcome: &'static str,
+}
+
 /// A session store operation and how it went.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StoreOp {
@@ -204,6 +211,7 @@ pub struct Metrics {
     pub binding_rejections: Family<Reason, Counter>,
     pub store_operations: Family<StoreOp, Counter>,
     pub unbound_sessions: Counter,
+    pub session_failovers: Family<PoolOutcome, Counter>,
 }
 
 impl Metrics {
@@ -239,6 +247,11 @@ impl Metrics {
             "token_opens",
             "Session, task and cookie tokens opened, by the id of the key that opened them",
             self.token_opens.clone(),
+        );
+        r.register(
+            "session_failovers",
+            "Requests of a session whose owner was gone, in a pool with failover = \"reinitialize\", by pool and outcome (reinitialized, moved, no_init, not_replayable, failed)",
+            self.session_failovers.clone(),
         );
         r.register(
             "session_binding_rejections",

@@ -100,6 +100,11 @@ pub struct Owned {
 }
 
 impl Owned {
+    /// What its token says.
+    pub fn sealed(&self) -> &Sealed {
+        &self.sealed
+    }
+
     /// The server's own session id.
     pub fn upstream_id(&self) -> &str {
         self.sealed.upstream_id()
@@ -240,13 +245,15 @@ impl Affinity {
     /// Within a known session the client's own token goes back unchanged (the
     /// TypeScript client adopts any id it is shown, so it must never see a new
     /// one mid-session). A new id is sealed; one that cannot be (not a session
-    /// id, too long) passes as it is, with a warning.
+    /// id, too long) passes as it is, with a warning. `init`: the `params` of
+    /// the client's `initialize`, sealed in too (`failover = "reinitialize"`;
+    /// params too long for the token are left out, so its failover is the 404).
     pub fn seal_response(
         &self,
         value: &[u8],
         backend: &Backend,
         owned: Option<&Owned>,
-        principal: Option<&[u8]>,
+        (principal, init): (Option<&[u8]>, Option<&[u8]>),
     ) -> ResponseId {
         if owned.is_some_and(|owned| value == owned.upstream_id_bytes()) {
             return ResponseId::Same;
@@ -262,12 +269,17 @@ impl Affinity {
             }
         };
         let tag = principal.map(|p| self.principal_tag(p));
-        match self.sealer().seal(
-            TokenKind::Streamable,
-            &backend.id,
-            upstream_id,
-            tag.as_ref(),
-        ) {
+        let sealer = self.sealer();
+        let replayable = init
+            .and_then(|init| sealer.seal_replayable(&backend.id, upstream_id, tag.as_ref(), init));
+        match replayable.or_else(|| {
+            sealer.seal(
+                TokenKind::Streamable,
+                &backend.id,
+                upstream_id,
+                tag.as_ref(),
+            )
+        }) {
             Some(token) => ResponseId::New(token),
             None => {
                 tracing::warn!(backend = %backend.id, len = upstream_id.len(), "Mcp-Session-Id too long to seal; passed unsealed");

@@ -129,7 +129,7 @@ fn response_ids_are_sealed_once_and_kept_for_the_session() {
     let a = affinity();
     let p = pool(&[9001]);
     let backend = p.backends()[0].clone();
-    let ResponseId::New(token) = a.seal_response(b"srv-1", &backend, None, None) else {
+    let ResponseId::New(token) = a.seal_response(b"srv-1", &backend, None, (None, None)) else {
         panic!("a new id is sealed")
     };
     assert!(token.starts_with(token::PREFIX));
@@ -139,12 +139,13 @@ fn response_ids_are_sealed_once_and_kept_for_the_session() {
     let session = request("/mcp", Some(&token)).unwrap();
     let owned = session.resolve(&a, &p).unwrap();
     assert_eq!(
-        a.seal_response(b"srv-1", &backend, Some(&owned), None),
+        a.seal_response(b"srv-1", &backend, Some(&owned), (None, None)),
         ResponseId::Same
     );
 
     // A server that changes the id mid-way gets a new token for the new id.
-    let ResponseId::New(new) = a.seal_response(b"srv-2", &backend, Some(&owned), None) else {
+    let ResponseId::New(new) = a.seal_response(b"srv-2", &backend, Some(&owned), (None, None))
+    else {
         panic!("a changed id is sealed")
     };
     assert_eq!(a.sealer().open(&new).unwrap().upstream_id(), "srv-2");
@@ -153,14 +154,14 @@ fn response_ids_are_sealed_once_and_kept_for_the_session() {
     // they are, unsealed; so do ids too long to seal.
     for invalid in [&b""[..], b"\xff", b"a b", b"tab\tid", b"\x7f"] {
         assert_eq!(
-            a.seal_response(invalid, &backend, None, None),
+            a.seal_response(invalid, &backend, None, (None, None)),
             ResponseId::Invalid,
             "{invalid:?}"
         );
     }
     let long = "x".repeat(100_000);
     assert_eq!(
-        a.seal_response(long.as_bytes(), &backend, None, None),
+        a.seal_response(long.as_bytes(), &backend, None, (None, None)),
         ResponseId::Unsealed
     );
 }
@@ -291,7 +292,8 @@ fn a_bound_session_is_its_callers_only() {
     let a = Affinity::new(std::slice::from_ref(&k1));
     let p = pool(&[9001]);
     let alice: &[u8] = b"jwt:sub\0\"alice\"\0";
-    let ResponseId::New(token) = a.seal_response(b"srv", &p.backends()[0], None, Some(alice))
+    let ResponseId::New(token) =
+        a.seal_response(b"srv", &p.backends()[0], None, (Some(alice), None))
     else {
         panic!("not sealed");
     };
@@ -324,7 +326,8 @@ fn a_bound_session_is_its_callers_only() {
     assert!(resolve(&rolled, Principal::Given(alice)).is_ok());
     assert!(resolve(&rolled, Principal::Given(b"x")).is_err());
     // An unbound session takes any caller (begun before binding, or by none).
-    let ResponseId::New(open) = a.seal_response(b"srv", &p.backends()[0], None, None) else {
+    let ResponseId::New(open) = a.seal_response(b"srv", &p.backends()[0], None, (None, None))
+    else {
         panic!("not sealed");
     };
     let r = request("/mcp", Some(&open)).unwrap();

@@ -44,9 +44,16 @@ pub const PRINCIPAL_LEN: usize = 16;
 pub const MAX_UPSTREAM_ID: usize = 512;
 /// Longest backend identity (a `host:port` authority).
 pub const MAX_BACKEND_ID: usize = 255;
+/// Longest `initialize` parameters a replayable token carries (`failover =
+/// "reinitialize"`): what real clients send is 100 to 400 bytes; the bound
+/// keeps such a token under 2 KiB of header.
+pub const MAX_INIT: usize = 1024;
 /// Longest plaintext: kind, principal length and tag, backend length,
-/// backend, upstream id.
-const MAX_PLAIN: usize = 3 + PRINCIPAL_LEN + MAX_BACKEND_ID + MAX_UPSTREAM_ID;
+/// backend, upstream id (with its length and the `initialize` parameters in
+/// a replayable token).
+const MAX_PLAIN: usize = 3 + PRINCIPAL_LEN + MAX_BACKEND_ID + 2 + MAX_UPSTREAM_ID + MAX_INIT;
+/// The kind byte of a replayable Streamable token.
+const REPLAYABLE: u8 = 5;
 /// Longest decoded token.
 const MAX_RAW: usize = KEY_ID_LEN + NONCE_LEN + MAX_PLAIN + TAG_LEN;
 
@@ -150,6 +157,9 @@ pub struct Sealed {
     /// Where the backend's length byte is: 1 in a `t1.` token, 2 + the
     /// principal's length in a `t2.` one.
     backend_at: u8,
+    /// Where the upstream id ends: the plaintext's end, or in a replayable
+    /// token where the client's `initialize` parameters begin.
+    id_end: u16,
     /// Which of the keys in force opened it (set by the key ring).
     pub(super) key: u8,
 }
@@ -198,7 +208,14 @@ impl Sealed {
 
     /// The server's own session id, as it sent it.
     pub fn upstream_id_bytes(&self) -> &[u8] {
-        &self.plain.bytes()[self.split()..]
+        let start = self.split() + if self.init().is_some() { 2 } else { 0 };
+        &self.plain.bytes()[start..usize::from(self.id_end)]
+    }
+
+    /// The `params` of the client's `initialize`, in a replayable token.
+    pub fn init(&self) -> Option<&[u8]> {
+        let init = &self.plain.bytes()[usize::from(self.id_end)..];
+        (!init.is_empty()).then_some(init)
     }
 
     pub fn backend(&self) -> &str {
@@ -343,6 +360,34 @@ impl Sealer {
         upstream_id: &str,
         principal: Option<&PrincipalTag>,
     ) -> Option<String> {
+        self.seal_plain(kind as u8, backend, upstream_id, principal, &[])
+    }
+
+    /// Seals a Streamable session with the `params` of the client's
+    /// `initialize` (`init`, not empty), so that another backend can be given
+    /// the same `initialize` if this one goes (`failover = "reinitialize"`).
+    /// `None` when an input is longer than the format allows.
+    pub fn seal_replayable(
+        &self,
+        backend: &str,
+        upstream_id: &str,
+        principal: Option<&PrincipalTag>,
+        init: &[u8],
+    ) -> Option<String> {
+        if init.is_empty() || init.len() > MAX_INIT {
+            return None;
+        }
+        self.seal_plain(REPLAYABLE, backend, upstream_id, principal, init)
+    }
+
+    fn seal_plain(
+        &self,
+        kind: u8,
+        backend: &str,
+        upstream_id: &str,
+        principal: Option<&PrincipalTag>,
+        init: &[u8],
+    ) -> Option<String> {
         if backend.len() > MAX_BACKEND_ID || upstream_id.len() > MAX_UPSTREAM_ID {
             return None;
         }
@@ -352,16 +397,22 @@ impl Sealer {
         // One buffer, encrypted in place:
         // id || nonce || plaintext -> id || nonce || ciphertext || tag.
         let head = KEY_ID_LEN + NONCE_LEN;
-        let plain = 3 + principal.len() + backend.len() + upstream_id.len();
+        let replayable = kind == REPLAYABLE;
+        let id_len = if replayable { 2 } else { 0 };
+        let plain = 3 + principal.len() + backend.len() + id_len + upstream_id.len() + init.len();
         let mut raw = Vec::with_capacity(head + plain + TAG_LEN);
         raw.extend_from_slice(&self.id);
         raw.extend_from_slice(&nonce);
-        raw.push(kind as u8);
+        raw.push(kind);
         raw.push(principal.len() as u8);
         raw.extend_from_slice(principal);
         raw.push(backend.len() as u8);
         raw.extend_from_slice(backend.as_bytes());
+        if replayable {
+            raw.extend_from_slice(&(upstream_id.len() as u16).to_be_bytes());
+        }
         raw.extend_from_slice(upstream_id.as_bytes());
+        raw.extend_from_slice(init);
         let aad = self.aad_v2();
         let tag = self
             .cipher
@@ -419,8 +470,10 @@ fn parse_plain(plain: &[u8], v2: bool) -> Result<Sealed, TokenError> {
         Some(2) => TokenKind::Legacy,
         Some(3) => TokenKind::Task,
         Some(4) => TokenKind::Cookie,
+        Some(&REPLAYABLE) if v2 => TokenKind::Streamable,
         _ => return Err(malformed),
     };
+    let replayable = plain.first() == Some(&REPLAYABLE);
     let backend_at = match v2 {
         false => 1,
         true => match plain.get(1).copied().map(usize::from) {
@@ -434,13 +487,27 @@ fn parse_plain(plain: &[u8], v2: bool) -> Result<Sealed, TokenError> {
     if rest.len() < len || plain.len() > MAX_PLAIN {
         return Err(malformed);
     }
-    let (backend, upstream) = rest.split_at(len);
+    let (backend, mut upstream) = rest.split_at(len);
     std::str::from_utf8(backend).map_err(|_| TokenError::Malformed)?;
+    let mut id_end = plain.len();
+    if replayable {
+        // The id's length, the id, then the (non-empty) `initialize` params.
+        let (Some(&hi), Some(&lo)) = (upstream.first(), upstream.get(1)) else {
+            return Err(malformed);
+        };
+        let id_len = usize::from(u16::from_be_bytes([hi, lo]));
+        if upstream.len() <= 2 + id_len {
+            return Err(malformed);
+        }
+        upstream = &upstream[2..2 + id_len];
+        id_end = backend_at + 1 + len + 2 + id_len;
+    }
     std::str::from_utf8(upstream).map_err(|_| TokenError::Malformed)?;
     Ok(Sealed {
         kind,
         plain: Plain::new(plain),
         backend_at: backend_at as u8, // at most 18
+        id_end: id_end as u16,        // at most MAX_PLAIN
         key: 0,
     })
 }
@@ -644,6 +711,63 @@ pub(crate) mod tests {
         assert_eq!(opened.backend().len(), MAX_BACKEND_ID);
         assert_eq!(opened.upstream_id().len(), MAX_UPSTREAM_ID);
         assert_eq!(opened.principal(), Some(&tag[..]));
+    }
+
+    #[test]
+    fn a_replayable_token_carries_the_initialize_params() {
+        let s = sealer();
+        let init = br#"{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"c","version":"1"}}"#;
+        let tag = s.principal_tag(b"p");
+        for principal in [None, Some(&tag)] {
+            let t = s.seal_replayable("b:1", "srv-id", principal, init).unwrap();
+            let opened = s.open(&t).unwrap();
+            assert_eq!(opened.kind, TokenKind::Streamable);
+            assert_eq!((opened.backend(), opened.upstream_id()), ("b:1", "srv-id"));
+            assert_eq!(opened.init(), Some(&init[..]));
+            assert_eq!(opened.principal(), principal.map(|p| &p[..]));
+        }
+        // An ordinary token has none; empty or oversized params are not sealed.
+        let plain = s
+            .seal(TokenKind::Streamable, "b:1", "srv-id", None)
+            .unwrap();
+        assert_eq!(s.open(&plain).unwrap().init(), None);
+        assert!(s.seal_replayable("b:1", "x", None, b"").is_none());
+        let big = vec![b'a'; MAX_INIT + 1];
+        assert!(s.seal_replayable("b:1", "x", None, &big).is_none());
+        let longest = s
+            .seal_replayable(
+                &"b".repeat(MAX_BACKEND_ID),
+                &"x".repeat(MAX_UPSTREAM_ID),
+                Some(&tag),
+                &big[..MAX_INIT],
+            )
+            .unwrap();
+        let opened = s.open(&longest).unwrap();
+        assert_eq!(opened.upstream_id().len(), MAX_UPSTREAM_ID);
+        assert_eq!(opened.init().map(<[u8]>::len), Some(MAX_INIT));
+    }
+
+    #[test]
+    fn a_replayable_plaintext_with_wrong_lengths_is_malformed() {
+        // kind 5, no principal, backend "b", then the id's length and the rest.
+        let base = [REPLAYABLE, 0, 1, b'b'];
+        for tail in [
+            &[][..],
+            &[0][..],
+            &[0, 3, b'a', b'b', b'c'][..],
+            &[0, 9, b'a'][..],
+        ] {
+            let plain = [&base[..], tail].concat();
+            assert_eq!(
+                parse_plain(&plain, true).unwrap_err(),
+                TokenError::Malformed,
+                "{tail:?}"
+            );
+        }
+        let ok = parse_plain(&[&base[..], &[0, 1, b'a', b'{', b'}'][..]].concat(), true).unwrap();
+        assert_eq!((ok.upstream_id(), ok.init()), ("a", Some(&b"{}"[..])));
+        // Not in a `t1.` token.
+        assert!(parse_plain(&[REPLAYABLE, 1, b'b', 0, 1, b'a', b'x'], false).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config::pools::Failover;
 use crate::pool::health::Check;
 use crate::pool::Balance;
 
@@ -31,6 +32,9 @@ pub struct FileConfig {
     pub sessions: SessionsFile,
     /// `least-outstanding` (default) or `round-robin`.
     pub balance: Option<Balance>,
+    /// `none` (default: the spec's 404 when a session's owner is gone) or
+    /// `reinitialize`; for the `default` pool and, unless they say, the others.
+    pub failover: Option<Failover>,
     /// Forward the client's `Host` (default true) or the backend's authority.
     pub preserve_host: Option<bool>,
     /// Every connection to the proxy listener begins with a PROXY protocol
@@ -81,6 +85,8 @@ pub struct PoolFile {
     #[serde(default)]
     pub backends: Vec<BackendFile>,
     pub balance: Option<Balance>,
+    /// `none` or `reinitialize` (default: the top level's).
+    pub failover: Option<Failover>,
     /// Keys of `[health]`, over the top-level ones.
     #[serde(default)]
     pub health: HealthFile,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 
 pub use file::*;
-pub use pools::{PoolConfig, PoolView, RouteConfig, SoftKey, DEFAULT_POOL};
+pub use pools::{Failover, PoolConfig, PoolView, RouteConfig, SoftKey, DEFAULT_POOL};
 pub use trust::{parse_keys, SessionSettings};
 
 use crate::affinity::SessionKey;
@@ -277,6 +277,7 @@ impl Config {
             routes: std::mem::take(&mut file.routes),
             health: &file.health,
             balance: file.balance,
+            failover: file.failover,
             backends_file: overrides.backends_file.or(file.discovery.file.clone()),
         })?;
         let discovery = DiscoverySettings {
@@ -613,6 +614,7 @@ impl Config {
                     let view = PoolView {
                         backends: p.listed(),
                         balance: p.balance,
+                        failover: p.failover,
                         health: &p.health,
                     };
                     (p.name.as_str(), view)

@@ -23,6 +23,22 @@ pub struct PoolConfig {
     pub sources: Vec<Source>,
     pub health: HealthSettings,
     pub balance: Balance,
+    /// What a request of a session whose owner is gone gets.
+    pub failover: Failover,
+}
+
+/// What a session's request gets when its owner is gone (`failover`, per
+/// pool; `docs/config.md` "Failover").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Failover {
+    /// The spec's 404: the client must begin a new session.
+    #[default]
+    None,
+    /// Tether begins a new session on another backend with what the client
+    /// sent in `initialize` (sealed in its token) and sends the request
+    /// there; the answer carries the new session's token.
+    Reinitialize,
 }
 
 /// A route: what a request must carry to go to `pool`.
@@ -108,6 +124,7 @@ pub(super) struct Parts<'a> {
     pub routes: Vec<RouteFile>,
     pub health: &'a HealthFile,
     pub balance: Option<Balance>,
+    pub failover: Option<Failover>,
     /// The backends file: `default`'s.
     pub backends_file: Option<PathBuf>,
 }
@@ -120,6 +137,7 @@ pub(super) fn build(file: Parts<'_>) -> Result<(Vec<PoolConfig>, Vec<RouteConfig
     }
     let health_defaults = file.health.clone();
     let balance = file.balance.unwrap_or_default();
+    let failover = file.failover.unwrap_or_default();
     let mut pools = Vec::new();
     if !backends.is_empty() || !sources.is_empty() {
         if file.pools.contains_key(DEFAULT_POOL) {
@@ -134,6 +152,7 @@ pub(super) fn build(file: Parts<'_>) -> Result<(Vec<PoolConfig>, Vec<RouteConfig
             sources: std::mem::take(&mut sources),
             health: health(health_defaults.clone(), "health")?,
             balance,
+            failover,
         });
     }
     for (name, pool) in file.pools {
@@ -159,6 +178,7 @@ pub(super) fn build(file: Parts<'_>) -> Result<(Vec<PoolConfig>, Vec<RouteConfig
         pools.push(PoolConfig {
             health: health(pool.health.over(&health_defaults), &format!("{key}.health"))?,
             balance: pool.balance.unwrap_or(balance),
+            failover: pool.failover.unwrap_or(failover),
             name,
             backends,
             sources,
@@ -333,6 +353,7 @@ fn routes(file: Vec<RouteFile>, pools: &[PoolConfig]) -> Result<Vec<RouteConfig>
 pub struct PoolView<'a> {
     pub backends: Vec<String>,
     pub balance: Balance,
+    pub failover: Failover,
     pub health: &'a HealthSettings,
 }
 

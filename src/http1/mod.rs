@@ -16,7 +16,9 @@
 //!   fields a proxy must act on.
 //! - `chunked`: the chunked transfer coding, incremental.
 //! - `buf`: the per-thread buffer pool.
+//! - `answer`: a whole small body, for Tether's own requests to a backend.
 
+pub mod answer;
 pub mod buf;
 pub mod chunked;
 pub mod head;

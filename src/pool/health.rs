@@ -18,8 +18,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::backend::{Backend, Health};
-use crate::http1::chunked::ChunkedDecoder;
-use crate::http1::head::{FieldKind, Framing, ResponseHead};
+use crate::http1::head::{FieldKind, ResponseHead};
 use crate::metrics::{self, Metrics};
 use crate::tls::backend::Shared as BackendTls;
 use crate::transport::Stream;
@@ -440,41 +439,11 @@ async fn exchange(to: &To<'_>, request: &[u8], marker: Option<&[u8]>) -> Result<
         .and_then(|v| std::str::from_utf8(v).ok())
         .filter(|v| crate::affinity::is_session_id(v.as_bytes()))
         .map(str::to_owned);
-    let mut body = Vec::new();
-    let mut raw = buf.split_off(head.len);
-    let mut decoder = ChunkedDecoder::new();
-    loop {
-        let done = match head.framing {
-            Framing::None => true,
-            Framing::Length(n) => {
-                body.extend_from_slice(&raw);
-                body.len() as u64 >= n
-            }
-            Framing::Chunked => {
-                decoder
-                    .decode(&raw, &mut |d| body.extend_from_slice(d))
-                    .map_err(|_| Failure::Failed)?;
-                decoder.is_done()
-            }
-            Framing::UntilClose => {
-                body.extend_from_slice(&raw);
-                false
-            }
-        };
-        raw.clear();
-        let seen = marker.is_some_and(|m| body.windows(m.len()).any(|w| w == m));
-        if done || seen || body.len() >= MAX_ANSWER {
-            break;
-        }
-        if stream
-            .read_buf(&mut raw)
-            .await
-            .map_err(|_| Failure::Failed)?
-            == 0
-        {
-            break;
-        }
-    }
+    let raw = buf.split_off(head.len);
+    let seen = |body: &[u8]| marker.is_some_and(|m| body.windows(m.len()).any(|w| w == m));
+    let body = crate::http1::answer::read(&mut stream, &head, raw, MAX_ANSWER, seen)
+        .await
+        .map_err(|_| Failure::Failed)?;
     Ok(Answer {
         status: head.status,
         session_id,

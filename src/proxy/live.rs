@@ -40,6 +40,8 @@ pub struct Live {
     pub(super) routes: Routes,
     /// `[cache]`, when enabled (kept across a reload that leaves it as it was).
     pub(super) cache: Option<Arc<crate::modern::cache::Cache>>,
+    /// The pools with `failover = "reinitialize"`.
+    pub(super) failover: Vec<Arc<str>>,
 }
 
 impl Default for Live {
@@ -60,11 +62,17 @@ impl Default for Live {
             pools: Vec::new(),
             routes: Routes::default(),
             cache: None,
+            failover: Vec::new(),
         }
     }
 }
 
 impl Live {
+    /// Whether the pool `name` re-initializes a session whose owner is gone.
+    pub(super) fn fails_over(&self, name: &str) -> bool {
+        self.failover.iter().any(|p| **p == *name)
+    }
+
     /// What `config` says, keeping from `old` the state a reload that
     /// leaves its settings as they were must not lose (the response cache,
     /// the per-caller counts).
@@ -95,7 +103,14 @@ impl Live {
             let label = metrics::KeyLabel { key: key.id_hex() };
             metrics.token_opens.get_or_create(&label).clone()
         };
+        let failover = config
+            .pools
+            .iter()
+            .filter(|p| p.failover == crate::config::Failover::Reinitialize)
+            .map(|p| Arc::from(p.name.as_str()))
+            .collect();
         Live {
+            failover,
             cache,
             callers,
             store,

@@ -14,6 +14,7 @@
 
 mod admit;
 mod choose;
+mod failover;
 mod live;
 mod modern;
 mod owned;
@@ -54,6 +55,8 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     /// The `tether_requests_total` series of Tether's own answers.
     none: metrics::StatusCounters,
+    /// Sessions this instance moved to a new backend (`failover`).
+    moved: failover::Moved,
 }
 
 /// The request target in origin form, where it is.
@@ -151,6 +154,12 @@ pub struct ResponseChanges {
     /// The response cache's key for this request: store the answer if it
     /// may be shared.
     pub cache_key: Option<String>,
+    /// The `params` of the client's `initialize`, sealed into the new
+    /// session's token (`failover = "reinitialize"`).
+    pub init: Option<Box<[u8]>>,
+    /// A failed-over session's token: the client's `Mcp-Session-Id` from now
+    /// on, whatever the server's answer carries.
+    pub session_token: Option<String>,
 }
 
 /// What the request sent upstream changes from the client's.
@@ -195,6 +204,7 @@ impl Proxy {
             live: ArcSwap::from_pointee(Live::default()),
             upstream,
             metrics,
+            moved: failover::Moved::default(),
         };
         let (pools, _) = proxy.apply_pools(config);
         let live = Live::new(config, pools, &Live::default(), &proxy.metrics);
@@ -418,6 +428,7 @@ impl Proxy {
                 None => {}
             }
         }
+        let mut init = self.replayable_init(client, req, &named);
         let fleet = &named.fleet;
         let pool = fleet.load_full();
         let mut tried: Vec<Arc<Backend>> = Vec::new();
@@ -447,6 +458,8 @@ impl Proxy {
                         echo: None,
                         set_cookie: steer.cookie_for(&req.live.affinity, &backend),
                         cache_key: cache_key.take(),
+                        init: init.take(),
+                        session_token: None,
                     };
                     let outcome = self.respond(
                         client,

@@ -35,6 +35,12 @@ impl Proxy {
         };
         let (owned, restored, home) = match located {
             Ok(located) => located,
+            Err(why @ Unroutable::OwnerGone(_)) => {
+                if let Some(outcome) = Box::pin(self.fail_over(client, req, &session)).await {
+                    return outcome;
+                }
+                return self.unroutable(client, req, why).await;
+            }
             Err(why) => return self.unroutable(client, req, why).await,
         };
         let fleet = &home.fleet;
@@ -50,7 +56,7 @@ impl Proxy {
                 ..Changes::default()
             },
         };
-        let session = Some((&owned, &session));
+        let in_session = Some((&owned, &session));
         let called = self
             .call_owner(
                 client,
@@ -58,13 +64,16 @@ impl Proxy {
                 (&backend, fleet),
                 outstanding,
                 changes,
-                (session, ResponseChanges::default()),
+                (in_session, ResponseChanges::default()),
             )
             .await;
         match called {
             Some(outcome) => outcome,
             // The owner is down: its sessions are gone with it.
             None => {
+                if let Some(outcome) = Box::pin(self.fail_over(client, req, &session)).await {
+                    return outcome;
+                }
                 let why = Unroutable::OwnerGone(backend.id.to_string());
                 self.unroutable(client, req, why).await
             }

@@ -80,19 +80,21 @@ impl Proxy {
         // A 2026-07-28 answer is not a session's: its `Mcp-Session-Id`, if a
         // server sends one, passes as it is.
         let sealed = response_session_id(&resp)
-            .filter(|_| !req.modern)
+            .filter(|_| !req.modern && tasks.session_token.is_none())
             .map(|value| match &req.live.store {
                 // Recorded already (`stored::keep`): the id passes untouched.
                 Some(_) => req.live.affinity.classify_response(value, owned),
                 None => {
                     let principal = req.principal.as_deref();
+                    let init = tasks.init.as_deref();
                     req.live
                         .affinity
-                        .seal_response(value, backend, owned, principal)
+                        .seal_response(value, backend, owned, (principal, init))
                 }
             });
         let session_id = match (&sealed, session) {
             _ if req.live.store.is_some() => None,
+            _ if tasks.session_token.is_some() => tasks.session_token.as_deref().map(str::as_bytes),
             (Some(ResponseId::Same), Some((_, session))) => Some(session.token_bytes(client.buf())),
             (Some(ResponseId::New(token)), _) => Some(token.as_bytes()),
             _ => None,
@@ -147,6 +149,11 @@ impl Proxy {
                 if body.len() as u64 == n {
                     self.cache_store(req.live, key, body);
                 }
+            }
+        }
+        if let Some(token) = &tasks.session_token {
+            if response_session_id(&resp).is_none() {
+                headers::append_field(&mut out, b"mcp-session-id", token.as_bytes());
             }
         }
         if let Some(cookie) = &tasks.set_cookie {
