@@ -4,7 +4,9 @@
 #      conformance-server.mjs, against Tether over three replicas, and against
 #      rr_proxy.py (no affinity) over the same three: the negative control;
 #   2. TS SDK clients (Streamable HTTP and legacy SSE) through Tether against
-#      three replicas of server-everything per transport, with the same control.
+#      three replicas of server-everything per transport, with the same control;
+#      and failover.test.mjs: a client whose session's owner is killed, with and
+#      without `failover = "reinitialize"`.
 #
 # Exits non-zero if any scenario differs between direct and Tether, if a
 # scenario fails directly, if the negative control did not fail, or if a client
@@ -65,7 +67,7 @@ conformance_rc=0
 
 echo "== TS SDK clients through Tether (server-everything, streamableHttp and sse)"
 clients_rc=0
-"$NODE" --test --test-force-exit --test-timeout=120000 --test-reporter=spec clients.test.mjs 2>&1 | tee "$INTEROP_LOG_DIR/clients.log" || clients_rc=$?
+"$NODE" --test --test-force-exit --test-timeout=120000 --test-reporter=spec clients.test.mjs failover.test.mjs 2>&1 | tee "$INTEROP_LOG_DIR/clients.log" || clients_rc=$?
 ((clients_rc == 0)) || status=1
 
 echo

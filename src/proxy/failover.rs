@@ -335,7 +335,7 @@ impl Proxy {
             let events = crate::forward::headers::is_event_stream(
                 head.fields.get(&buf, FieldKind::ContentType),
             );
-            let whole = |body: &[u8]| events && crate::forward::sse::event_end(body).is_some();
+            let whole = |body: &[u8]| events && answered_event(body).is_some();
             let body = crate::http1::answer::read(&mut stream, &head, raw, MAX_ANSWER, whole)
                 .await
                 .map_err(|e| Begin::Failed(e.to_string()))?;
@@ -442,30 +442,49 @@ fn replayable(buf: &[u8], req: &Request<'_>) -> bool {
     method == b"GET" && !resumes
 }
 
-/// The protocol version a server's answer to `initialize` negotiated (its
-/// JSON body, or the data of the event that carries it).
+/// The protocol version a server's answer to `initialize` negotiated: from
+/// its JSON body, or from the event that carries the answer (a server may
+/// send others first, such as an empty priming event).
 fn negotiated_version(answer: &[u8]) -> Option<String> {
+    match crate::forward::sse::event_end(answer) {
+        None => version_in(answer).flatten(),
+        Some(_) => answered_event(answer).flatten(),
+    }
+}
+
+/// In an event stream: `Some` once an event carries the answer to the
+/// replayed `initialize` (with the version it negotiated, if a result).
+fn answered_event(mut events: &[u8]) -> Option<Option<String>> {
+    while let Some(end) = crate::forward::sse::event_end(events) {
+        let data = crate::forward::sse::event_data(&events[..end]);
+        if let Some(found) = data.as_deref().and_then(version_in) {
+            return Some(found);
+        }
+        events = &events[end..];
+    }
+    None
+}
+
+/// `Some` when `json` is the answer to the replayed `initialize`: the
+/// version its result negotiated, or `None` for an error or no version.
+fn version_in(json: &[u8]) -> Option<Option<String>> {
     #[derive(Deserialize)]
     struct Answer {
+        id: Option<serde_json::Value>,
         result: Option<InitResult>,
     }
     #[derive(Deserialize)]
     struct InitResult {
         #[serde(rename = "protocolVersion")]
-        protocol_version: String,
+        protocol_version: Option<String>,
     }
-    let parse = |json: &[u8]| {
-        serde_json::from_slice::<Answer>(json)
-            .ok()
-            .and_then(|a| a.result)
-            .map(|r| r.protocol_version)
-    };
-    let version = match crate::forward::sse::event_end(answer) {
-        None => parse(answer),
-        Some(end) => crate::forward::sse::event_data(&answer[..end]).and_then(|d| parse(&d)),
-    }?;
+    let answer = serde_json::from_slice::<Answer>(json).ok()?;
+    if answer.id.as_ref().and_then(|id| id.as_str()) != Some(INIT_ID) {
+        return None;
+    }
     // It goes into a header: a token of visible ASCII.
-    (!version.is_empty() && version.bytes().all(|b| b.is_ascii_graphic())).then_some(version)
+    let version = answer.result.and_then(|r| r.protocol_version);
+    Some(version.filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic())))
 }
 
 #[cfg(test)]
@@ -473,24 +492,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_negotiated_version_is_read_from_json_or_an_event() {
+    fn the_negotiated_version_is_read_from_json_or_the_answering_event() {
         let json = br#"{"jsonrpc":"2.0","id":"tether-failover","result":{"protocolVersion":"2025-11-25","capabilities":{}}}"#;
         assert_eq!(negotiated_version(json).as_deref(), Some("2025-11-25"));
-        let sse = b"event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"protocolVersion\":\"2025-06-18\"}}\r\n\r\n";
+        let sse = b"id: 1\r\ndata: \r\n\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":\"tether-failover\",\"result\":{\"protocolVersion\":\"2025-06-18\"}}\r\n\r\n";
         assert_eq!(negotiated_version(sse).as_deref(), Some("2025-06-18"));
+        // The priming event alone is no answer yet.
+        assert_eq!(answered_event(b"id: 1\ndata: \n\n"), None);
+        assert_eq!(answered_event(&sse[..20]), None);
+        assert!(answered_event(sse).is_some());
         for bad in [
-            &br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32600,"message":"no"}}"#[..],
-            br#"{"result":{"protocolVersion":"bad version"}}"#,
+            &br#"{"jsonrpc":"2.0","id":"tether-failover","error":{"code":-32600,"message":"no"}}"#[..],
+            br#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18"}}"#,
+            br#"{"id":"tether-failover","result":{"protocolVersion":"bad version"}}"#,
             b"event: message\n\n",
             b"not json",
             b"",
         ] {
-            assert_eq!(
-                negotiated_version(bad),
-                None,
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
+            assert_eq!(negotiated_version(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
     }
 

@@ -3,7 +3,7 @@
 // and stop every child (also on failure or Ctrl-C).
 
 import { execFileSync, spawn } from 'node:child_process';
-import { createWriteStream, existsSync, mkdtempSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -114,14 +114,29 @@ export async function startConformanceReplica(name) {
  * the real port, which lets us pass PORT=0.
  */
 export async function startEverythingReplica(name, mode) {
-  const { match } = await startProcess(
+  const { match, child } = await startProcess(
     name,
     process.execPath,
     ['--import', join(HERE, 'lib', 'bind-loopback.mjs'), EVERYTHING, mode],
     // A minimal environment: its `get-env` tool returns the whole of it.
     { env: { PATH: process.env.PATH ?? '', PORT: '0', REPLICA_NAME: name }, inheritEnv: false, ready: /^BOUND (\d+)$/ },
   );
-  return `http://127.0.0.1:${match[1]}`;
+  const url = `http://127.0.0.1:${match[1]}`;
+  replicaProcesses.set(url, child);
+  return url;
+}
+
+const replicaProcesses = new Map();
+
+/** Kills the replica started at `url` (SIGKILL: it dies as a crashed server does). */
+export function killReplica(url) {
+  const child = replicaProcesses.get(url);
+  if (!child) throw new Error(`no replica at ${url}`);
+  return new Promise((done) => {
+    if (child.exitCode !== null || child.signalCode !== null) return done();
+    child.once('exit', () => done());
+    child.kill('SIGKILL');
+  });
 }
 
 export function requireTether() {
@@ -130,10 +145,15 @@ export function requireTether() {
   }
 }
 
-/** Tether in front of `backends`; resolves to its base URL. */
-export async function startTether(name, backends, env = {}) {
+/** Tether in front of `backends`, with `toml` as its config file; resolves to its base URL. */
+export async function startTether(name, backends, env = {}, toml = '') {
   requireTether();
   const args = ['--listen', '127.0.0.1:0', ...backends.flatMap((b) => ['--backend', b])];
+  if (toml) {
+    const file = join(LOG_DIR, `${name}.toml`);
+    writeFileSync(file, toml);
+    args.push('--config', file);
+  }
   const { match } = await startProcess(name, TETHER_BIN, args, {
     env: { TETHER_LOG: process.env.TETHER_LOG || 'debug', ...env },
     ready: /proxy listening on (127\.0\.0\.1:\d+)/,
