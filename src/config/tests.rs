@@ -352,6 +352,36 @@ pool = "main"
 }
 
 #[test]
+fn failover_is_set_at_the_top_and_per_pool() {
+    let c = parsed(
+        r#"
+failover = "reinitialize"
+backends = ["http://10.0.0.1:3000"]
+[pools.stateful]
+backends = ["http://10.0.0.9:3000"]
+failover = "none"
+[pools.other]
+backends = ["http://10.0.0.10:3000"]
+[[routes]]
+pool = "default"
+"#,
+    )
+    .unwrap();
+    let of = |name| c.pool(name).unwrap().failover;
+    assert_eq!(of(DEFAULT_POOL), Failover::Reinitialize);
+    assert_eq!(of("stateful"), Failover::None);
+    assert_eq!(of("other"), Failover::Reinitialize, "the top level's");
+    assert!(c.to_toml().contains("failover = \"reinitialize\""));
+    assert_eq!(
+        parsed("backends = [\"http://h:1\"]\n").unwrap().pools[0].failover,
+        Failover::None
+    );
+    let err = parsed("failover = \"retry\"\nbackends = [\"http://h:1\"]\n").unwrap_err();
+    assert!(err.key.ends_with("failover"), "{err}");
+    assert!(err.to_string().contains("reinitialize"), "{err}");
+}
+
+#[test]
 fn backend_flags_alone_make_the_default_pool_with_a_catch_all_route() {
     let c = Config::from_parts(
         FileConfig::default(),

@@ -502,14 +502,20 @@ mod tests {
         assert_eq!(answered_event(&sse[..20]), None);
         assert!(answered_event(sse).is_some());
         for bad in [
-            &br#"{"jsonrpc":"2.0","id":"tether-failover","error":{"code":-32600,"message":"no"}}"#[..],
+            &br#"{"jsonrpc":"2.0","id":"tether-failover","error":{"code":-32600,"message":"no"}}"#
+                [..],
             br#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18"}}"#,
             br#"{"id":"tether-failover","result":{"protocolVersion":"bad version"}}"#,
             b"event: message\n\n",
             b"not json",
             b"",
         ] {
-            assert_eq!(negotiated_version(bad), None, "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                negotiated_version(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
