@@ -455,7 +455,7 @@ impl Metrics {
                 transport,
             });
         }
-        for kind in ["refused", "connect", "timeout", "io", "ok", "failed"] {
+        for kind in ["refused", "connect", "tls", "timeout", "io", "ok", "failed"] {
             let label = BackendKind {
                 backend: name(),
                 kind,
