@@ -219,13 +219,8 @@ impl Control {
     pub fn pools(&self) -> serde_json::Value {
         let config = self.config();
         let list: Vec<_> = self
-            .proxy
-            .pools()
+            .shown_pools()
             .iter()
-            .filter(|named| {
-                // A removed pool shows until its last backend has left.
-                config.pool(&named.name).is_some() || !named.fleet.pool().backends().is_empty()
-            })
             .map(|named| {
                 let pool = named.fleet.pool();
                 let mut states = serde_json::Map::new();
@@ -249,6 +244,17 @@ impl Control {
         json!({ "pools": list })
     }
 
+    /// The pools the admin API shows: those configured, and a removed one
+    /// until its last backend has left.
+    pub(crate) fn shown_pools(&self) -> Vec<Arc<crate::pool::Named>> {
+        let config = self.config();
+        let mut pools = self.proxy.pools();
+        pools.retain(|named| {
+            config.pool(&named.name).is_some() || !named.fleet.pool().backends().is_empty()
+        });
+        pools
+    }
+
     /// `GET /routes`: the routes in force, in order.
     pub fn routes(&self) -> serde_json::Value {
         json!({ "routes": crate::route::describe(&self.config().routes) })
@@ -266,7 +272,8 @@ impl Control {
     }
 }
 
-fn backend_json(b: &crate::pool::Backend, pool: &str) -> serde_json::Value {
+/// One backend as `GET /backends` (and `GET /status`) shows it.
+pub(crate) fn backend_json(b: &crate::pool::Backend, pool: &str) -> serde_json::Value {
     json!({
         "address": &*b.id,
         "pool": pool,

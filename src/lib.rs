@@ -27,7 +27,8 @@
 //!    the choice for a request without a session.
 //! 5. [`forward`]: upstream connections and the exchange, header rules, the
 //!    relayed response body and the legacy `endpoint` event rewrite.
-//! 6. [`admin`]: `/healthz`, `/readyz`, `/metrics` and the JSON API.
+//! 6. [`admin`]: `/healthz`, `/readyz`, `/metrics`, the JSON API and the
+//!    status page (`/`, polling `/status`).
 //!
 //! [`control`] is what operations do to a running Tether (reload, drain,
 //! readiness), shared by the signals ([`server`]) and the admin API;

@@ -1,6 +1,7 @@
 //! Stage 6: admin. `/healthz`, `/readyz`, `/metrics` (Prometheus text
-//! format) and the JSON API (`api`: backends, drain, config, reload) on their
-//! own listener, so they are never exposed on the proxy port.
+//! format), the JSON API (`api`: backends, drain, config, reload) and the
+//! status page (`page`, fed by `status` and `history`) on their own
+//! listener, so they are never exposed on the proxy port.
 //!
 //! It changes the request path's state only through `Control`. It
 //! speaks HTTP/1.1 with the proxy's own head parser (`http1::head`), so it
@@ -8,6 +9,7 @@
 //! `Host`, no `Transfer-Encoding` with `Content-Length`. Request bodies are
 //! read (up to `MAX_BODY`) and ignored.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +22,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 mod api;
+mod history;
+mod page;
+mod status;
 
 use crate::accept::AcceptErrors;
 use crate::control::Control;
@@ -32,6 +37,7 @@ const MAX_BODY: u64 = 64 * 1024;
 pub struct Admin {
     registry: Registry,
     control: Arc<Control>,
+    history: history::History,
 }
 
 /// The head limits the admin listener shares with the proxy listener.
@@ -45,15 +51,17 @@ pub struct Limits {
 #[derive(Clone, Copy)]
 struct Caller<'a> {
     authorization: Option<&'a [u8]>,
-    /// The request carries `Origin` or `Sec-Fetch-Site`: a browser sent it.
-    from_browser: bool,
+    /// Whether a browser sent it, and from which page (`api::browser`).
+    browser: api::Browser,
 }
 
-/// An answer: status, content type, body.
+/// An answer: status, content type, body, and any further header lines.
 struct Reply {
     status: StatusCode,
     content_type: &'static str,
-    body: String,
+    body: Cow<'static, str>,
+    /// Header lines, each ending in CRLF.
+    headers: &'static str,
 }
 
 impl Reply {
@@ -61,7 +69,8 @@ impl Reply {
         Reply {
             status,
             content_type: "application/json",
-            body: format!("{body}\n"),
+            body: format!("{body}\n").into(),
+            headers: "",
         }
     }
 
@@ -69,14 +78,22 @@ impl Reply {
         Reply {
             status,
             content_type: "text/plain; charset=utf-8",
-            body: format!("{body}\n"),
+            body: format!("{body}\n").into(),
+            headers: "",
         }
     }
 }
 
 impl Admin {
     pub fn new(registry: Registry, control: Arc<Control>) -> Self {
-        Admin { registry, control }
+        // The first sample now, so a page opened at once has a point.
+        let history = history::History::default();
+        history.record(Instant::now(), history::Totals::read(&registry));
+        Admin {
+            registry,
+            control,
+            history,
+        }
     }
 
     fn handle(&self, method: &[u8], path: &[u8], caller: Caller<'_>) -> Reply {
@@ -85,9 +102,22 @@ impl Admin {
             return api::post(&self.control, path, caller);
         }
         if method != b"GET" && method != b"HEAD" {
+            // OPTIONS too: no CORS preflight is ever granted, so no other
+            // origin's script can send an `Authorization` header here.
             return Reply::text(StatusCode::METHOD_NOT_ALLOWED, "GET, HEAD or POST");
         }
+        if let Some(asset) = page::asset(path) {
+            return asset;
+        }
         match path {
+            b"/status" => {
+                let now = history::Totals::read(&self.registry);
+                let body = status::status(&self.control, &self.history, now);
+                Reply {
+                    headers: page::HEADERS,
+                    ..Reply::json(StatusCode::OK, &body)
+                }
+            }
             b"/healthz" => Reply::text(StatusCode::OK, "ok"),
             b"/readyz" => match self.control.ready() {
                 Ok(()) => Reply::text(StatusCode::OK, "ready"),
@@ -103,7 +133,8 @@ impl Admin {
                     Ok(()) => Reply {
                         status: StatusCode::OK,
                         content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        body: text,
+                        body: text.into(),
+                        headers: "",
                     },
                     Err(e) => {
                         tracing::error!(error = %e, "metrics encoding failed");
@@ -125,6 +156,13 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut conns = JoinSet::new();
+    // The status page's history is sampled while the listener is up.
+    let sampler = {
+        let (admin, shutdown) = (admin.clone(), shutdown.clone());
+        tokio::spawn(
+            async move { history::sample(&admin.history, &admin.registry, shutdown).await },
+        )
+    };
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -139,6 +177,7 @@ pub async fn serve(
             _ = shutdown.changed() => break,
         }
     }
+    sampler.abort();
     conns.shutdown().await;
 }
 
@@ -198,16 +237,14 @@ async fn connection(mut stream: TcpStream, admin: Arc<Admin>, limits: Limits) {
                 .map(|f| &buf[f.value.clone()])
         };
         // A browser says where a request comes from; curl, kubectl and
-        // deploy scripts do not. An action a web page triggers (a cross-site
-        // form POST) is refused.
-        let from_browser = field(b"origin").is_some()
-            || field(b"sec-fetch-site").is_some_and(|v| !v.eq_ignore_ascii_case(b"none"));
+        // deploy scripts do not (`api::post` decides what a page may do).
+        let browser = api::browser(field(b"origin"), field(b"sec-fetch-site"), field(b"host"));
         let reply = admin.handle(
             &buf[head.method.clone()],
             &buf[head.target.clone()],
             Caller {
                 authorization: field(b"authorization"),
-                from_browser,
+                browser,
             },
         );
         let head_only = &buf[head.method.clone()] == b"HEAD";
@@ -299,7 +336,7 @@ async fn write_reply(
     limits: Limits,
 ) -> std::io::Result<()> {
     let mut out = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n{}{}\r\n",
+        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n{}{}{}\r\n",
         reply.status.as_u16(),
         reply.status.canonical_reason().unwrap_or(""),
         reply.content_type,
@@ -308,6 +345,7 @@ async fn write_reply(
             StatusCode::UNAUTHORIZED => "www-authenticate: Bearer\r\n",
             _ => "",
         },
+        reply.headers,
         if close { "connection: close\r\n" } else { "" },
     )
     .into_bytes();
