@@ -144,7 +144,8 @@ async fn a_session_of_a_killed_owner_goes_on_on_another_backend() {
     );
     let m = metrics(&t).await;
     assert_eq!(failovers(&m, "reinitialized"), moved as f64, "{m}");
-    assert_eq!(failovers(&m, "moved"), moved as f64, "{m}");
+    // Each request sent on a moved session with the old token, the first included.
+    assert_eq!(failovers(&m, "moved"), 2.0 * moved as f64, "{m}");
     let victim_id = victim.url().trim_start_matches("http://").to_string();
     let orphaned = format!("tether_sessions_orphaned_total{{backend=\"{victim_id}\"}}");
     assert_eq!(sample(&m, &orphaned), 0.0, "a moved session is no orphan");
@@ -248,4 +249,122 @@ async fn without_the_opt_in_the_owner_gone_is_the_404() {
     assert_eq!(resp.status, 404, "{}", resp.text());
     let m = metrics(&t).await;
     assert!(!m.contains("tether_session_failovers_total{"), "{m}");
+}
+
+#[tokio::test]
+async fn requests_that_arrive_together_make_one_new_session() {
+    let replicas = replicas(2).await;
+    let t = tether_with(&replicas, &SessionKey::generate(), FAILOVER).await;
+    let clients = sessions(&t, 4).await;
+    let victim = &replicas[0];
+    let (c, _) = clients
+        .iter()
+        .find(|(_, owner)| owner == victim.name())
+        .expect("a session on the victim");
+    victim.kill();
+    let before = initializes(&replicas[1]).len();
+    let old = c.session_id().unwrap().to_string();
+    let url = mcp_url(&t);
+    let answers = futures_join(
+        (0..6)
+            .map(|i| {
+                let (url, old) = (url.clone(), old.clone());
+                tokio::spawn(async move { post(&url, &old, whoami(300 + i)).await })
+            })
+            .collect(),
+    )
+    .await;
+    let tokens: std::collections::HashSet<String> = answers
+        .iter()
+        .map(|r| {
+            assert_eq!(
+                (r.status, tool_text(r)),
+                (200, replicas[1].name().to_string())
+            );
+            r.headers["mcp-session-id"].to_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(tokens.len(), 1, "one new session for all of them");
+    assert_eq!(initializes(&replicas[1]).len() - before, 1);
+    let m = metrics(&t).await;
+    assert_eq!(failovers(&m, "reinitialized"), 1.0, "{m}");
+    assert_eq!(failovers(&m, "moved"), 6.0, "{m}");
+}
+
+async fn futures_join(handles: Vec<tokio::task::JoinHandle<RawResponse>>) -> Vec<RawResponse> {
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(within("a concurrent request", h).await.expect("task"));
+    }
+    out
+}
+
+/// A POST as `user` (the `x-user` header the binding reads).
+async fn post_as(url: &str, session: &str, user: &str, body: Value) -> RawResponse {
+    let mut headers = vec![
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2025-06-18"),
+        ("x-user", user),
+    ];
+    if !session.is_empty() {
+        headers.push(("mcp-session-id", session));
+    }
+    send_raw(Method::POST, url, &headers, body.to_string())
+        .await
+        .expect("response")
+}
+
+#[tokio::test]
+async fn a_moved_session_stays_bound_to_its_caller() {
+    let replicas = replicas(2).await;
+    let extra = format!("{FAILOVER}\n[sessions]\nbind = \"header:x-user\"\n");
+    let t = tether_with(&replicas, &SessionKey::generate(), &extra).await;
+    // alice's sessions, until one is on the victim.
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+        "protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"alice-app","version":"1"}}});
+    let victim = &replicas[0];
+    let mut on_victim = None;
+    for _ in 0..8 {
+        let r = post_as(&mcp_url(&t), "", "alice", init.clone()).await;
+        let token = r.headers["mcp-session-id"].to_str().unwrap().to_string();
+        let note = json!({"jsonrpc":"2.0","method":"notifications/initialized"});
+        assert_eq!(
+            post_as(&mcp_url(&t), &token, "alice", note).await.status,
+            202
+        );
+        if tool_text(&post_as(&mcp_url(&t), &token, "alice", whoami(1)).await) == victim.name() {
+            on_victim = Some(token);
+            break;
+        }
+    }
+    let old = on_victim.expect("a session on the victim");
+    victim.kill();
+    // bob cannot move it, nor use it once alice did.
+    assert_eq!(
+        post_as(&mcp_url(&t), &old, "bob", whoami(2)).await.status,
+        404
+    );
+    let moved = post_as(&mcp_url(&t), &old, "alice", whoami(3)).await;
+    assert_eq!(
+        (moved.status, tool_text(&moved)),
+        (200, replicas[1].name().to_string())
+    );
+    let new = moved.headers["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    for token in [&old, &new] {
+        assert_eq!(
+            post_as(&mcp_url(&t), token, "bob", whoami(4)).await.status,
+            404
+        );
+    }
+    let m = metrics(&t).await;
+    let rejected = sample(
+        &m,
+        "tether_session_binding_rejections_total{reason=\"mismatch\"}",
+    );
+    assert_eq!(rejected, 3.0, "{m}");
+    assert_eq!(failovers(&m, "reinitialized"), 1.0, "{m}");
 }

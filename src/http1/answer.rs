@@ -14,13 +14,15 @@ pub enum BodyError {
     Io(#[from] std::io::Error),
     #[error("the chunked body is malformed")]
     Chunked,
+    #[error("the backend closed the connection before the body's end")]
+    Truncated,
 }
 
 /// Reads the body of the response whose head is `head`: from `raw` (the
 /// bytes read past the head), then from `stream`. It stops at the body's
 /// end, when `done(body so far)` says enough was read (an event stream does
-/// not end), at `max` bytes, or when the backend closes. The caller bounds
-/// the time it takes.
+/// not end), at `max` bytes, or when the backend closes (an error for a
+/// body whose end was announced). The caller bounds the time it takes.
 pub async fn read<S: AsyncRead + Unpin>(
     stream: &mut S,
     head: &ResponseHead,
@@ -34,8 +36,9 @@ pub async fn read<S: AsyncRead + Unpin>(
         let ended = match head.framing {
             Framing::None => true,
             Framing::Length(n) => {
-                let room = usize::try_from(n).unwrap_or(usize::MAX) - body.len().min(n as usize);
-                body.extend_from_slice(&raw[..raw.len().min(room)]);
+                let room = n.saturating_sub(body.len() as u64);
+                let take = usize::try_from(room).unwrap_or(usize::MAX).min(raw.len());
+                body.extend_from_slice(&raw[..take]);
                 body.len() as u64 >= n
             }
             Framing::Chunked => {
@@ -53,8 +56,14 @@ pub async fn read<S: AsyncRead + Unpin>(
         if ended || body.len() >= max || done(&body) {
             return Ok(body);
         }
+        if raw.capacity() == 0 {
+            raw.reserve(8 * 1024);
+        }
         if stream.read_buf(&mut raw).await? == 0 {
-            return Ok(body);
+            return match head.framing {
+                Framing::Length(_) | Framing::Chunked => Err(BodyError::Truncated),
+                Framing::None | Framing::UntilClose => Ok(body),
+            };
         }
     }
 }
@@ -101,6 +110,22 @@ mod tests {
         let got = body_of(stream, 10, 1024, b"event: endpoint").await;
         assert!(got.starts_with(b"event: endpoint"));
         assert!(body_of(stream, 0, 4, b"").await.len() >= 4);
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_before_its_announced_end_is_an_error() {
+        for cut in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nhello"[..],
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        ] {
+            let head = ResponseHead::parse(cut, 1024, false).unwrap().unwrap();
+            let mut stream: &[u8] = b"";
+            let r = read(&mut stream, &head, cut[head.len..].to_vec(), 1024, |_| {
+                false
+            })
+            .await;
+            assert!(matches!(r, Err(BodyError::Truncated)), "{r:?}");
+        }
     }
 
     #[tokio::test]

@@ -43,6 +43,13 @@ impl Proxy {
             }
             Err(why) => return self.unroutable(client, req, why).await,
         };
+        // A session this instance moved while its owner was down stays on
+        // the new one (a client that kept the old token still sends it).
+        if owned.sealed().init().is_some() && self.moved.any() {
+            if let Some(outcome) = Box::pin(self.to_moved_first(client, req, &session)).await {
+                return outcome;
+            }
+        }
         let fleet = &home.fleet;
         let backend = owned.backend.clone();
         let outstanding = backend.track();
