@@ -1,4 +1,5 @@
-//! The `tether` binary: keygen, config errors (exit 2, one line), startup, demo.
+//! The `tether` binary: keygen, config errors (exit 2, one line), startup, demo,
+//! doctor's usage errors.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -311,4 +312,27 @@ fn json_logs_and_the_access_log_line() {
     assert_eq!(fields["session"].as_str().unwrap().len(), 8, "{access}");
     assert!(!err.contains("secret-token"), "{err}");
     std::fs::remove_file(&conf).unwrap();
+}
+
+#[test]
+fn doctor_usage_errors_and_an_unreachable_url_exit_2_with_nothing_on_stdout() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let unreachable = format!("http://127.0.0.1:{closed}/mcp");
+    for args in [
+        vec!["doctor", "ftp://h/mcp"],
+        vec!["doctor", "not a url"],
+        vec!["doctor", "http://h/mcp", "--header", "no colon"],
+        vec!["doctor", "http://h/mcp", "--sse-path", "sse"],
+        vec!["doctor", "http://h/mcp", "--sessions", "0"],
+        vec!["doctor", "http://h/mcp", "--hold", "soon"],
+        vec!["doctor", &unreachable, "--timeout", "2s"],
+    ] {
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(!out.stderr.is_empty(), "{args:?}");
+    }
 }

@@ -42,7 +42,12 @@ pub enum ClientError {
 impl ClientError {
     /// The endpoint could not be reached at all (as opposed to answering badly).
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, ClientError::Connect(_) | ClientError::Tls(_))
+        matches!(
+            self,
+            ClientError::Connect(_)
+                | ClientError::Tls(_)
+                | ClientError::Timeout("connection" | "TLS handshake", _)
+        )
     }
 }
 
@@ -120,10 +125,10 @@ impl Client {
             target.push('?');
             target.push_str(q);
         }
-        let mut req = http::Request::builder()
-            .method(method)
-            .uri(target)
-            .header(http::header::HOST, authority(url));
+        let mut req = http::Request::builder().method(method).uri(target);
+        if !self.headers.iter().any(|(n, _)| n == http::header::HOST) {
+            req = req.header(http::header::HOST, authority(url));
+        }
         for (name, value) in &self.headers {
             req = req.header(name, value);
         }

@@ -63,7 +63,8 @@ pub async fn run(
             Check::new("sse.hold", Verdict::NotApplicable, "skipped (--hold 0)"),
         ];
     }
-    let _step = progress.begin(format!("holding idle streams for {:?}", o.hold));
+    let something = l.sse_url().is_some() || matches!(s, streamable::Probe::Stateful(_));
+    let _step = something.then(|| progress.begin(format!("holding idle streams for {:?}", o.hold)));
     let (a, b) = tokio::join!(
         hold_legacy(client, o.hold, l, progress),
         hold_streamable(client, o, s, progress)

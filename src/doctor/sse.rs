@@ -215,4 +215,15 @@ id: 7\ndata: {\"a\":1}\ndata:two\n\nid: 8\ndata\n\n: keepalive\rdata: x\r\r";
         p.feed(b"\xff\xfe:\x00\n\n\n::\r\n").unwrap();
         let _ = all(&mut p);
     }
+
+    #[test]
+    fn what_begins_like_a_byte_order_mark_and_is_not_one_is_kept() {
+        let mut p = Parser::new();
+        p.feed(b"\xEF").unwrap();
+        p.feed(b"\xBBdata: x\n\n").unwrap();
+        // The field name then begins with replacement characters: unknown, ignored, as EventSource does.
+        assert_eq!(all(&mut p), vec![]);
+        p.feed(b"data: y\n\n").unwrap();
+        assert_eq!(all(&mut p), vec![ev("message", "y", None)]);
+    }
 }
