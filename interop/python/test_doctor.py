@@ -15,6 +15,7 @@ Streamable ones, so one URL (`/mcp`) shows both transports, as a deployment serv
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+import trustme
 
 from conftest import tether_bin
 from test_operations import Tether
@@ -30,11 +32,11 @@ HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 SESSIONS = 12
 
 
-def doctor(url: str, *flags: str, hold: str = "2s") -> tuple[int, dict[str, dict], str]:
+def doctor(url: str, *flags: str, hold: str = "2s", env: dict | None = None) -> tuple[int, dict[str, dict], str]:
     """Runs `tether doctor URL --json`; returns (exit status, checks by id, stderr)."""
     argv = [tether_bin(), "doctor", url, "--json", "--hold", hold, "--sessions", str(SESSIONS),
             "--timeout", "5s", *flags]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=50)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=50, env={**os.environ, **(env or {})})
     assert out.returncode in (0, 1), f"exit {out.returncode}\n{out.stdout}\n{out.stderr}"
     report = json.loads(out.stdout)
     assert report["exit"] == out.returncode, report
@@ -173,6 +175,36 @@ pool = "main"
         assert checks[must]["verdict"] == "pass", checks[must]
     assert checks["sse.hold"]["data"]["legacy SSE stream"] == "survived"
     assert checks["sse.hold"]["data"]["Streamable GET stream"] == "survived"
+
+
+def test_https_is_verified_against_the_system_roots(procs, tmp_path, replica_set):
+    """Over https:// doctor trusts what the system trusts (SSL_CERT_FILE here, as a user's machine
+    trusts a real CA): Tether terminating TLS passes; a certificate from a CA it does not trust is
+    refused at the handshake, exit 2."""
+    ca, other = trustme.CA(), trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    other.cert_pem.write_to_path(str(tmp_path / "other.pem"))
+    backends = ", ".join(f'"http://127.0.0.1:{p}"' for p in replica_set("stateful"))
+    t = Tether(procs, tmp_path, f"""
+listen = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+backends = [{backends}]
+[tls]
+cert = "{tmp_path / 'server.pem'}"
+key = "{tmp_path / 'server.key'}"
+""")
+    url = f"https://127.0.0.1:{t.port}/mcp"
+    code, checks, _ = doctor(url, hold="1s", env={"SSL_CERT_FILE": str(tmp_path / "ca.pem")})
+    assert code == 0, verdicts(checks)
+    assert checks["stickiness.streamable"]["verdict"] == "pass"
+    assert checks["sse.hold"]["verdict"] == "pass"
+    out = subprocess.run([tether_bin(), "doctor", url, "--timeout", "5s"], capture_output=True, text=True,
+                         timeout=30, env={**os.environ, "SSL_CERT_FILE": str(tmp_path / "other.pem")})
+    assert out.returncode == 2, out
+    assert "TLS" in out.stderr and out.stdout == "", out
 
 
 def test_an_unreachable_url_or_a_bad_flag_exits_2():

@@ -72,7 +72,9 @@ impl Progress {
     }
 
     fn show(&self, running: &[String], plain: &str) {
-        if self.tty {
+        if self.tty && running.is_empty() {
+            eprint!("\r\x1b[K");
+        } else if self.tty {
             self.draw(&running.join(", "));
         } else {
             eprintln!("tether doctor: {plain}");

@@ -267,9 +267,10 @@ pub async fn open(client: &Client, url: &Url) -> Result<Opened, Failure> {
     Ok(opened)
 }
 
-/// N sessions opened at once; once all are open, each makes M calls, all
-/// sessions at once. Opening them all first matters: sessions run in lockstep
-/// through a round robin can land on their own replica by luck.
+/// N sessions opened at once; once all are open, every session takes each
+/// step (`notifications/initialized`, then M pings) at once, in a fresh
+/// random order ([`step_all`]: sessions in lockstep through a round robin can
+/// land on their own replica by luck).
 pub async fn stickiness(
     client: &Arc<Client>,
     o: &Options,
