@@ -27,6 +27,10 @@ pub enum Command {
     /// Validate a config (--config FILE, with any flags the proxy would get) and print it
     /// as it would be in force; exit 0, or 2 with the one-line error.
     Check(Box<RunArgs>),
+    /// Probe any MCP endpoint as a real client would (eras, stickiness, unknown sessions,
+    /// SSE through the path, Origin, protocol version) and print a verdict per check;
+    /// exit 0 if every check that applies passes, 1 if one fails, 2 if the URL is unusable.
+    Doctor(DoctorArgs),
 }
 
 /// Running the proxy (the default command).
@@ -119,4 +123,34 @@ pub struct DemoArgs {
     /// Exit after the guided tour instead of serving until Ctrl-C.
     #[arg(long)]
     pub once: bool,
+}
+
+/// `tether doctor URL`: see docs/doctor.md.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The MCP endpoint, as a client is given it (http:// or https://, e.g. http://host/mcp).
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// Sessions opened at once for the stickiness checks.
+    #[arg(long, value_name = "N", default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub sessions: u32,
+    /// Calls each session makes once every session is open.
+    #[arg(long, value_name = "M", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub calls: u32,
+    /// How long an idle SSE stream is held open to see whether the path cuts it
+    /// (proxies' classic 60 s timeout); 0 skips the idle check.
+    #[arg(long, value_name = "DURATION", default_value = "70s", value_parser = humantime::parse_duration)]
+    pub hold: std::time::Duration,
+    /// Another path to try for a legacy HTTP+SSE stream, besides the URL itself and /sse (repeatable).
+    #[arg(long = "sse-path", value_name = "PATH")]
+    pub sse_paths: Vec<String>,
+    /// A header sent on every request, e.g. 'Authorization: Bearer ...' (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Print the report as JSON (for machines) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The longest any one step may take (connect, an answer, an event).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
 }

@@ -38,7 +38,9 @@
 //! one error a request can end in (an HTTP status and a JSON-RPC body);
 //! [`panic`] keeps a bug in one connection from going silent.
 //! [`config`] is file -> flags -> validated [`config::Config`]; [`demo`] runs
-//! demo replicas behind Tether. Design notes: `docs/design.md`.
+//! demo replicas behind Tether. [`doctor`] is no stage: `tether doctor URL`,
+//! a client that probes any MCP deployment (Tether or not) and judges it;
+//! it never imports the request path. Design notes: `docs/design.md`.
 
 #![forbid(unsafe_code)]
 
@@ -52,6 +54,7 @@ mod conn;
 pub mod control;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod doctor;
 mod downstream;
 mod error;
 pub mod forward;

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Some(Command::Doctor(args)) => return mcp_tether::doctor::main(args),
         Some(Command::Keygen) | Some(Command::Demo(_)) => init_logging(LogFormat::Text),
         None => {}
     }
@@ -46,7 +47,7 @@ fn main() -> ExitCode {
             eprintln!("tether: this build has no demo (built without the \"demo\" feature)");
             ExitCode::FAILURE
         }
-        Some(Command::Check(_)) => unreachable!("answered above"),
+        Some(Command::Check(_)) | Some(Command::Doctor(_)) => unreachable!("answered above"),
         None => {
             let config = match Config::load(cli.run.config.as_deref(), cli.run.overrides(), &env) {
                 Ok(config) => config,

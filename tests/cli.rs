@@ -1,4 +1,5 @@
-//! The `tether` binary: keygen, config errors (exit 2, one line), startup, demo.
+//! The `tether` binary: keygen, config errors (exit 2, one line), startup, demo,
+//! doctor's usage errors.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -311,4 +312,101 @@ fn json_logs_and_the_access_log_line() {
     assert_eq!(fields["session"].as_str().unwrap().len(), 8, "{access}");
     assert!(!err.contains("secret-token"), "{err}");
     std::fs::remove_file(&conf).unwrap();
+}
+
+#[test]
+fn doctor_usage_errors_and_an_unreachable_url_exit_2_with_nothing_on_stdout() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let unreachable = format!("http://127.0.0.1:{closed}/mcp");
+    for args in [
+        vec!["doctor", "ftp://h/mcp"],
+        vec!["doctor", "not a url"],
+        vec!["doctor", "http://h/mcp", "--header", "no colon"],
+        vec!["doctor", "http://h/mcp", "--sse-path", "sse"],
+        vec!["doctor", "http://h/mcp", "--sessions", "0"],
+        vec!["doctor", "http://h/mcp", "--hold", "soon"],
+        vec!["doctor", &unreachable, "--timeout", "2s"],
+    ] {
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(!out.stderr.is_empty(), "{args:?}");
+    }
+}
+
+/// Runs `tether doctor` against `serve` (each accepted connection handed to
+/// it on a thread) and returns its exit status, output and how long it took.
+fn doctor_against(serve: fn(std::net::TcpStream)) -> (Option<i32>, String, std::time::Duration) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || serve(conn));
+        }
+    });
+    let started = std::time::Instant::now();
+    let mut child = Command::new(BIN)
+        .args(["doctor", &url, "--timeout", "1s", "--hold", "1s", "--json"])
+        .args(["--sessions", "3", "--calls", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = started + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("doctor still running after 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    (status.code(), out, started.elapsed())
+}
+
+#[test]
+fn doctor_ends_against_a_server_that_never_answers_or_answers_garbage() {
+    // Accepts, reads, never answers: every step costs one timeout, and the run ends.
+    let (code, out, took) = doctor_against(|mut conn| {
+        let mut buf = [0u8; 4096];
+        while matches!(std::io::Read::read(&mut conn, &mut buf), Ok(n) if n > 0) {}
+    });
+    assert_eq!(code, Some(1), "{out}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mcp = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "mcp");
+    assert_eq!(mcp.unwrap()["verdict"], "fail", "{out}");
+    assert!(took < std::time::Duration::from_secs(30), "{took:?}");
+
+    // Not HTTP at all, or a head and an endless event-stream line: a report, no panic.
+    for serve in [
+        (|mut conn| {
+            let _ = std::io::Write::write_all(&mut conn, b"\x00\xffHELLO\r\n\r\n");
+        }) as fn(std::net::TcpStream),
+        |mut conn| {
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut conn, &mut buf);
+            let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nmcp-session-id: \xff\r\n\r\n";
+            let _ = std::io::Write::write_all(&mut conn, head);
+            let line = vec![b'x'; 64 * 1024];
+            while std::io::Write::write_all(&mut conn, &line).is_ok() {}
+        },
+    ] {
+        let (code, out, _) = doctor_against(serve);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&out).is_ok(),
+            "{out}"
+        );
+    }
 }
