@@ -381,28 +381,11 @@ pub async fn unknown_session(client: &Client, probe: &Probe) -> Check {
         return Check::new(ID, Verdict::NotApplicable, "no legacy SSE endpoint");
     };
     let forged = forge_endpoint(endpoint);
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
-    let answer = match client
-        .send(
-            Method::POST,
-            &forged,
-            &[("content-type", "application/json")],
-            Some(body.to_string().into_bytes()),
-        )
-        .await
-    {
-        Ok(a) => a,
-        Err(e) => {
-            return Check::new(
-                ID,
-                Verdict::Fail,
-                format!("a forged session id got no answer: {e}"),
-            )
-        }
+    let headers = [("content-type", "application/json")];
+    let (status, saw) = match super::forged_ping(client, ID, &forged, &headers).await {
+        Ok(answer) => answer,
+        Err(check) => return check,
     };
-    let status = answer.status.as_u16();
-    let text = answer.text().await.unwrap_or_default();
-    let saw = format!("a forged session id got {status} {}", clip(&text));
     let verdict = match status {
         404 => Verdict::Pass,
         400..=499 => Verdict::Warn,

@@ -288,6 +288,38 @@ where
 /// by a random one of its kind, everything else kept. A server (or a
 /// balancer) that checks an id's shape before looking it up still looks it
 /// up, so what it answers is what an unknown session gets.
+/// What a `ping` POST with a forged session reference got (`headers` or
+/// `url` carry it): its status and a line saying so, or the failed check.
+pub async fn forged_ping(
+    client: &Client,
+    id: &'static str,
+    url: &Url,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String), Check> {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+    let answer = client
+        .send(
+            http::Method::POST,
+            url,
+            headers,
+            Some(body.to_string().into_bytes()),
+        )
+        .await
+        .map_err(|e| {
+            Check::new(
+                id,
+                Verdict::Fail,
+                format!("a forged session id got no answer: {e}"),
+            )
+        })?;
+    let status = answer.status.as_u16();
+    let text = answer.text().await.unwrap_or_default();
+    Ok((
+        status,
+        format!("a forged session id got {status} {}", client::clip(&text)),
+    ))
+}
+
 pub fn forge_like(real: &str) -> String {
     use rand::Rng;
     const HEX: &[u8] = b"0123456789abcdef";

@@ -401,28 +401,11 @@ pub async fn unknown_session(client: &Client, url: &Url, probe: &Probe) -> Check
         return Check::new(ID, Verdict::NotApplicable, "no sessions");
     };
     let forged = forge_like(opened.session.as_deref().unwrap_or_default());
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
-    let answer = client
-        .send(
-            Method::POST,
-            url,
-            &session_headers(Some(&forged), &opened.version),
-            Some(body.to_string().into_bytes()),
-        )
-        .await;
-    let answer = match answer {
-        Ok(a) => a,
-        Err(e) => {
-            return Check::new(
-                ID,
-                Verdict::Fail,
-                format!("a forged session id got no answer: {e}"),
-            )
-        }
+    let headers = session_headers(Some(&forged), &opened.version);
+    let (status, saw) = match super::forged_ping(client, ID, url, &headers).await {
+        Ok(answer) => answer,
+        Err(check) => return check,
     };
-    let status = answer.status.as_u16();
-    let text = answer.text().await.unwrap_or_default();
-    let saw = format!("a forged session id got {status} {}", clip(&text));
     let verdict = if status == 404 {
         Verdict::Pass
     } else {
