@@ -4,11 +4,13 @@
 //!
 //! The samples are read from the metrics registry, the same numbers a
 //! Prometheus scrape gets, by encoding it as a scrape does: the request path
-//! keeps no second set of counters and takes no lock for this. The ring's
+//! keeps no second set of counters and takes no lock for this. The totals
+//! charted are kept here, series by series (`Totals`), so a backend whose
+//! series the registry forgets takes nothing away from them. The ring's
 //! mutex is held by the sampler and by `GET /status` only, never across an
 //! `.await`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -25,7 +27,14 @@ pub const WINDOW: Duration = Duration::from_secs(15 * 60);
 /// just after a sample does not show one request as a spike.
 const MIN_SPAN: Duration = Duration::from_secs(1);
 
-/// The counters at one moment (cumulative since start, except `streams`).
+/// The counters at one moment: running totals since the first sample
+/// (except `streams`, open now), which never go down.
+///
+/// They are not the sums of the registry's series: a backend Tether forgets
+/// has its series removed from the registry (`Metrics::forget_backend`), and
+/// a sum would drop by what it had counted. Each sample instead adds what
+/// each series (by name and labels) grew by since the last one: a series
+/// that is gone adds nothing and takes nothing away.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
     /// `tether_requests_total`, every backend and status.
@@ -33,6 +42,8 @@ pub struct Totals {
     /// Of those, answered with a 5xx status.
     pub errors: u64,
     pub sessions_created: u64,
+    /// `tether_sessions_orphaned_total`: requests for a session whose owner
+    /// is gone.
     pub sessions_orphaned: u64,
     pub invalid_tokens: u64,
     /// `tether_active_streams`: open now.
@@ -40,19 +51,65 @@ pub struct Totals {
 }
 
 impl Totals {
-    /// Sums the families the page charts from the registry's text encoding.
-    pub fn read(registry: &Registry) -> Totals {
+    /// These totals moved on from reading `before` to reading `now`: each
+    /// counter series adds its growth (all of it when it is new, or when it
+    /// went down: removed and counted again from zero).
+    fn advance(mut self, before: &Reading, now: &Reading) -> Totals {
+        self.streams = 0;
+        for (key, &(family, value)) in &now.series {
+            let was = before.series.get(key).map_or(0, |&(_, v)| v);
+            let grew = if value >= was { value - was } else { value };
+            match family {
+                Family::Requests { error } => {
+                    self.requests += grew;
+                    if error {
+                        self.errors += grew;
+                    }
+                }
+                Family::SessionsCreated => self.sessions_created += grew,
+                Family::SessionsOrphaned => self.sessions_orphaned += grew,
+                Family::InvalidTokens => self.invalid_tokens += grew,
+                Family::Streams => self.streams += value,
+            }
+        }
+        self
+    }
+}
+
+/// Which total a series counts towards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    /// `error`: its `status` label is a 5xx.
+    Requests {
+        error: bool,
+    },
+    SessionsCreated,
+    SessionsOrphaned,
+    InvalidTokens,
+    Streams,
+}
+
+/// One reading of the registry: the value of each series the page charts,
+/// by its sample line's name and labels.
+#[derive(Debug, Clone, Default)]
+pub struct Reading {
+    series: HashMap<String, (Family, u64)>,
+}
+
+impl Reading {
+    /// Reads the registry's text encoding, as a scrape does.
+    pub fn read(registry: &Registry) -> Reading {
         let mut text = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut text, registry) {
             tracing::warn!(error = %e, "metrics encoding failed; status sample skipped");
         }
-        Totals::parse(&text)
+        Reading::parse(&text)
     }
 
-    /// Sums OpenMetrics sample lines (`name{labels} value`); other lines and
+    /// OpenMetrics sample lines (`name{labels} value`); other lines and
     /// values that are not numbers are skipped.
-    fn parse(text: &str) -> Totals {
-        let mut t = Totals::default();
+    fn parse(text: &str) -> Reading {
+        let mut series = HashMap::new();
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, labels, rest) = match line.find('{') {
                 Some(open) => match line[open..].find('}') {
@@ -71,21 +128,19 @@ impl Totals {
             let Some(value) = rest.split_whitespace().next().and_then(number) else {
                 continue;
             };
-            match name {
-                "tether_requests_total" => {
-                    t.requests += value;
-                    if label(labels, "status").is_some_and(|s| s.starts_with('5')) {
-                        t.errors += value;
-                    }
-                }
-                "tether_sessions_created_total" => t.sessions_created += value,
-                "tether_sessions_orphaned_total" => t.sessions_orphaned += value,
-                "tether_invalid_tokens_total" => t.invalid_tokens += value,
-                "tether_active_streams" => t.streams += value,
-                _ => {}
-            }
+            let family = match name {
+                "tether_requests_total" => Family::Requests {
+                    error: label(labels, "status").is_some_and(|s| s.starts_with('5')),
+                },
+                "tether_sessions_created_total" => Family::SessionsCreated,
+                "tether_sessions_orphaned_total" => Family::SessionsOrphaned,
+                "tether_invalid_tokens_total" => Family::InvalidTokens,
+                "tether_active_streams" => Family::Streams,
+                _ => continue,
+            };
+            series.insert(format!("{name}{{{labels}}}"), (family, value));
         }
-        t
+        Reading { series }
     }
 }
 
@@ -111,37 +166,62 @@ struct Sample {
     totals: Totals,
 }
 
-/// The ring of samples.
+/// The ring of samples, with the reading the last one was taken from.
 pub struct History {
-    samples: Mutex<VecDeque<Sample>>,
+    state: Mutex<Ring>,
     capacity: usize,
+}
+
+#[derive(Default)]
+struct Ring {
+    samples: VecDeque<Sample>,
+    /// What the last sample read (empty before the first).
+    last: Reading,
+}
+
+impl Ring {
+    fn totals(&self) -> Totals {
+        self.samples.back().map(|s| s.totals).unwrap_or_default()
+    }
 }
 
 impl Default for History {
     fn default() -> Self {
         let capacity = (WINDOW.as_secs() / INTERVAL.as_secs()) as usize + 1;
         History {
-            samples: Mutex::new(VecDeque::with_capacity(capacity)),
+            state: Mutex::new(Ring {
+                samples: VecDeque::with_capacity(capacity),
+                last: Reading::default(),
+            }),
             capacity,
         }
     }
 }
 
 impl History {
-    /// Records `totals` as the sample taken `at`, the oldest leaving a full ring.
-    pub fn record(&self, at: Instant, totals: Totals) {
-        let mut samples = lock(&self.samples);
-        if samples.len() == self.capacity {
-            samples.pop_front();
+    /// Records the totals `reading` makes as the sample taken `at`, the
+    /// oldest leaving a full ring.
+    pub fn record(&self, at: Instant, reading: Reading) {
+        let mut ring = lock(&self.state);
+        let totals = ring.totals().advance(&ring.last, &reading);
+        if ring.samples.len() == self.capacity {
+            ring.samples.pop_front();
         }
-        samples.push_back(Sample { at, totals });
+        ring.samples.push_back(Sample { at, totals });
+        ring.last = reading;
+    }
+
+    /// The totals as of `reading` (taken now), without recording a sample.
+    pub fn current(&self, reading: &Reading) -> Totals {
+        let ring = lock(&self.state);
+        ring.totals().advance(&ring.last, reading)
     }
 
     /// The charts' points, oldest first: the rate per second of each counter
     /// between consecutive samples, and open streams at the later one; the
     /// last point runs from the last sample to `now` (`current`).
     pub fn points(&self, now: Instant, current: Totals) -> Vec<serde_json::Value> {
-        let samples: Vec<Sample> = lock(&self.samples).iter().copied().collect();
+        let samples: Vec<Sample> = lock(&self.state).samples.iter().copied().collect();
         let mut out = Vec::with_capacity(samples.len());
         for pair in samples.windows(2) {
             out.push(point(&pair[0], &pair[1], now));
@@ -158,7 +238,7 @@ impl History {
 
     /// Samples taken and kept.
     pub fn len(&self) -> usize {
-        lock(&self.samples).len()
+        lock(&self.state).samples.len()
     }
 }
 
@@ -189,7 +269,7 @@ pub async fn sample(history: &History, registry: &Registry, mut shutdown: watch:
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            at = every.tick() => history.record(at, Totals::read(registry)),
+            at = every.tick() => history.record(at, Reading::read(registry)),
             _ = shutdown.changed() => return,
         }
     }

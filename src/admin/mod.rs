@@ -88,7 +88,7 @@ impl Admin {
     pub fn new(registry: Registry, control: Arc<Control>) -> Self {
         // The first sample now, so a page opened at once has a point.
         let history = history::History::default();
-        history.record(Instant::now(), history::Totals::read(&registry));
+        history.record(Instant::now(), history::Reading::read(&registry));
         Admin {
             registry,
             control,
@@ -111,7 +111,9 @@ impl Admin {
         }
         match path {
             b"/status" => {
-                let now = history::Totals::read(&self.registry);
+                let now = self
+                    .history
+                    .current(&history::Reading::read(&self.registry));
                 let body = status::status(&self.control, &self.history, now);
                 Reply {
                     headers: page::HEADERS,

@@ -12,7 +12,7 @@ const CHARTS = [
   ["requests", "Requests / s", ""],
   ["errors", "5xx answers / s", "errors"],
   ["sessions_created", "Sessions created / s", ""],
-  ["sessions_orphaned", "Sessions orphaned / s", "errors"],
+  ["sessions_orphaned", "Requests orphaned / s", "errors"],
   ["invalid_tokens", "Invalid session references / s", "errors"],
   ["streams", "Open event streams", ""],
 ];
@@ -83,7 +83,7 @@ function renderTiles(s) {
     [t.backends, "backends", states.join(", ") || "none"],
     [t.outstanding, "outstanding requests", ""],
     [t.streams, "open streams", ""],
-    [t.sessions_created, "sessions created", "by backends listed"],
+    [s.counters.sessions_created, "sessions created", "since start"],
     [s.counters.sessions_orphaned, "requests orphaned", "owner gone: 404"],
     [s.counters.requests, "requests answered", `${s.counters.errors} with 5xx`],
   ];
@@ -182,7 +182,7 @@ function renderPools(s) {
     const head = el("tr");
     for (const [label, cls] of [["Backend", ""], ["State", ""], ["Health", ""], ["Drained by", ""],
       ["Outstanding", "num"], ["Streams", "num"], ["Sessions created", "num"],
-      ["Sessions orphaned", "num"], ["Source", ""]]) {
+      ["Requests orphaned", "num"], ["Source", ""]]) {
       head.append(el("th", cls, label));
     }
     if (canAct) head.append(el("th", "", "Action"));
