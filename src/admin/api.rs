@@ -28,7 +28,8 @@ pub(super) enum Browser {
 
 /// Reads `Origin`, `Sec-Fetch-Site` and `Host`. Same origin means
 /// `Sec-Fetch-Site: same-origin` (when sent) and an `Origin` of
-/// `http://<Host>` (when sent); both absent is no browser at all.
+/// `http://<Host>` or `https://<Host>` (when sent; the latter is the page
+/// behind a TLS ingress); both absent is no browser at all.
 pub(super) fn browser(
     origin: Option<&[u8]>,
     fetch_site: Option<&[u8]>,
@@ -43,7 +44,10 @@ pub(super) fn browser(
     let site_ok = fetch_site.map_or(true, |v| v.eq_ignore_ascii_case(b"same-origin"));
     let origin_ok = origin.map_or(true, |o| {
         let o = o.trim_ascii();
-        match (o.strip_prefix(b"http://"), host) {
+        let authority = o
+            .strip_prefix(b"http://")
+            .or_else(|| o.strip_prefix(b"https://"));
+        match (authority, host) {
             (Some(authority), Some(host)) => {
                 !host.is_empty() && authority.eq_ignore_ascii_case(host.trim_ascii())
             }
@@ -213,12 +217,25 @@ mod tests {
             from(Some("http://127.0.0.1:9090"), Some("same-origin")),
             Browser::SameOrigin
         );
+        // The page behind a TLS ingress: its host, over https.
+        assert_eq!(
+            from(Some("https://127.0.0.1:9090"), Some("same-origin")),
+            Browser::SameOrigin
+        );
+        assert_eq!(
+            from(Some("HTTPS://127.0.0.1:9090"), None),
+            Browser::CrossSite,
+            "a browser serialises the scheme in lower case"
+        );
         for (origin, site) in [
             (Some("https://evil.example"), None),
             (None, Some("cross-site")),
             (None, Some("same-site")),
             (Some("http://127.0.0.1:9090"), Some("cross-site")),
-            (Some("https://127.0.0.1:9090"), Some("same-origin")),
+            (Some("https://127.0.0.1:9091"), Some("same-origin")),
+            (Some("https://127.0.0.1:9090"), Some("cross-site")),
+            (Some("ftp://127.0.0.1:9090"), None),
+            (Some("https://"), None),
             (Some("http://127.0.0.1:9091"), None),
             (Some("http://127.0.0.1:9090.evil.example"), None),
             (Some("null"), None),
