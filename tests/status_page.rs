@@ -268,9 +268,13 @@ async fn the_history_has_samples_and_rates_from_the_counters() {
 
 /// Tether in front of `reps` with `admin.token` set.
 async fn with_token(reps: &[Replica], token: &str) -> Running {
-    let toml = format!(
-        "admin = {{ listen = \"127.0.0.1:0\", token = \"{token}\" }}\n[health]\ncheck = \"none\"\n"
-    );
+    with_admin(reps, &format!("token = \"{token}\"")).await
+}
+
+/// Tether in front of `reps` with these `[admin]` keys besides `listen`.
+async fn with_admin(reps: &[Replica], keys: &str) -> Running {
+    let toml =
+        format!("admin = {{ listen = \"127.0.0.1:0\", {keys} }}\n[health]\ncheck = \"none\"\n");
     let file = parse_file(&toml, "test").unwrap();
     let overrides = Overrides {
         listen: Some("127.0.0.1:0".parse().unwrap()),
@@ -352,5 +356,139 @@ async fn without_a_token_the_page_is_read_only() {
     .unwrap();
     assert_eq!(resp.status, 403, "{}", resp.text());
     assert!(resp.text().contains("admin.token"), "{}", resp.text());
+    assert_eq!(states(&status(&t).await)[0].1, "active");
+}
+
+/// A request to the admin listener with its own `Host` and other headers.
+async fn ask(
+    t: &Running,
+    method: http::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> mcp_tether_testkit::RawResponse {
+    let admin = t.admin_addr.unwrap();
+    send_raw(method, &format!("http://{admin}{path}"), headers, "")
+        .await
+        .expect("admin answers")
+}
+
+#[tokio::test]
+async fn a_browser_is_answered_only_at_an_address_or_a_listed_name() {
+    let reps = replicas(1).await;
+    let t = with_admin(
+        &reps,
+        "token = \"t0ken-xyz\", allowed_hosts = [\"Tether-Admin.test\"]",
+    )
+    .await;
+    let port = t.admin_addr.unwrap().port();
+    let backend = id(&reps[0]);
+    let drain = format!("/backends/{backend}/drain");
+    let bearer = ("authorization", "Bearer t0ken-xyz");
+
+    // A hostile name rebound to the admin address, as a browser sends it.
+    let evil = format!("evil.example:{port}");
+    let evil_origin = format!("http://{evil}");
+    for path in [
+        "/",
+        "/status",
+        "/config",
+        "/backends",
+        "/metrics",
+        "/healthz",
+    ] {
+        for browser in [
+            ("sec-fetch-site", "none"),
+            ("sec-fetch-mode", "navigate"),
+            ("sec-fetch-dest", "document"),
+            ("origin", evil_origin.as_str()),
+            // What a browser sends to a plain-http name: no fetch metadata.
+            ("accept-language", "en-US,en;q=0.9"),
+            ("upgrade-insecure-requests", "1"),
+            ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/148.0"),
+        ] {
+            let resp = ask(&t, http::Method::GET, path, &[("host", &evil), browser]).await;
+            assert_eq!(resp.status, 403, "{path} {browser:?}: {}", resp.text());
+            assert_eq!(header(&resp, "content-type"), "application/json");
+            let body: Value = serde_json::from_str(&resp.text()).expect("JSON");
+            assert!(
+                body["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("admin.allowed_hosts"),
+                "{body}"
+            );
+            assert_eq!(body["host"], evil.as_str());
+            assert!(
+                !resp.text().contains(&backend),
+                "nothing of the state leaks"
+            );
+        }
+        // The same name without a browser's headers (a scrape by a DNS name): answered.
+        let scraper = [("host", evil.as_str()), ("user-agent", "Prometheus/2.53.0")];
+        let resp = ask(&t, http::Method::GET, path, &scraper).await;
+        assert_eq!(resp.status, 200, "{path}: {}", resp.text());
+    }
+    // The rebound page's own POST, with the token the operator typed into it: refused.
+    let same_evil = [
+        ("host", evil.as_str()),
+        ("origin", evil_origin.as_str()),
+        ("sec-fetch-site", "same-origin"),
+        bearer,
+    ];
+    let resp = ask(&t, http::Method::POST, &drain, &same_evil).await;
+    assert_eq!(resp.status, 403, "{}", resp.text());
+    assert_eq!(states(&status(&t).await)[0].1, "active");
+
+    // IP literals and localhost, with a browser's headers: answered.
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+        format!("localhost:{port}"),
+        "localhost".to_owned(),
+    ] {
+        let resp = ask(
+            &t,
+            http::Method::GET,
+            "/status",
+            &[("host", &host), ("sec-fetch-mode", "cors")],
+        )
+        .await;
+        assert_eq!(resp.status, 200, "{host}: {}", resp.text());
+    }
+
+    // The listed name (any case, any port), its page's POST with the token: taken.
+    let listed = format!("tether-admin.TEST:{port}");
+    let listed_origin = format!("http://{listed}");
+    let page = [
+        ("host", listed.as_str()),
+        ("origin", listed_origin.as_str()),
+        ("sec-fetch-site", "same-origin"),
+        bearer,
+    ];
+    let resp = ask(&t, http::Method::GET, "/status", &page[..3]).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let resp = ask(&t, http::Method::POST, &drain, &page).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(states(&status(&t).await)[0].1, "draining");
+
+    // Behind a TLS ingress: `Origin: https://<Host>` is the page itself too.
+    let undrain = format!("/backends/{backend}/undrain");
+    let tls_page = [
+        ("host", "tether-admin.test"),
+        ("origin", "https://tether-admin.test"),
+        ("sec-fetch-site", "same-origin"),
+        bearer,
+    ];
+    let resp = ask(&t, http::Method::POST, &undrain, &tls_page).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(states(&status(&t).await)[0].1, "active");
+    // ...but an https page of another host is still another site.
+    let other = [
+        ("host", "tether-admin.test"),
+        ("origin", "https://evil.example"),
+        bearer,
+    ];
+    let resp = ask(&t, http::Method::POST, &drain, &other).await;
+    assert_eq!(resp.status, 403, "{}", resp.text());
     assert_eq!(states(&status(&t).await)[0].1, "active");
 }

@@ -126,16 +126,16 @@ class Cdp:
         await self.ws.close()
 
 
-async def open_browser(procs, tmp_path: Path) -> Cdp:
+async def open_browser(procs, tmp_path: Path, extra: tuple[str, ...] = ()) -> Cdp:
     """Starts headless Chromium (its process group is killed with the test's processes) and
-    connects to its blank page."""
+    connects to its blank page. `extra`: more command-line switches."""
     profile = tmp_path / "chromium-profile"
     profile.mkdir()
     p = procs.start("chromium", [
         chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0",
         f"--user-data-dir={profile}", "--window-size=1280,1000", "--no-first-run",
         "--no-default-browser-check", "--disable-extensions", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "about:blank",
+        "--disable-component-update", "--disable-sync", *extra, "about:blank",
     ])
     deadline = time.monotonic() + TIMEOUT
     port = None
@@ -256,6 +256,56 @@ backends = [{backends}]
                 await screenshot(cdp, tmp_path)
             finally:
                 await cdp.close()
+
+
+async def test_a_name_rebound_to_the_admin_address_gets_no_page(procs, tmp_path, streamable_replicas):
+    """DNS rebinding, played out in the browser: Chromium resolves `evil.example` (the attacker's
+    name, its DNS rebound) and `tether-admin.test` (the name the operator listed in
+    `admin.allowed_hosts`) to the admin listener's address. The first gets a 403 and neither the
+    page nor `/status`; the second gets the page, as an IP address does."""
+    chromium()
+    backends = ", ".join(f'"http://127.0.0.1:{p}"' for p in streamable_replicas)
+    t = Tether(procs, tmp_path, f"""
+listen = "127.0.0.1:0"
+admin = {{ listen = "127.0.0.1:0", token = "{TOKEN}", allowed_hosts = ["tether-admin.test"] }}
+backends = [{backends}]
+""")
+    addresses = sorted(f"127.0.0.1:{p}" for p in streamable_replicas)
+    rules = "MAP evil.example 127.0.0.1, MAP tether-admin.test 127.0.0.1"
+    cdp = await open_browser(procs, tmp_path, (f"--host-resolver-rules={rules}",
+                                               "--disable-features=HttpsUpgrades"))
+    try:
+        await cdp.call("Page.navigate", url=f"http://evil.example:{t.admin}/")
+
+        async def refused():
+            text = await cdp.js("document.readyState === 'complete' && document.body ? "
+                                "document.body.innerText : ''")
+            return text if "admin.allowed_hosts" in text else None
+
+        text = await cdp.until("the rebound name's 403", refused)
+        assert json.loads(text)["host"] == f"evil.example:{t.admin}", text
+        assert await cdp.js("location.host") == f"evil.example:{t.admin}", "no redirect elsewhere"
+        assert await cdp.js("document.getElementById('pools') === null"), "no status page"
+        # The attacker's script, same origin in the browser's eyes, reads nothing either.
+        got = await cdp.js("Promise.all(['/status', '/config', '/backends'].map(p => "
+                           "fetch(p).then(async r => [r.status, await r.text()])))")
+        for status, body in got:
+            assert status == 403, (status, body)
+            assert not any(a in body for a in addresses), body
+        assert t.states() == {a: "active" for a in addresses}
+
+        # The listed name: the page, with every backend.
+        await cdp.call("Page.navigate", url=f"http://tether-admin.test:{t.admin}/")
+
+        async def shown():
+            rows = await cdp.rows()
+            return rows if sorted(rows) == addresses else None
+
+        await cdp.until("the page at the listed name, with every backend", shown)
+        assert await cdp.js("location.host") == f"tether-admin.test:{t.admin}"
+        assert await cdp.js("window.__csp") == [], "CSP violations"
+    finally:
+        await cdp.close()
 
 
 async def _state(cdp: Cdp, address: str, state: str) -> bool:

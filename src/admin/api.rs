@@ -6,7 +6,8 @@
 //! cannot set `Authorization`, and a cross-site script could only with a
 //! CORS preflight, which this listener never grants (OPTIONS is a 405).
 //! Without a token configured, no browser POST is taken at all: the page is
-//! read-only, since same-origin alone would admit a DNS-rebound page.
+//! read-only, since same-origin alone would admit a DNS-rebound page (which
+//! `host` turns away before this, unless its name is listed).
 
 use http::StatusCode;
 use serde_json::json;

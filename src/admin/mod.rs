@@ -7,7 +7,8 @@
 //! speaks HTTP/1.1 with the proxy's own head parser (`http1::head`), so it
 //! is held to the same rules and limits: head size and read time, one
 //! `Host`, no `Transfer-Encoding` with `Content-Length`. Request bodies are
-//! read (up to `MAX_BODY`) and ignored.
+//! read (up to `MAX_BODY`) and ignored. A request a browser sent is answered
+//! only at a `Host` the listener is known by (`host`: against DNS rebinding).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use tokio::time::Instant;
 
 mod api;
 mod history;
+mod host;
 mod page;
 mod status;
 
@@ -240,15 +242,24 @@ async fn connection(mut stream: TcpStream, admin: Arc<Admin>, limits: Limits) {
         };
         // A browser says where a request comes from; curl, kubectl and
         // deploy scripts do not (`api::post` decides what a page may do).
-        let browser = api::browser(field(b"origin"), field(b"sec-fetch-site"), field(b"host"));
-        let reply = admin.handle(
-            &buf[head.method.clone()],
-            &buf[head.target.clone()],
-            Caller {
-                authorization: field(b"authorization"),
-                browser,
-            },
-        );
+        // A browser is answered only by a name this listener is known by
+        // (`host`: a rebound hostile name is not).
+        let host = field(b"host");
+        let reply = if host::from_browser(field)
+            && !host::allowed(host, &admin.control.config().admin_allowed_hosts)
+        {
+            host::refused(host)
+        } else {
+            let browser = api::browser(field(b"origin"), field(b"sec-fetch-site"), host);
+            admin.handle(
+                &buf[head.method.clone()],
+                &buf[head.target.clone()],
+                Caller {
+                    authorization: field(b"authorization"),
+                    browser,
+                },
+            )
+        };
         let head_only = &buf[head.method.clone()] == b"HEAD";
         let close = !head.keep_alive;
         if write_reply(&mut stream, &reply, head_only, close, limits)

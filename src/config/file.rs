@@ -238,6 +238,9 @@ pub struct AdminTable {
     pub token: Option<String>,
     /// The same, read from a file (a Kubernetes Secret).
     pub token_file: Option<PathBuf>,
+    /// Host names a browser may reach the admin listener by, besides IP
+    /// literals and `localhost` (the guard against DNS rebinding).
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// A `backends` entry.

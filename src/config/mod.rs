@@ -158,6 +158,9 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// `Authorization: Bearer` token the admin API's POSTs need.
     pub admin_token: Option<String>,
+    /// `admin.allowed_hosts`, lower case: the names (besides IP literals
+    /// and `localhost`) a browser may reach the admin listener by.
+    pub admin_allowed_hosts: Vec<String>,
     /// The pools: `default` (the top-level `backends`) first, then
     /// `[pools.NAME]` by name.
     pub pools: Vec<PoolConfig>,
@@ -231,9 +234,9 @@ impl Config {
             .listen
             .or(file.listen)
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
-        let (admin, admin_token) = match file.admin {
-            None => (None, None),
-            Some(AdminFile::Addr(addr)) => (Some(addr), None),
+        let (admin, admin_token, admin_allowed_hosts) = match file.admin {
+            None => (None, None, Vec::new()),
+            Some(AdminFile::Addr(addr)) => (Some(addr), None, Vec::new()),
             Some(AdminFile::Table(t)) => {
                 let token = match (t.token, t.token_file) {
                     (Some(_), Some(_)) => {
@@ -265,7 +268,8 @@ impl Config {
                         "must be visible ASCII, not empty",
                     ));
                 }
-                (Some(t.listen), token)
+                let hosts = trust::admin_hosts(t.allowed_hosts.as_deref())?;
+                (Some(t.listen), token, hosts)
             }
         };
         let admin = overrides.admin.or(admin);
@@ -317,6 +321,7 @@ impl Config {
             listen,
             admin,
             admin_token,
+            admin_allowed_hosts,
             pools,
             routes,
             discovery,
@@ -550,6 +555,8 @@ pub struct View<'a> {
     pub admin: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<&'static str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub admin_allowed_hosts: &'a [String],
     pub session_key: String,
     /// The keys' ids, the sealing one first.
     pub session_key_ids: Vec<String>,
@@ -584,6 +591,7 @@ impl Config {
             listen: self.listen,
             admin: self.admin,
             admin_token: self.admin_token.as_ref().map(|_| "<redacted>"),
+            admin_allowed_hosts: &self.admin_allowed_hosts,
             session_key: match self.key_origin {
                 KeyOrigin::File => "<redacted> (from a file)".into(),
                 KeyOrigin::Env => format!("<redacted> (from {KEY_ENV})"),

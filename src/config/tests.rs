@@ -456,3 +456,39 @@ fn pool_and_route_errors_name_their_key() {
         assert_eq!(err.key, key, "{text}: {err}");
     }
 }
+
+#[test]
+fn admin_allowed_hosts_are_names_kept_in_lower_case_and_shown() {
+    let c = parsed(
+        "backends = [\"http://h:1\"]\n[admin]\nlisten = \"127.0.0.1:9090\"\n\
+         allowed_hosts = [\"Tether-Admin.Internal\", \"ops.example:8443\"]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.admin_allowed_hosts,
+        ["tether-admin.internal", "ops.example:8443"]
+    );
+    let view = serde_json::to_value(c.view()).unwrap();
+    assert_eq!(
+        view["admin_allowed_hosts"],
+        serde_json::json!(["tether-admin.internal", "ops.example:8443"])
+    );
+    let none = parsed("backends = [\"http://h:1\"]\nadmin = \"127.0.0.1:9090\"\n").unwrap();
+    assert!(none.admin_allowed_hosts.is_empty());
+    assert!(serde_json::to_value(none.view()).unwrap()["admin_allowed_hosts"].is_null());
+    for bad in [
+        "http://ops.example",
+        "ops.example/status",
+        "*.example",
+        "",
+        "ops.example:http",
+        "ops.example:70000",
+        ".example",
+    ] {
+        let text = format!(
+            "backends = [\"http://h:1\"]\n[admin]\nlisten = \"127.0.0.1:9090\"\nallowed_hosts = [\"{bad}\"]\n"
+        );
+        let err = parsed(&text).unwrap_err();
+        assert_eq!(err.key, "admin.allowed_hosts", "{bad:?}: {err}");
+    }
+}

@@ -1,5 +1,6 @@
 //! The trust parts of the config: the session keys (several, for a
-//! rollout), `[sessions] bind`, `allowed_origins`, `[limits.per_caller]`.
+//! rollout), `[sessions] bind`, `allowed_origins`, `[limits.per_caller]`,
+//! `admin.allowed_hosts`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -103,6 +104,38 @@ pub fn sessions(file: &SessionsFile, flag: Option<&str>) -> Result<SessionSettin
 
 pub fn origins(list: Option<&[String]>) -> Result<Origins, ConfigError> {
     Origins::parse(list.unwrap_or_default()).map_err(|e| ConfigError::new("allowed_origins", e))
+}
+
+/// `admin.allowed_hosts`: each a host name (`tether-admin.internal`) or
+/// `name:port`, stored in lower case. No scheme, path or wildcard: the
+/// entry is compared with a browser's `Host` as it is.
+pub fn admin_hosts(list: Option<&[String]>) -> Result<Vec<String>, ConfigError> {
+    let mut out = Vec::new();
+    for entry in list.unwrap_or_default() {
+        let host = entry.trim().to_ascii_lowercase();
+        let (name, port) = match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host.as_str(), None),
+        };
+        let name_ok = !name.is_empty()
+            && !name.starts_with(['.', '-'])
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        let port_ok = port.map_or(true, |p| {
+            p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
+        });
+        if !name_ok || !port_ok {
+            return Err(ConfigError::new(
+                "admin.allowed_hosts",
+                format!(
+                    "{entry:?}: must be a host name, or name:port (no scheme, path or wildcard)"
+                ),
+            ));
+        }
+        out.push(host);
+    }
+    Ok(out)
 }
 
 pub fn per_caller(file: &PerCallerFile) -> Result<CallerSettings, ConfigError> {
