@@ -492,3 +492,32 @@ async fn a_browser_is_answered_only_at_an_address_or_a_listed_name() {
     assert_eq!(resp.status, 403, "{}", resp.text());
     assert_eq!(states(&status(&t).await)[0].1, "active");
 }
+
+#[tokio::test]
+async fn admin_allowed_hosts_follows_a_reload() {
+    let reps = replicas(1).await;
+    let dir = std::env::temp_dir().join(format!("tether-hosts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("tether.toml");
+    let toml = |hosts: &str| {
+        format!("[admin]\nlisten = \"127.0.0.1:0\"\nallowed_hosts = [{hosts}]\n[health]\ncheck = \"none\"\n")
+    };
+    std::fs::write(&conf, toml("")).unwrap();
+    let t = start_from_file(&conf, reps.iter().map(Replica::url).collect()).await;
+    let browser = [("host", "late.example"), ("accept-language", "en")];
+    let resp = ask(&t, http::Method::GET, "/status", &browser).await;
+    assert_eq!(resp.status, 403, "{}", resp.text());
+
+    std::fs::write(&conf, toml("\"late.example\"")).unwrap();
+    let resp = ask(&t, http::Method::POST, "/reload", &[]).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let resp = ask(&t, http::Method::GET, "/status", &browser).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let config: Value =
+        serde_json::from_str(&ask(&t, http::Method::GET, "/config", &[]).await.text()).unwrap();
+    assert_eq!(
+        config["admin_allowed_hosts"],
+        serde_json::json!(["late.example"])
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
