@@ -37,6 +37,14 @@ pub enum ClientError {
     Http(String),
     #[error("body: {0}")]
     Body(String),
+    /// An event stream closed before the awaited response, after setting an
+    /// event id or a reconnection time: SSE polling (SEP-1699), to be resumed.
+    #[error("the stream ended first ({why}) after setting an event id or retry (SSE polling: a client resumes with GET and Last-Event-ID)")]
+    Polled {
+        why: String,
+        last_id: Option<String>,
+        retry: Option<Duration>,
+    },
 }
 
 impl ClientError {
@@ -321,31 +329,9 @@ impl Answer {
             return Ok((message, None));
         }
         let mut stream = self.into_stream();
-        let deadline = Instant::now() + timeout;
         let mut first = None;
-        loop {
-            match stream.next(deadline).await {
-                Next::Item(at, item) => {
-                    first.get_or_insert(at.saturating_duration_since(stream.started()));
-                    if let Item::Event(event) = item {
-                        if let Some(message) = response_to(&event.data, id) {
-                            return Ok((message, first));
-                        }
-                    }
-                }
-                Next::Idle => return Err(ClientError::Timeout("response event", timeout)),
-                Next::Closed(why) if stream.resumable() => {
-                    return Err(ClientError::Body(format!(
-                        "stream ended first ({why}) after setting an event id or retry: \
-                         SSE polling (2025-11-25), where a client resumes with GET and \
-                         Last-Event-ID; doctor does not resume POST streams"
-                    )))
-                }
-                Next::Closed(why) => {
-                    return Err(ClientError::Body(format!("stream ended first: {why}")))
-                }
-            }
-        }
+        let message = stream.response(id, timeout, &mut first).await?;
+        Ok((message, first))
     }
 }
 
@@ -414,6 +400,41 @@ impl Stream {
     /// The reconnection time the stream set with `retry:`.
     pub fn retry(&self) -> Option<Duration> {
         self.parser.retry()
+    }
+
+    /// The first event whose data is the JSON-RPC response to `id`, within
+    /// `timeout`; `first` gets how long after the request the stream's first
+    /// item came. A close after an event id or `retry` is [`ClientError::Polled`].
+    pub async fn response(
+        &mut self,
+        id: &serde_json::Value,
+        timeout: Duration,
+        first: &mut Option<Duration>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.next(deadline).await {
+                Next::Item(at, item) => {
+                    first.get_or_insert(at.saturating_duration_since(self.started()));
+                    if let Item::Event(event) = item {
+                        if let Some(message) = response_to(&event.data, id) {
+                            return Ok(message);
+                        }
+                    }
+                }
+                Next::Idle => return Err(ClientError::Timeout("response event", timeout)),
+                Next::Closed(why) if self.resumable() => {
+                    return Err(ClientError::Polled {
+                        why,
+                        last_id: self.last_id().map(str::to_string),
+                        retry: self.retry(),
+                    })
+                }
+                Next::Closed(why) => {
+                    return Err(ClientError::Body(format!("stream ended first: {why}")))
+                }
+            }
+        }
     }
 
     /// The stream set an event id or a reconnection time: SSE polling

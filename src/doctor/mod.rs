@@ -8,8 +8,9 @@
 //! `forward`, `conn`): it must judge Tether from the outside, as it judges
 //! HAProxy or a bare server. Layout: [`client`] (HTTP/1.1 and TLS, every step
 //! bounded), [`sse`] (the event-stream parser), [`modern`], [`streamable`]
-//! and [`legacy`] (the checks of each era), [`hold`] (idle streams and
-//! keep-alives), [`report`] (table and JSON), [`progress`] (the stderr line).
+//! and [`legacy`] (the checks of each era), [`polling`] (resuming an SSE
+//! answer closed early), [`hold`] (idle streams and keep-alives),
+//! [`report`] (table and JSON), [`progress`] (the stderr line).
 //! The verdicts and what each means: `docs/doctor.md`.
 
 mod client;
@@ -18,6 +19,7 @@ mod legacy;
 mod modern;
 #[cfg(test)]
 mod net_tests;
+mod polling;
 mod progress;
 mod report;
 pub mod sse;

@@ -334,3 +334,48 @@ async fn a_get_stream_closed_after_a_priming_event_is_resumed_with_last_event_id
     assert_eq!(*resumed_from.lock().unwrap(), vec!["prime-1".to_string()]);
     assert_eq!(report.exit, 0, "{report:?}");
 }
+
+#[tokio::test]
+async fn a_post_stream_closed_after_a_priming_event_is_resumed_for_its_response() {
+    let resumed_from = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = resumed_from.clone();
+    let url = serve(move |req| match req.method.as_str() {
+        "POST" if req.body.contains("\"initialize\"") => {
+            json(200, "mcp-session-id: polled0002\r\n", INIT_RESULT)
+        }
+        "POST" if req.body.contains("server/discover") => status(404),
+        "POST" if req.body.contains("notifications/") => status(202),
+        "POST" if req.header("mcp-session-id") != Some("polled0002") => status(404),
+        // Every ping's answer stream: primed with an id that names the request, then closed.
+        "POST" => Reply::Close(sse(&format!(
+            "id: ping-{}\nretry: 10\ndata\n\n",
+            ping_id(&req.body)
+        ))),
+        "GET" => match req.header("last-event-id") {
+            Some(last) => {
+                seen.lock().unwrap().push(last.to_string());
+                let id = last.trim_start_matches("ping-");
+                Reply::Close(sse(&format!(
+                    "id: {last}-r\ndata: {{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":{{}}}}\n\n"
+                )))
+            }
+            None => status(405),
+        },
+        "DELETE" => status(200),
+        _ => status(404),
+    })
+    .await;
+    let (o, client) = options(&url, Duration::from_secs(5), Duration::ZERO);
+    let report = run(o, client, Arc::new(Progress::quiet())).await.unwrap();
+    let sticky = check(&report, "stickiness.streamable");
+    assert_eq!(sticky.verdict, Verdict::Pass, "{}", sticky.saw);
+    // Three sessions x one call, then protocol_version's two pings.
+    let seen = resumed_from.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().filter(|l| *l == "ping-1").count(),
+        4,
+        "{seen:?}"
+    );
+    assert!(seen.contains(&"ping-2".to_string()), "{seen:?}");
+    assert_eq!(report.exit, 0, "{report:?}");
+}

@@ -11,8 +11,9 @@ use serde_json::{json, Value};
 use tokio::task::JoinSet;
 use url::Url;
 
-use super::client::{clip, Answer, Client};
+use super::client::{clip, Answer, Client, ClientError};
 use super::modern::ACCEPT;
+use super::polling::{resumed, Resume};
 use super::progress::Progress;
 use super::{forge_like, step_all, Check, Options, Verdict};
 
@@ -119,7 +120,13 @@ async fn initialize(client: &Client, url: &Url, extra: &[(&str, &str)]) -> Resul
         // Noted before the body is read: an id whose answer then fails is open all the same.
         client.issued(url, id, ASKED);
     }
-    let message = reply(answer, &json!(0), "initialize").await?;
+    let resume = Resume {
+        client,
+        url,
+        session: session.as_deref(),
+        version: ASKED,
+    };
+    let message = reply(answer, &json!(0), "initialize", resume).await?;
     // Shown in the report and sent back in a header: clipped like all a server says.
     let version = clip(
         message
@@ -138,11 +145,14 @@ async fn initialize(client: &Client, url: &Url, extra: &[(&str, &str)]) -> Resul
     })
 }
 
-/// The JSON-RPC result of a request; any non-2xx status, error or silence is a [`Failure`].
+/// The JSON-RPC result of a request; any non-2xx status, error or silence
+/// is a [`Failure`]. An SSE answer closed early after an event id or
+/// `retry` is resumed through `resume`.
 async fn reply(
     answer: Answer,
     id: &Value,
     what: &str,
+    resume: Resume<'_>,
 ) -> Result<(Value, Option<Duration>), Failure> {
     let status = answer.status.as_u16();
     if !answer.status.is_success() {
@@ -152,7 +162,13 @@ async fn reply(
             what: format!("{what} answered {status} {}", clip(&body)),
         });
     }
-    let (message, first) = answer.jsonrpc(id).await.map_err(|e| Failure {
+    let got = match answer.jsonrpc(id).await {
+        Err(ClientError::Polled { last_id, retry, .. }) => {
+            resumed(resume, id, last_id, retry).await
+        }
+        got => got,
+    };
+    let (message, first) = got.map_err(|e| Failure {
         status: Some(status),
         what: format!("{what}: {status}, then {e}"),
     })?;
@@ -248,7 +264,13 @@ pub async fn ping(
             status: None,
             what: format!("ping: {e}"),
         })?;
-    reply(answer, &json!(id), "ping").await.map(|_| ())
+    let resume = Resume {
+        client,
+        url,
+        session,
+        version,
+    };
+    reply(answer, &json!(id), "ping", resume).await.map(|_| ())
 }
 
 /// Ends a session, best effort. A 2xx ends it and a 405 says the server
