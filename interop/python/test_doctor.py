@@ -217,3 +217,22 @@ def test_an_unreachable_url_or_a_bad_flag_exits_2():
     out = subprocess.run([tether_bin(), "doctor", "http://127.0.0.1:1/mcp", "--header", "no colon"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2, out
+
+
+@pytest.mark.parametrize("variant", ["stateless", "stateful", "resumable"])
+def test_a_bare_streamable_server_passes(replica_set, variant):
+    """One SDK replica, no proxy: a correct server exits 0. The stateless one answers a GET at its
+    URL with its own SSE stream (the spec allows it), which carries no `endpoint` event: that is not
+    a legacy endpoint held back by a buffer, so the legacy checks do not apply."""
+    port = replica_set(variant)[0]
+    code, checks, _ = doctor(f"http://127.0.0.1:{port}/mcp")
+    assert code == 0, verdicts(checks)
+    assert checks["era.streamable"]["verdict"] == "pass", checks["era.streamable"]
+    for legacy in ("era.legacy", "stickiness.legacy", "unknown_session.legacy"):
+        assert checks[legacy]["verdict"] == "n/a", checks[legacy]
+    assert checks["sse.first_event"]["verdict"] in ("pass", "warn", "n/a"), checks["sse.first_event"]
+    if variant == "stateless":
+        assert "own GET stream" in checks["era.legacy"]["saw"], checks["era.legacy"]
+        assert checks["stickiness.streamable"]["verdict"] == "n/a"
+    else:
+        assert checks["stickiness.streamable"]["verdict"] == "pass", checks["stickiness.streamable"]

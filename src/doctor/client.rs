@@ -37,6 +37,14 @@ pub enum ClientError {
     Http(String),
     #[error("body: {0}")]
     Body(String),
+    /// An event stream closed before the awaited response, after setting an
+    /// event id or a reconnection time: SSE polling (SEP-1699), to be resumed.
+    #[error("the stream ended first ({why}) after setting an event id or retry (SSE polling: a client resumes with GET and Last-Event-ID)")]
+    Polled {
+        why: String,
+        last_id: Option<String>,
+        retry: Option<Duration>,
+    },
 }
 
 impl ClientError {
@@ -68,6 +76,20 @@ pub struct Client {
     headers: Vec<(HeaderName, HeaderValue)>,
     pub timeout: Duration,
     tls: Option<tokio_rustls::TlsConnector>,
+    /// Every `Mcp-Session-Id` a server issued this run, so the run's last
+    /// step can end each one still open, whatever check it came from and
+    /// however that check ended.
+    issued: std::sync::Mutex<Vec<Issued>>,
+}
+
+/// A session a server issued, with what a DELETE needs to address it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    pub url: Url,
+    pub id: String,
+    pub version: String,
+    /// A DELETE of it was answered 2xx (ended) or 405 (the server ends none).
+    pub ended: bool,
 }
 
 /// Parses `--header 'Name: value'`.
@@ -100,7 +122,38 @@ impl Client {
             headers,
             timeout,
             tls,
+            issued: Default::default(),
         })
+    }
+
+    /// Notes a session id as issued (or its version, once known).
+    pub fn issued(&self, url: &Url, id: &str, version: &str) {
+        let mut all = self.issued.lock().unwrap_or_else(|e| e.into_inner());
+        match all.iter_mut().find(|s| s.id == id && &s.url == url) {
+            Some(s) => s.version = version.to_string(),
+            None => all.push(Issued {
+                url: url.clone(),
+                id: id.to_string(),
+                version: version.to_string(),
+                ended: false,
+            }),
+        }
+    }
+
+    /// Notes a session as ended: nothing more to DELETE.
+    pub fn ended(&self, url: &Url, id: &str) {
+        let mut all = self.issued.lock().unwrap_or_else(|e| e.into_inner());
+        for s in all.iter_mut().filter(|s| s.id == id && &s.url == url) {
+            s.ended = true;
+        }
+    }
+
+    /// Every session issued this run, ended or not.
+    pub fn sessions(&self) -> Vec<Issued> {
+        self.issued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Sends one request on a fresh connection and returns once the response
@@ -276,24 +329,9 @@ impl Answer {
             return Ok((message, None));
         }
         let mut stream = self.into_stream();
-        let deadline = Instant::now() + timeout;
         let mut first = None;
-        loop {
-            match stream.next(deadline).await {
-                Next::Item(at, item) => {
-                    first.get_or_insert(at.saturating_duration_since(stream.started()));
-                    if let Item::Event(event) = item {
-                        if let Some(message) = response_to(&event.data, id) {
-                            return Ok((message, first));
-                        }
-                    }
-                }
-                Next::Idle => return Err(ClientError::Timeout("response event", timeout)),
-                Next::Closed(why) => {
-                    return Err(ClientError::Body(format!("stream ended first: {why}")))
-                }
-            }
-        }
+        let message = stream.response(id, timeout, &mut first).await?;
+        Ok((message, first))
     }
 }
 
@@ -304,13 +342,31 @@ pub fn response_to(data: &str, id: &serde_json::Value) -> Option<serde_json::Val
     (is_response && message.get("id") == Some(id)).then_some(message)
 }
 
-/// The first 200 characters of `text`, for a line of a report.
+/// The first 200 characters of `text`, for a line of a report, control
+/// characters escaped ([`printable`]): every string a server sent goes
+/// through here before it is shown.
 pub fn clip(text: &str) -> String {
     let text = text.trim();
     match text.char_indices().nth(200) {
-        Some((at, _)) => format!("{}...", &text[..at]),
-        None => text.to_string(),
+        Some((at, _)) => format!("{}...", printable(&text[..at])),
+        None => printable(text),
     }
+}
+
+/// `text` with every control character (C0, DEL, C1: escape sequences, a
+/// carriage return that rewrites a line, a newline that forges one) written
+/// as `\x1b` or `\u{9b}`, so what a hostile server sends cannot drive the
+/// terminal the report is read on.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c as u32 {
+            0..=0x1f | 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            0x80..=0x9f => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// What [`Stream::next`] found.
@@ -334,6 +390,58 @@ impl Stream {
     /// When the request that opened this stream was sent.
     pub fn started(&self) -> Instant {
         self.answer.started
+    }
+
+    /// The last event id the stream set (what `Last-Event-ID` resumes from).
+    pub fn last_id(&self) -> Option<&str> {
+        self.parser.last_id()
+    }
+
+    /// The reconnection time the stream set with `retry:`.
+    pub fn retry(&self) -> Option<Duration> {
+        self.parser.retry()
+    }
+
+    /// The first event whose data is the JSON-RPC response to `id`, within
+    /// `timeout`; `first` gets how long after the request the stream's first
+    /// item came. A close after an event id or `retry` is [`ClientError::Polled`].
+    pub async fn response(
+        &mut self,
+        id: &serde_json::Value,
+        timeout: Duration,
+        first: &mut Option<Duration>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.next(deadline).await {
+                Next::Item(at, item) => {
+                    first.get_or_insert(at.saturating_duration_since(self.started()));
+                    if let Item::Event(event) = item {
+                        if let Some(message) = response_to(&event.data, id) {
+                            return Ok(message);
+                        }
+                    }
+                }
+                Next::Idle => return Err(ClientError::Timeout("response event", timeout)),
+                Next::Closed(why) if self.resumable() => {
+                    return Err(ClientError::Polled {
+                        why,
+                        last_id: self.last_id().map(str::to_string),
+                        retry: self.retry(),
+                    })
+                }
+                Next::Closed(why) => {
+                    return Err(ClientError::Body(format!("stream ended first: {why}")))
+                }
+            }
+        }
+    }
+
+    /// The stream set an event id or a reconnection time: SSE polling
+    /// (SEP-1699, 2025-11-25), where a server may close the stream and the
+    /// client resumes with `GET` and `Last-Event-ID`.
+    pub fn resumable(&self) -> bool {
+        self.last_id().is_some() || self.retry().is_some()
     }
 
     pub async fn next(&mut self, deadline: Instant) -> Next {

@@ -21,13 +21,53 @@ pub const SLOW_FIRST_EVENT: Duration = Duration::from_secs(1);
 /// Keep-alives closer than this after a longer wait were held and released together.
 pub const BURST: Duration = Duration::from_millis(100);
 
+/// The most resumptions of one held stream (SSE polling): a server that
+/// closes at once every time costs this many requests, not a loop.
+pub const MAX_RESUMES: u32 = 100;
+
 /// How one idle stream fared.
 #[derive(Debug, Clone)]
 pub struct Held {
     pub kind: &'static str,
     pub outcome: Outcome,
-    /// When each keep-alive comment came, from the start of the hold.
-    pub keepalives: Vec<Duration>,
+    pub keepalives: Keepalives,
+}
+
+/// The keep-alive comments of a held stream, in constant space: a server
+/// flooding `:` lines must not grow a list for as long as the hold lasts.
+#[derive(Debug, Clone, Default)]
+pub struct Keepalives {
+    pub count: u64,
+    /// When the first and the last came, from the start of the hold.
+    pub first: Option<Duration>,
+    pub last: Option<Duration>,
+    /// The shortest time between two in a row.
+    pub min_gap: Option<Duration>,
+}
+
+impl Keepalives {
+    pub fn record(&mut self, at: Duration) {
+        if let Some(last) = self.last {
+            let gap = at.saturating_sub(last);
+            self.min_gap = Some(self.min_gap.map_or(gap, |g| g.min(gap)));
+        }
+        self.first.get_or_insert(at);
+        self.last = Some(at);
+        self.count += 1;
+    }
+
+    /// Two came closer than [`BURST`]: held and released together.
+    pub fn burst(&self) -> bool {
+        self.min_gap.is_some_and(|g| g < BURST)
+    }
+}
+
+impl FromIterator<Duration> for Keepalives {
+    fn from_iter<I: IntoIterator<Item = Duration>>(times: I) -> Keepalives {
+        let mut k = Keepalives::default();
+        times.into_iter().for_each(|t| k.record(t));
+        k
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +76,10 @@ pub enum Outcome {
     Survived,
     /// Open for the whole hold; whether it works after could not be tried (why).
     Open(String),
+    /// Closed by the other end after setting an event id or a `retry`, and
+    /// resumed with `GET` and `Last-Event-ID` this many times (SSE polling,
+    /// SEP-1699); working after the hold.
+    Resumed(u32),
     /// Closed during the hold, after this long.
     Cut(Duration, String),
     /// Open for the hold, but broken after it.
@@ -130,11 +174,13 @@ async fn hold_legacy(
             return Some(Held {
                 kind,
                 outcome: Outcome::Unavailable(f.what),
-                keepalives: vec![],
+                keepalives: Keepalives::default(),
             })
         }
     };
-    let (cut, keepalives) = idle(&mut session.stream, hold, progress).await;
+    let start = Instant::now();
+    let mut keepalives = Keepalives::default();
+    let cut = idle(&mut session.stream, start, hold, progress, &mut keepalives).await;
     let outcome = match (cut, handshake) {
         (Some((after, why)), _) => Outcome::Cut(after, why),
         // Its session did not get through (not sticky): the stream itself is what is judged.
@@ -176,7 +222,7 @@ async fn hold_streamable(
         Some(Held {
             kind,
             outcome: Outcome::Unavailable(what),
-            keepalives: vec![],
+            keepalives: Keepalives::default(),
         })
     };
     let opened = match streamable::open(client, &o.url).await {
@@ -184,25 +230,43 @@ async fn hold_streamable(
         Err(f) => return unavailable(format!("a session: {}", f.what)),
     };
     let session = opened.session.clone().unwrap_or_default();
-    let headers = [
-        ("accept", "text/event-stream"),
-        ("mcp-session-id", session.as_str()),
-        ("mcp-protocol-version", opened.version.as_str()),
-    ];
-    let answer = match client.send(Method::GET, &o.url, &headers, None).await {
-        Ok(a) => a,
-        Err(e) => return unavailable(format!("GET: {e}")),
+    // Left open on any way out: the run's last step deletes every session issued.
+    let mut stream = match get_stream(client, &o.url, &session, &opened.version, None).await {
+        Ok(stream) => stream,
+        Err(what) => return unavailable(what),
     };
-    if !answer.status.is_success() || !answer.is_sse() {
-        let status = answer.status.as_u16();
-        streamable::delete(client, &o.url, &session, &opened.version).await;
-        return unavailable(format!("GET answered {status}"));
-    }
-    let mut stream = answer.into_stream();
-    let (cut, keepalives) = idle(&mut stream, o.hold, progress).await;
+    let start = Instant::now();
+    let mut keepalives = Keepalives::default();
+    let mut resumes = 0;
+    let cut = loop {
+        let Some((after, why)) = idle(&mut stream, start, o.hold, progress, &mut keepalives).await
+        else {
+            break None;
+        };
+        if !stream.resumable() || resumes >= MAX_RESUMES {
+            break Some((after, why));
+        }
+        // SSE polling: wait what the stream asked (bounded), resume where it left off.
+        let wait = stream.retry().unwrap_or_default().min(client.timeout);
+        tokio::time::sleep(wait).await;
+        let last = stream.last_id().map(str::to_string);
+        match get_stream(client, &o.url, &session, &opened.version, last.as_deref()).await {
+            Ok(next) => {
+                stream = next;
+                resumes += 1;
+            }
+            Err(what) => {
+                break Some((
+                    after,
+                    format!("{why}, after setting an event id or retry; resuming: {what}"),
+                ))
+            }
+        }
+    };
     let outcome = match cut {
         Some((after, why)) => Outcome::Cut(after, why),
         None => match streamable::ping(client, &o.url, Some(&session), &opened.version, 99).await {
+            Ok(()) if resumes > 0 => Outcome::Resumed(resumes),
             Ok(()) => Outcome::Survived,
             Err(f) => Outcome::Broken(format!("the session after the hold: {}", f.what)),
         },
@@ -216,20 +280,46 @@ async fn hold_streamable(
     })
 }
 
-/// Reads `stream` for `hold` without sending anything: when it was cut (if
-/// it was) and when keep-alive comments came.
+/// A session's standalone GET stream, resuming after `last_id` if given.
+async fn get_stream(
+    client: &Client,
+    url: &url::Url,
+    session: &str,
+    version: &str,
+    last_id: Option<&str>,
+) -> Result<Stream, String> {
+    let mut headers = vec![
+        ("accept", "text/event-stream"),
+        ("mcp-session-id", session),
+        ("mcp-protocol-version", version),
+    ];
+    if let Some(id) = last_id {
+        headers.push(("last-event-id", id));
+    }
+    let answer = client
+        .send(Method::GET, url, &headers, None)
+        .await
+        .map_err(|e| format!("GET: {e}"))?;
+    if !answer.status.is_success() || !answer.is_sse() {
+        return Err(format!("GET answered {}", answer.status.as_u16()));
+    }
+    Ok(answer.into_stream())
+}
+
+/// Reads `stream` until `hold` after `start` without sending anything,
+/// counting keep-alive comments: when it was cut, if it was.
 async fn idle(
     stream: &mut Stream,
+    start: Instant,
     hold: Duration,
     progress: &Progress,
-) -> (Option<(Duration, String)>, Vec<Duration>) {
-    let start = Instant::now();
+    keepalives: &mut Keepalives,
+) -> Option<(Duration, String)> {
     let end = start + hold;
-    let mut keepalives = Vec::new();
     loop {
         let now = Instant::now();
         if now >= end {
-            return (None, keepalives);
+            return None;
         }
         progress.note(&format!(
             "holding idle streams: {} s of {} s",
@@ -240,10 +330,10 @@ async fn idle(
         match stream.next(tick).await {
             Next::Idle => {}
             Next::Item(at, Item::Comment(_)) => {
-                keepalives.push(at.saturating_duration_since(start))
+                keepalives.record(at.saturating_duration_since(start))
             }
             Next::Item(_, Item::Event(_)) => {}
-            Next::Closed(why) => return (Some((start.elapsed(), why)), keepalives),
+            Next::Closed(why) => return Some((start.elapsed(), why)),
         }
     }
 }
@@ -265,6 +355,15 @@ pub fn hold_verdict(hold: Duration, held: &[Held]) -> Check {
                 Verdict::Pass,
                 format!("{} open for {secs:.0} s; {why}", h.kind),
                 "survived".to_string(),
+            ),
+            Outcome::Resumed(n) => (
+                Verdict::Warn,
+                format!(
+                    "{} closed by the server and resumed {n} times with Last-Event-ID over {secs:.0} s, \
+                     working after (SSE polling: 2025-11-25 clients resume, older ones lose the stream)",
+                    h.kind
+                ),
+                format!("resumed {n} times"),
             ),
             Outcome::Cut(after, why) => (
                 Verdict::Fail,
@@ -302,20 +401,16 @@ pub fn keepalive_verdict(hold: Duration, held: &[Held]) -> Check {
     let mut lines = Vec::new();
     let mut verdict = Verdict::NotApplicable;
     let mut data = serde_json::Map::new();
-    for h in held.iter().filter(|h| !h.keepalives.is_empty()) {
-        let first = h.keepalives[0];
-        let gaps: Vec<Duration> = h
-            .keepalives
-            .windows(2)
-            .map(|w| w[1].saturating_sub(w[0]))
-            .collect();
-        let burst = gaps.iter().any(|g| *g < BURST);
+    for h in held {
+        let k = &h.keepalives;
+        let Some(first) = k.first else { continue };
+        let burst = k.burst();
         let v = if burst { Verdict::Warn } else { Verdict::Pass };
         verdict = worse(verdict, v);
         let mut line = format!(
             "{}: {} in {:.0} s, first after {:.1} s",
             h.kind,
-            h.keepalives.len(),
+            k.count,
             hold.as_secs_f64(),
             first.as_secs_f64()
         );
@@ -325,7 +420,7 @@ pub fn keepalive_verdict(hold: Duration, held: &[Held]) -> Check {
         lines.push(line);
         data.insert(
             h.kind.to_string(),
-            json!({"count": h.keepalives.len(), "first_ms": first.as_millis(), "burst": burst}),
+            json!({"count": k.count, "first_ms": first.as_millis(), "burst": burst}),
         );
     }
     if lines.is_empty() {

@@ -29,11 +29,33 @@ pub enum Probe {
     Silent {
         sse_url: Url,
         saw: String,
+        /// At the URL itself, where a Streamable HTTP server may answer a GET
+        /// with its own stream: judged by [`Probe::settle`].
+        at_url: bool,
     },
     NotFound(String),
 }
 
 impl Probe {
+    /// Once the Streamable probe is in: a silent stream at the URL itself
+    /// of a server that speaks Streamable HTTP there is that server's own
+    /// GET stream (the spec lets it answer a GET with one; the Python SDK's
+    /// stateless mode does), not a legacy endpoint held back by a buffer.
+    /// Only `/sse` and the `--sse-path`s are judged silent then.
+    pub fn settle(self, streamable: &super::streamable::Probe) -> Probe {
+        match self {
+            Probe::Silent {
+                sse_url,
+                at_url: true,
+                ..
+            } if streamable.opened().is_some() => Probe::NotFound(format!(
+                "GET {}: an event stream without an endpoint event, the Streamable HTTP server's own GET stream",
+                sse_url.path()
+            )),
+            other => other,
+        }
+    }
+
     pub fn sse_url(&self) -> Option<&Url> {
         match self {
             Probe::Found { sse_url, .. } => Some(sse_url),
@@ -59,7 +81,7 @@ impl Probe {
                 ),
             )
             .with(json!({"path": sse_url.path(), "first_event_ms": first_event.as_millis()})),
-            Probe::Silent { sse_url, saw } => {
+            Probe::Silent { sse_url, saw, .. } => {
                 Check::new(ID, Verdict::Fail, format!("GET {}: {saw}", sse_url.path()))
                     .with(json!({"path": sse_url.path()}))
             }
@@ -79,10 +101,24 @@ pub struct Session {
     pub first_event: Duration,
 }
 
-/// Why opening a stream failed: not a legacy endpoint at all, or one that broke.
+/// Why opening a stream failed: not a legacy endpoint at all, an event
+/// stream that sent no `endpoint` event, or one whose endpoint is unusable.
 enum OpenError {
     NotLegacy(String),
+    NoEndpoint(Failure),
     Broken(Failure),
+}
+
+impl OpenError {
+    fn failure(self) -> Failure {
+        match self {
+            OpenError::NotLegacy(what) => Failure {
+                status: None,
+                what: format!("GET: {what}"),
+            },
+            OpenError::NoEndpoint(f) | OpenError::Broken(f) => f,
+        }
+    }
 }
 
 /// Opens the stream at `sse_url` and reads its `endpoint` event.
@@ -111,7 +147,7 @@ async fn connect(client: &Client, sse_url: &Url) -> Result<Session, OpenError> {
             }
             Next::Item(..) => {}
             Next::Idle => {
-                return Err(OpenError::Broken(Failure {
+                return Err(OpenError::NoEndpoint(Failure {
                     status: Some(status),
                     what: format!(
                         "{status} text/event-stream, then no endpoint event within {:?} (a buffering proxy?)",
@@ -120,7 +156,7 @@ async fn connect(client: &Client, sse_url: &Url) -> Result<Session, OpenError> {
                 }))
             }
             Next::Closed(why) => {
-                return Err(OpenError::Broken(Failure {
+                return Err(OpenError::NoEndpoint(Failure {
                     status: Some(status),
                     what: format!("{status} text/event-stream, closed before an endpoint event: {why}"),
                 }))
@@ -158,9 +194,14 @@ pub fn candidates(o: &Options) -> Vec<Url> {
     out
 }
 
+/// Tries each candidate in turn. A silent stream at the URL itself does not
+/// end the search (it may be a Streamable server's own GET stream, see
+/// [`Probe::settle`]); one at `/sse` or a `--sse-path` does.
 pub async fn probe(client: &Client, o: &Options) -> Probe {
     let mut saw = Vec::new();
+    let mut silent_at_url = None;
     for sse_url in candidates(o) {
+        let at_url = sse_url == o.url;
         match connect(client, &sse_url).await {
             Ok(session) => {
                 return Probe::Found {
@@ -169,16 +210,25 @@ pub async fn probe(client: &Client, o: &Options) -> Probe {
                     first_event: session.first_event,
                 }
             }
-            Err(OpenError::Broken(f)) => {
+            Err(OpenError::NoEndpoint(f)) if at_url => {
+                saw.push(format!("GET {}: {}", sse_url.path(), f.what));
+                silent_at_url = Some(Probe::Silent {
+                    sse_url,
+                    saw: f.what,
+                    at_url,
+                });
+            }
+            Err(OpenError::NoEndpoint(f) | OpenError::Broken(f)) => {
                 return Probe::Silent {
                     sse_url,
                     saw: f.what,
+                    at_url,
                 }
             }
             Err(OpenError::NotLegacy(what)) => saw.push(format!("GET {}: {what}", sse_url.path())),
         }
     }
-    Probe::NotFound(saw.join(", "))
+    silent_at_url.unwrap_or_else(|| Probe::NotFound(saw.join(", ")))
 }
 
 /// POSTs one message to the session's endpoint; a request (with `id`) must
@@ -265,7 +315,7 @@ pub async fn open(
             status: None,
             what: format!("GET {}: {what}", sse_url.path()),
         },
-        OpenError::Broken(f) => f,
+        other => other.failure(),
     })?;
     let mut handshake = exchange(client, &mut s, initialize_body()).await;
     if handshake.is_ok() {
@@ -299,13 +349,7 @@ pub async fn stickiness(
     let (live, mut failures) = step_all(
         vec![(); o.sessions],
         each(client, &url, |client, url, ()| async move {
-            connect(&client, &url).await.map_err(|e| match e {
-                OpenError::NotLegacy(what) => Failure {
-                    status: None,
-                    what: format!("GET: {what}"),
-                },
-                OpenError::Broken(f) => f,
-            })
+            connect(&client, &url).await.map_err(OpenError::failure)
         }),
     )
     .await;

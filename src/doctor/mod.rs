@@ -8,14 +8,18 @@
 //! `forward`, `conn`): it must judge Tether from the outside, as it judges
 //! HAProxy or a bare server. Layout: [`client`] (HTTP/1.1 and TLS, every step
 //! bounded), [`sse`] (the event-stream parser), [`modern`], [`streamable`]
-//! and [`legacy`] (the checks of each era), [`hold`] (idle streams and
-//! keep-alives), [`report`] (table and JSON), [`progress`] (the stderr line).
+//! and [`legacy`] (the checks of each era), [`polling`] (resuming an SSE
+//! answer closed early), [`hold`] (idle streams and keep-alives),
+//! [`report`] (table and JSON), [`progress`] (the stderr line).
 //! The verdicts and what each means: `docs/doctor.md`.
 
 mod client;
 mod hold;
 mod legacy;
 mod modern;
+#[cfg(test)]
+mod net_tests;
+mod polling;
 mod progress;
 mod report;
 pub mod sse;
@@ -182,14 +186,94 @@ fn prepare(args: &DoctorArgs) -> Result<(Options, Client), String> {
     Ok((options, client))
 }
 
-/// The longest a whole run may take: every step is bounded by the timeout
-/// already; this is the backstop that makes "the run ends" true by
-/// construction, whatever a server does.
-fn run_limit(o: &Options) -> Duration {
-    let steps = u32::try_from(o.calls)
-        .unwrap_or(u32::MAX)
-        .saturating_add(16);
-    o.hold + o.timeout.saturating_mul(steps)
+/// The checks in the order the report shows them (`mcp` only when no era answered).
+const ORDER: [&str; 13] = [
+    "era.modern",
+    "era.streamable",
+    "era.legacy",
+    "mcp",
+    "stickiness.streamable",
+    "stickiness.legacy",
+    "unknown_session.streamable",
+    "unknown_session.legacy",
+    "sse.first_event",
+    "sse.keepalive",
+    "sse.hold",
+    "origin",
+    "protocol_version",
+];
+
+/// The longest a whole run may take: the backstop that makes "the run
+/// ends" true by construction, whatever a server does. Every network wait
+/// is bounded by the timeout already; this adds up the longest chain of
+/// them the checks make, one after another, and doubles it. One request may
+/// wait up to four times (connection, TLS handshake, response head, body);
+/// a legacy message also waits for its answer on the stream.
+pub fn run_limit(o: &Options) -> Duration {
+    let t = o.timeout;
+    let calls = u32::try_from(o.calls).unwrap_or(u32::MAX);
+    let request = t.saturating_mul(4);
+    let legacy_message = request.saturating_add(t);
+    let candidates = u32::try_from(legacy::candidates(o).len()).unwrap_or(u32::MAX);
+    let discover = request;
+    let eras = request
+        .saturating_mul(3)
+        .max(legacy_message.saturating_mul(candidates));
+    let then = [
+        // initialize, notify, the calls.
+        request.saturating_mul(calls.saturating_add(2)),
+        // connect (a GET, then its endpoint event), initialize, notify, the calls.
+        legacy_message.saturating_mul(calls.saturating_add(3)),
+        // a new session, two pings, a DELETE.
+        request.saturating_mul(5),
+        // two sessions opened and checked around the hold, with resumptions' last GET.
+        o.hold.saturating_add(legacy_message.saturating_mul(8)),
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or_default();
+    discover
+        .saturating_add(eras)
+        .saturating_add(then)
+        .saturating_mul(2)
+}
+
+/// The checks as they finish: the backstop reports what is here.
+#[derive(Default)]
+struct Board(std::sync::Mutex<Vec<Check>>);
+
+impl Board {
+    fn put(&self, checks: impl IntoIterator<Item = Check>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(checks);
+    }
+
+    /// The checks in report order; with `unfinished`, each check that did
+    /// not finish is there as failed, saying so.
+    fn take(&self, unfinished: Option<&str>) -> Vec<Check> {
+        let mut done = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(why) = unfinished {
+            for id in ORDER {
+                if id != "mcp" && !done.iter().any(|c| c.id == id) {
+                    done.push(Check::new(
+                        id,
+                        Verdict::Fail,
+                        format!("did not finish: {why}"),
+                    ));
+                }
+            }
+        }
+        let rank = |c: &Check| {
+            ORDER
+                .iter()
+                .position(|id| *id == c.id)
+                .unwrap_or(ORDER.len())
+        };
+        done.sort_by_key(rank);
+        done
+    }
 }
 
 /// Runs every check. `Err` only when the endpoint cannot be reached at all.
@@ -198,11 +282,35 @@ pub async fn run(
     client: Arc<Client>,
     progress: Arc<Progress>,
 ) -> Result<Report, String> {
-    let started = Instant::now();
     let limit = run_limit(&o);
-    let checks = tokio::time::timeout(limit, checks(&o, client, progress))
-        .await
-        .map_err(|_| format!("the run did not finish within {limit:?}"))??;
+    run_within(o, client, progress, limit).await
+}
+
+/// [`run`] with the backstop given. When it passes first, the checks not
+/// finished fail (exit 1) and the report is still printed. Either way the
+/// run ends every session it was issued ([`streamable::delete_all`]).
+pub async fn run_within(
+    o: Options,
+    client: Arc<Client>,
+    progress: Arc<Progress>,
+    limit: Duration,
+) -> Result<Report, String> {
+    let started = Instant::now();
+    let board = Board::default();
+    let finished = tokio::time::timeout(limit, checks(&o, client.clone(), progress, &board)).await;
+    let unfinished = format!(
+        "the run's bound ({} s, from --timeout, --calls and --hold) passed first",
+        limit.as_secs()
+    );
+    let checks = match finished {
+        Ok(Ok(())) => board.take(None),
+        Ok(Err(unreachable)) => {
+            streamable::delete_all(&client).await;
+            return Err(unreachable);
+        }
+        Err(_) => board.take(Some(&unfinished)),
+    };
+    streamable::delete_all(&client).await;
     Ok(Report {
         url: o.url.to_string(),
         exit: exit_code(&checks),
@@ -215,7 +323,8 @@ async fn checks(
     o: &Options,
     client: Arc<Client>,
     progress: Arc<Progress>,
-) -> Result<Vec<Check>, String> {
+    board: &Board,
+) -> Result<(), String> {
     let step = progress.begin("finding eras and transports");
     let modern = modern::probe(&client, &o.url).await;
     if let Err(e) = &modern {
@@ -223,33 +332,37 @@ async fn checks(
             return Err(format!("{}: {e}", o.url));
         }
     }
+    board.put([modern::verdict(&modern)]);
     let (streamable, legacy) = tokio::join!(
         streamable::probe(&client, &o.url),
         legacy::probe(&client, o)
     );
+    // Decided once both are in: the probes ran at once.
+    let legacy = legacy.settle(&streamable);
     drop(step);
 
-    let mut out = vec![modern::verdict(&modern), streamable.check(), legacy.check()];
-    if out.iter().all(|c| c.verdict == Verdict::NotApplicable) {
-        out.push(Check::new(
+    let eras = [streamable.check(), legacy.check()];
+    let none = modern::verdict(&modern).verdict == Verdict::NotApplicable
+        && eras.iter().all(|c| c.verdict == Verdict::NotApplicable);
+    board.put(eras);
+    if none {
+        board.put([Check::new(
             "mcp",
             Verdict::Fail,
             "no MCP transport answered at this URL (see the checks above)",
-        ));
+        )]);
     }
-    let (sticky, forged, origin, version, legacy_sticky, legacy_forged, held) = tokio::join!(
-        streamable::stickiness(&client, o, &streamable, &progress),
-        streamable::unknown_session(&client, &o.url, &streamable),
-        streamable::origin(&client, &o.url, &streamable),
-        streamable::protocol_version(&client, &o.url, &streamable),
-        legacy::stickiness(&client, o, &legacy, &progress),
-        legacy::unknown_session(&client, &legacy),
-        hold::run(&client, o, &streamable, &legacy, &progress),
+    let put = |check: Check| board.put([check]);
+    tokio::join!(
+        async { put(streamable::stickiness(&client, o, &streamable, &progress).await) },
+        async { put(streamable::unknown_session(&client, &o.url, &streamable).await) },
+        async { put(streamable::origin(&client, &o.url, &streamable).await) },
+        async { put(streamable::protocol_version(&client, &o.url, &streamable).await) },
+        async { put(legacy::stickiness(&client, o, &legacy, &progress).await) },
+        async { put(legacy::unknown_session(&client, &legacy).await) },
+        async { board.put(hold::run(&client, o, &streamable, &legacy, &progress).await) },
     );
-    out.extend([sticky, legacy_sticky, forged, legacy_forged]);
-    out.extend(held);
-    out.extend([origin, version]);
-    Ok(out)
+    Ok(())
 }
 
 /// One step of every live session at once, the sessions taken in a fresh

@@ -72,7 +72,8 @@ pub async fn probe(client: &Client, url: &Url) -> Result<Discover, ClientError> 
         .map(|v| {
             v.iter()
                 .filter_map(Value::as_str)
-                .map(str::to_string)
+                .take(50)
+                .map(clip)
                 .collect::<Vec<_>>()
         });
     let saw = match (&versions, message.get("error")) {

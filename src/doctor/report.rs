@@ -1,6 +1,7 @@
 //! The report: a table for people, JSON for machines (`--json`). Both carry
 //! the same checks in the same order; stdout gets nothing else.
 
+use super::client::printable;
 use super::{Report, Verdict};
 
 pub fn json(report: &Report) -> String {
@@ -17,7 +18,7 @@ pub fn table(report: &Report) -> String {
         .max(5);
     let mut out = format!(
         "tether doctor {} ({:.1} s)\n\n{:width$}  {:7}  SAW\n",
-        report.url,
+        printable(&report.url),
         report.elapsed_ms as f64 / 1000.0,
         "CHECK",
         "VERDICT",
@@ -27,7 +28,8 @@ pub fn table(report: &Report) -> String {
             "{:width$}  {:7}  {}\n",
             c.id,
             c.verdict.label(),
-            c.saw
+            // Each line is clipped where it quotes a server; this is the backstop.
+            printable(&c.saw)
         ));
     }
     let count = |v: Verdict| report.checks.iter().filter(|c| c.verdict == v).count();

@@ -11,6 +11,10 @@ use std::collections::VecDeque;
 /// The longest line kept: a stream that sends more without a line end is
 /// refused rather than buffered without bound.
 pub const MAX_LINE: usize = 1 << 20;
+/// The most data one event may carry (its `data:` lines together), as much
+/// as a JSON body read whole: short lines without a blank one between them
+/// would otherwise pile up in one event without bound.
+pub const MAX_DATA: usize = 4 << 20;
 
 /// One thing read from the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +40,8 @@ pub struct Event {
 pub enum SseError {
     #[error("an event-stream line longer than {MAX_LINE} bytes")]
     LineTooLong,
+    #[error("an event with more than {MAX_DATA} bytes of data")]
+    EventTooLarge,
 }
 
 /// Feed it chunks as they arrive; take items out with [`Parser::next_item`].
@@ -51,6 +57,12 @@ pub struct Parser {
     event: Option<String>,
     data: Option<String>,
     id: Option<String>,
+    /// The stream's last event id, as EventSource keeps it: set by an `id:`
+    /// field when its event is dispatched, even one without data (the
+    /// priming event of SSE polling). What a resumption sends as `Last-Event-ID`.
+    last_id: Option<String>,
+    /// The last `retry:` the stream set, in milliseconds.
+    retry: Option<u64>,
     items: VecDeque<Item>,
 }
 
@@ -78,7 +90,7 @@ impl Parser {
                 b'\n' | b'\r' => {
                     self.after_cr = b == b'\r';
                     let line = std::mem::take(&mut self.line);
-                    self.line_done(&line);
+                    self.line_done(&line)?;
                 }
                 _ => {
                     self.after_cr = false;
@@ -96,16 +108,26 @@ impl Parser {
         self.items.pop_front()
     }
 
-    fn line_done(&mut self, line: &[u8]) {
+    /// The last event id the stream set (see the field).
+    pub fn last_id(&self) -> Option<&str> {
+        self.last_id.as_deref()
+    }
+
+    /// The reconnection time the stream asked for, if it set one.
+    pub fn retry(&self) -> Option<std::time::Duration> {
+        self.retry.map(std::time::Duration::from_millis)
+    }
+
+    fn line_done(&mut self, line: &[u8]) -> Result<(), SseError> {
         let line = String::from_utf8_lossy(line);
         if line.is_empty() {
             self.dispatch();
-            return;
+            return Ok(());
         }
         if let Some(comment) = line.strip_prefix(':') {
             self.items
                 .push_back(Item::Comment(comment.trim_start().to_string()));
-            return;
+            return Ok(());
         }
         let (field, value) = match line.split_once(':') {
             Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
@@ -113,21 +135,34 @@ impl Parser {
         };
         match field {
             "event" => self.event = Some(value.to_string()),
-            "data" => match &mut self.data {
-                Some(data) => {
-                    data.push('\n');
-                    data.push_str(value);
+            "data" => {
+                let held = self.data.as_ref().map_or(0, |d| d.len() + 1);
+                if held + value.len() > MAX_DATA {
+                    return Err(SseError::EventTooLarge);
                 }
-                None => self.data = Some(value.to_string()),
-            },
+                match &mut self.data {
+                    Some(data) => {
+                        data.push('\n');
+                        data.push_str(value);
+                    }
+                    None => self.data = Some(value.to_string()),
+                }
+            }
             "id" if !value.contains('\0') => self.id = Some(value.to_string()),
-            _ => {} // retry and unknown fields: nothing doctor needs
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                self.retry = value.parse().ok();
+            }
+            _ => {} // unknown fields: nothing doctor needs
         }
+        Ok(())
     }
 
     fn dispatch(&mut self) {
         let event = self.event.take();
         let id = self.id.take();
+        if id.is_some() {
+            self.last_id.clone_from(&id);
+        }
         if let Some(data) = self.data.take().filter(|d| !d.is_empty()) {
             self.items.push_back(Item::Event(Event {
                 event: event.unwrap_or_else(|| "message".into()),
@@ -214,6 +249,48 @@ id: 7\ndata: {\"a\":1}\ndata:two\n\nid: 8\ndata\n\n: keepalive\rdata: x\r\r";
         p.feed(&garbage).unwrap();
         p.feed(b"\xff\xfe:\x00\n\n\n::\r\n").unwrap();
         let _ = all(&mut p);
+    }
+
+    #[test]
+    fn an_endless_event_of_short_lines_is_refused() {
+        let mut p = Parser::new();
+        let line = b"data: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n";
+        let value = line.len() - "data: ".len(); // its data and the joining newline
+        let mut held = 0;
+        let refused = loop {
+            if let Err(e) = p.feed(line) {
+                break e;
+            }
+            held += value;
+            assert!(held <= MAX_DATA + value, "still buffering {held} bytes");
+        };
+        assert_eq!(refused, SseError::EventTooLarge);
+        assert!(
+            held > MAX_DATA - 2 * value,
+            "refused early, at {held} bytes"
+        );
+        // A big event under the cap is still dispatched.
+        let mut p = Parser::new();
+        let part = format!("data:{}\n", "z".repeat(MAX_LINE - 5));
+        for _ in 0..3 {
+            p.feed(part.as_bytes()).unwrap();
+        }
+        p.feed(b"\n").unwrap();
+        assert!(matches!(all(&mut p)[..], [Item::Event(_)]));
+    }
+
+    #[test]
+    fn the_last_event_id_and_retry_outlive_an_event_without_data() {
+        let mut p = Parser::new();
+        assert_eq!((p.last_id(), p.retry()), (None, None));
+        p.feed(b"id: prime-1\nretry: 250\ndata\n\n").unwrap();
+        assert_eq!(all(&mut p), vec![]);
+        assert_eq!(p.last_id(), Some("prime-1"));
+        assert_eq!(p.retry(), Some(std::time::Duration::from_millis(250)));
+        p.feed(b"retry: soon\ndata: x\n\n").unwrap();
+        assert_eq!(all(&mut p), vec![ev("message", "x", None)]);
+        assert_eq!(p.last_id(), Some("prime-1"));
+        assert_eq!(p.retry(), Some(std::time::Duration::from_millis(250)));
     }
 
     #[test]

@@ -11,8 +11,9 @@ use serde_json::{json, Value};
 use tokio::task::JoinSet;
 use url::Url;
 
-use super::client::{clip, Answer, Client};
+use super::client::{clip, Answer, Client, ClientError};
 use super::modern::ACCEPT;
+use super::polling::{resumed, Resume};
 use super::progress::Progress;
 use super::{forge_like, step_all, Check, Options, Verdict};
 
@@ -115,13 +116,28 @@ async fn initialize(client: &Client, url: &Url, extra: &[(&str, &str)]) -> Resul
             what: format!("initialize: {e}"),
         })?;
     let session = answer.header("mcp-session-id").map(str::to_string);
-    let message = reply(answer, &json!(0), "initialize").await?;
-    let version = message
-        .0
-        .pointer("/result/protocolVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    if let Some(id) = &session {
+        // Noted before the body is read: an id whose answer then fails is open all the same.
+        client.issued(url, id, ASKED);
+    }
+    let resume = Resume {
+        client,
+        url,
+        session: session.as_deref(),
+        version: ASKED,
+    };
+    let message = reply(answer, &json!(0), "initialize", resume).await?;
+    // Shown in the report and sent back in a header: clipped like all a server says.
+    let version = clip(
+        message
+            .0
+            .pointer("/result/protocolVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+    );
+    if let Some(id) = &session {
+        client.issued(url, id, &version);
+    }
     Ok(Opened {
         session,
         version,
@@ -129,11 +145,14 @@ async fn initialize(client: &Client, url: &Url, extra: &[(&str, &str)]) -> Resul
     })
 }
 
-/// The JSON-RPC result of a request; any non-2xx status, error or silence is a [`Failure`].
+/// The JSON-RPC result of a request; any non-2xx status, error or silence
+/// is a [`Failure`]. An SSE answer closed early after an event id or
+/// `retry` is resumed through `resume`.
 async fn reply(
     answer: Answer,
     id: &Value,
     what: &str,
+    resume: Resume<'_>,
 ) -> Result<(Value, Option<Duration>), Failure> {
     let status = answer.status.as_u16();
     if !answer.status.is_success() {
@@ -143,7 +162,13 @@ async fn reply(
             what: format!("{what} answered {status} {}", clip(&body)),
         });
     }
-    let (message, first) = answer.jsonrpc(id).await.map_err(|e| Failure {
+    let got = match answer.jsonrpc(id).await {
+        Err(ClientError::Polled { last_id, retry, .. }) => {
+            resumed(resume, id, last_id, retry).await
+        }
+        got => got,
+    };
+    let (message, first) = got.map_err(|e| Failure {
         status: Some(status),
         what: format!("{what}: {status}, then {e}"),
     })?;
@@ -239,12 +264,20 @@ pub async fn ping(
             status: None,
             what: format!("ping: {e}"),
         })?;
-    reply(answer, &json!(id), "ping").await.map(|_| ())
+    let resume = Resume {
+        client,
+        url,
+        session,
+        version,
+    };
+    reply(answer, &json!(id), "ping", resume).await.map(|_| ())
 }
 
-/// Ends a session, best effort (servers may answer 405).
+/// Ends a session, best effort. A 2xx ends it and a 405 says the server
+/// ends none; after anything else (a 404 from a replica that is not its
+/// owner, no answer) it stays for [`delete_all`] to try again.
 pub async fn delete(client: &Client, url: &Url, session: &str, version: &str) {
-    let _ = client
+    let answer = client
         .send(
             Method::DELETE,
             url,
@@ -252,6 +285,26 @@ pub async fn delete(client: &Client, url: &Url, session: &str, version: &str) {
             None,
         )
         .await;
+    if let Ok(answer) = answer {
+        if answer.status.is_success() || answer.status == http::StatusCode::METHOD_NOT_ALLOWED {
+            client.ended(url, session);
+        }
+    }
+}
+
+/// The run's last step: a DELETE, all at once, for every session issued
+/// and not yet ended, whichever check opened it and however it ended
+/// (failed sessions stay open on their owner otherwise). Bounded: the
+/// sessions still open after two timeouts are left to the server's expiry.
+pub async fn delete_all(client: &Arc<Client>) {
+    let mut ending = JoinSet::new();
+    for s in client.sessions().into_iter().filter(|s| !s.ended) {
+        let client = client.clone();
+        ending.spawn(async move { delete(&client, &s.url, &s.id, &s.version).await });
+    }
+    let bound = client.timeout.saturating_mul(2);
+    let _ =
+        tokio::time::timeout(bound, async { while ending.join_next().await.is_some() {} }).await;
 }
 
 /// Opens a session: `initialize`, then `notifications/initialized` in it.
@@ -333,20 +386,8 @@ pub async fn stickiness(
         live = next;
         failures.extend(failed);
     }
-    let mut ending = JoinSet::new();
-    for opened in live {
-        let (client, url) = (client.clone(), url.clone());
-        ending.spawn(async move {
-            delete(
-                &client,
-                &url,
-                opened.session.as_deref().unwrap_or_default(),
-                &opened.version,
-            )
-            .await
-        });
-    }
-    while ending.join_next().await.is_some() {}
+    // The sessions, live and failed, are ended by the run's last step (delete_all).
+    drop(live);
     sticky_verdict(ID, o.sessions, o.calls, &failures)
 }
 

@@ -206,3 +206,101 @@ fn the_report_lists_every_check_in_both_forms() {
         "{table}"
     );
 }
+
+#[test]
+fn what_a_server_says_is_shown_with_its_control_characters_escaped() {
+    let hostile = "\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}31m\rforged line\nnext";
+    let clipped = client::clip(hostile);
+    assert!(!clipped.chars().any(char::is_control), "{clipped:?}");
+    assert!(
+        clipped.starts_with("\\x1b]0;owned\\x07\\x1b[2J\\u{9b}31m\\x0dforged line\\x0anext"),
+        "{clipped}"
+    );
+    assert_eq!(client::clip("  plain été text  "), "plain été text");
+    let long = client::clip(&"\u{1b}".repeat(1000));
+    assert!(long.len() < 1000 && long.ends_with("..."), "{long}");
+    // The table escapes a check's line even if it quoted a server unclipped.
+    let report = Report {
+        url: "http://h/mcp".into(),
+        exit: 0,
+        elapsed_ms: 1,
+        checks: vec![Check::new("origin", Verdict::Warn, hostile)],
+    };
+    let table = report::table(&report);
+    assert!(
+        !table.chars().any(|c| c.is_control() && c != '\n'),
+        "{table:?}"
+    );
+    assert_eq!(table.lines().count(), 6, "{table}");
+}
+
+#[test]
+fn keepalives_are_counted_in_constant_space() {
+    let mut k = hold::Keepalives::default();
+    for ms in 0..1_000_000u64 {
+        k.record(Duration::from_micros(ms * 20));
+    }
+    assert_eq!(k.count, 1_000_000);
+    assert_eq!(k.first, Some(Duration::ZERO));
+    assert_eq!(k.min_gap, Some(Duration::from_micros(20)));
+    assert!(k.burst());
+    let spaced: hold::Keepalives = [1000, 2000, 3500]
+        .into_iter()
+        .map(Duration::from_millis)
+        .collect();
+    assert_eq!(
+        (spaced.count, spaced.min_gap),
+        (3, Some(Duration::from_secs(1)))
+    );
+    assert!(!spaced.burst());
+}
+
+#[test]
+fn a_silent_stream_at_the_url_of_a_streamable_server_is_its_own_get_stream() {
+    let url = url::Url::parse("http://h/mcp").unwrap();
+    let sse = url::Url::parse("http://h/sse").unwrap();
+    let silent = |sse_url: &url::Url, at_url| legacy::Probe::Silent {
+        sse_url: sse_url.clone(),
+        saw: "200 text/event-stream, then no endpoint event".into(),
+        at_url,
+    };
+    let served = streamable::Probe::Stateless(streamable::Opened {
+        session: None,
+        version: "2025-11-25".into(),
+        first_event: None,
+    });
+    let not_served = streamable::Probe::NotServed("404".into());
+    let own = silent(&url, true).settle(&served).check();
+    assert_eq!(own.verdict, Verdict::NotApplicable, "{}", own.saw);
+    assert!(own.saw.contains("own GET stream"), "{}", own.saw);
+    // Without Streamable HTTP there, or at /sse, a silent stream is still a buffering path.
+    assert_eq!(
+        silent(&url, true).settle(&not_served).check().verdict,
+        Verdict::Fail
+    );
+    assert_eq!(
+        silent(&sse, false).settle(&served).check().verdict,
+        Verdict::Fail
+    );
+}
+
+#[test]
+fn the_backstop_covers_every_wait_of_the_longest_chain() {
+    let o = |calls, hold, timeout| Options {
+        url: url::Url::parse("http://h/mcp").unwrap(),
+        sessions: 12,
+        calls,
+        hold: Duration::from_secs(hold),
+        sse_paths: vec![],
+        timeout: Duration::from_secs(timeout),
+    };
+    // At the defaults the serial chain is about 38 timeouts and the hold.
+    let defaults = run_limit(&o(3, 70, 10));
+    assert!(
+        defaults >= Duration::from_secs(70 + 38 * 10),
+        "{defaults:?}"
+    );
+    // It grows with the calls, and never overflows.
+    assert!(run_limit(&o(1000, 70, 10)) > run_limit(&o(3, 70, 10)) + Duration::from_secs(997 * 40));
+    let _ = run_limit(&o(usize::MAX, u64::MAX / 4, u64::MAX / 4));
+}
