@@ -23,6 +23,8 @@ async fn post(url: &str, session: &str, body: Value) -> RawResponse {
             ("mcp-session-id", session),
             ("mcp-protocol-version", "2025-06-18"),
             ("authorization", "Bearer client-credential"),
+            ("x-forwarded-for", "203.0.113.7"),
+            ("accept-encoding", "gzip"),
         ],
         body.to_string(),
     )
@@ -147,6 +149,9 @@ async fn a_session_of_a_killed_owner_goes_on_on_another_backend() {
             "{body}"
         );
         assert_eq!(q.headers["authorization"], "Bearer client-credential");
+        // The forwarding chain goes on; the client's own encoding wishes do not.
+        assert_eq!(q.headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+        assert_eq!(q.headers["accept-encoding"], "identity");
         assert!(q.headers.get("mcp-session-id").is_none());
     }
     let initialized = replicas[1..]

@@ -103,20 +103,7 @@ pub fn request(
         };
         field(out, b"host", host);
     }
-    out.extend_from_slice(b"x-forwarded-for: ");
-    for f in head
-        .fields
-        .list
-        .iter()
-        .filter(|f| f.kind == FieldKind::ForwardedFor)
-    {
-        let prior = buf[f.value.clone()].trim_ascii();
-        if !prior.is_empty() {
-            out.extend_from_slice(prior);
-            out.extend_from_slice(b", ");
-        }
-    }
-    out.extend_from_slice(to.peer.as_bytes());
+    forwarded_for(out, buf, head, to.peer);
     out.extend_from_slice(match to.tls {
         true => b"\r\nx-forwarded-proto: https\r\n",
         false => b"\r\nx-forwarded-proto: http\r\n",
@@ -136,6 +123,26 @@ pub fn request(
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
+}
+
+/// `X-Forwarded-For: ` the client's chain, then `peer`, without the line's
+/// end (the caller writes what follows).
+#[inline]
+pub fn forwarded_for(out: &mut Vec<u8>, buf: &[u8], head: &RequestHead, peer: &str) {
+    out.extend_from_slice(b"x-forwarded-for: ");
+    for f in head
+        .fields
+        .list
+        .iter()
+        .filter(|f| f.kind == FieldKind::ForwardedFor)
+    {
+        let prior = buf[f.value.clone()].trim_ascii();
+        if !prior.is_empty() {
+            out.extend_from_slice(prior);
+            out.extend_from_slice(b", ");
+        }
+    }
+    out.extend_from_slice(peer.as_bytes());
 }
 
 /// `Forwarded: for=...;proto=...;host=...` (RFC 7239 §4), after the client's

@@ -217,22 +217,7 @@ impl Proxy {
                 push_field(&mut out, b"mcp-protocol-version", version.as_bytes());
             }
         }
-        // X-Forwarded-For: the client's chain, then its address.
-        out.extend_from_slice(b"x-forwarded-for: ");
-        for f in req
-            .head
-            .fields
-            .list
-            .iter()
-            .filter(|f| f.kind == FieldKind::ForwardedFor)
-        {
-            let prior = buf[f.value.clone()].trim_ascii();
-            if !prior.is_empty() {
-                out.extend_from_slice(prior);
-                out.extend_from_slice(b", ");
-            }
-        }
-        out.extend_from_slice(client.peer_ip().as_bytes());
+        crate::forward::headers::forwarded_for(&mut out, buf, req.head, client.peer_ip());
         out.extend_from_slice(b"\r\n");
         let proto: &[u8] = if client.is_tls() { b"https" } else { b"http" };
         push_field(&mut out, b"x-forwarded-proto", proto);
