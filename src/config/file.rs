@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::pools::Failover;
 use crate::pool::health::Check;
-use crate::pool::Balance;
+use crate::pool::{Balance, Failover};
 
 /// The configuration file, as written.
 #[derive(Debug, Default, Deserialize)]

@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 
+pub use crate::pool::Failover;
 pub use file::*;
-pub use pools::{Failover, PoolConfig, PoolView, RouteConfig, SoftKey, DEFAULT_POOL};
+pub use pools::{PoolConfig, PoolView, RouteConfig, SoftKey, DEFAULT_POOL};
 pub use trust::{parse_keys, SessionSettings};
 
 use crate::affinity::SessionKey;

@@ -8,7 +8,7 @@ use super::{health, BackendAddr, ConfigError};
 use crate::config::file::{BackendFile, HealthFile, RouteFile};
 use crate::pool::discovery::{self, Source};
 use crate::pool::health::HealthSettings;
-use crate::pool::Balance;
+use crate::pool::{Balance, Failover};
 
 /// The pool the top-level `backends` (and `--backend` flags) make.
 pub const DEFAULT_POOL: &str = "default";
@@ -25,20 +25,6 @@ pub struct PoolConfig {
     pub balance: Balance,
     /// What a request of a session whose owner is gone gets.
     pub failover: Failover,
-}
-
-/// What a session's request gets when its owner is gone (`failover`, per
-/// pool; `docs/config.md` "Failover").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Failover {
-    /// The spec's 404: the client must begin a new session.
-    #[default]
-    None,
-    /// Tether begins a new session on another backend with what the client
-    /// sent in `initialize` (sealed in its token) and sends the request
-    /// there; the answer carries the new session's token.
-    Reinitialize,
 }
 
 /// A route: what a request must carry to go to `pool`.

@@ -36,6 +36,20 @@ pub enum Balance {
     RoundRobin,
 }
 
+/// What a session's request gets when its owner is gone (`failover`, per
+/// pool; `docs/config.md` "Failover").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Failover {
+    /// The spec's 404: the client must begin a new session.
+    #[default]
+    None,
+    /// Tether begins a new session on another backend with what the client
+    /// sent in `initialize` (sealed in its token) and sends the request
+    /// there; the answer carries the new session's token.
+    Reinitialize,
+}
+
 /// A named pool (`default`, or `[pools.NAME]`) and its living set.
 pub struct Named {
     pub name: Arc<str>,
