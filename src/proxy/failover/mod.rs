@@ -104,18 +104,9 @@ impl Proxy {
     ) -> Option<Outcome> {
         let digest = Moved::digest(session.token_bytes(client.buf()));
         let token = self.moved.moved_to(&digest)?;
-        let named = self.failover_pool(client, req)?;
-        match self.to_moved(client, req, &named, token).await {
+        match self.to_moved(client, req, token).await {
             ToMoved::Answered(outcome) => Some(outcome),
             ToMoved::Gone => None,
-        }
-    }
-
-    /// The pool a request that begins something would go to, if it fails over.
-    fn failover_pool(&self, client: &Client, req: &Request<'_>) -> Option<Arc<Named>> {
-        match self.choose(client, req) {
-            Ok(Chosen::Pool { named, .. }) if req.live.fails_over(&named.name) => Some(named),
-            _ => None,
         }
     }
 
@@ -144,7 +135,7 @@ impl Proxy {
         let digest = Moved::digest(old);
         let sealed = req.live.affinity.open(old).ok()?;
         if let Some(token) = self.moved.moved_to(&digest) {
-            match self.to_moved(client, req, &named, token).await {
+            match self.to_moved(client, req, token).await {
                 ToMoved::Answered(outcome) => return Some(outcome),
                 // Moved to a backend that is gone too: moved again below.
                 ToMoved::Gone => {
@@ -171,7 +162,7 @@ impl Proxy {
             self.moved.forget(&digest, &slot);
             return None;
         };
-        match self.to_moved(client, req, &named, token).await {
+        match self.to_moved(client, req, token).await {
             ToMoved::Answered(outcome) => Some(outcome),
             ToMoved::Gone => None,
         }
@@ -233,7 +224,6 @@ impl Proxy {
         self: &Arc<Self>,
         client: &mut Client,
         req: &Request<'_>,
-        named: &Named,
         token: Arc<str>,
     ) -> ToMoved {
         let Ok(sealed) = req.live.affinity.open(token.as_bytes()) else {
@@ -251,7 +241,8 @@ impl Proxy {
         if backend.state() == State::Down {
             return ToMoved::Gone;
         }
-        self.count_failover(named, "moved");
+        // Counted in the pool of the session it now reaches.
+        self.count_failover(home, "moved");
         let backend = backend.clone();
         let fleet = home.fleet.clone();
         let outstanding = backend.track();
