@@ -96,8 +96,13 @@ mod memory {
     /// A proxy whose one backend is reached over an in-memory pipe: the
     /// pipe is checked in as the backend's idle kept-alive connection.
     fn memory_proxy(metrics: &Arc<Metrics>) -> (Arc<Proxy>, Arc<ConnSettings>) {
+        memory_proxy_at(metrics, "http://127.0.0.1:9")
+    }
+
+    /// The same, its backend at `url` (for the connections made after the pipe).
+    fn memory_proxy_at(metrics: &Arc<Metrics>, url: &str) -> (Arc<Proxy>, Arc<ConnSettings>) {
         let overrides = Overrides {
-            backends: vec!["http://127.0.0.1:9".into()],
+            backends: vec![url.into()],
             ..Overrides::default()
         };
         let file = crate::config::parse_file("[health]\ncheck = \"none\"\n", "t").unwrap();
@@ -109,7 +114,12 @@ mod memory {
 
     /// The backend's end of a pipe checked in as an idle connection.
     fn backend_pipe(proxy: &Proxy) -> DuplexStream {
-        let (ours, theirs) = tokio::io::duplex(64 << 10);
+        backend_pipe_of(proxy, 64 << 10)
+    }
+
+    /// The same, the pipe holding at most `size` bytes in flight.
+    fn backend_pipe_of(proxy: &Proxy, size: usize) -> DuplexStream {
+        let (ours, theirs) = tokio::io::duplex(size);
         let backend = proxy.pools()[0].fleet.pool().backends()[0].clone();
         proxy
             .upstream()
@@ -332,5 +342,133 @@ mod memory {
         );
         assert!(started.elapsed() >= std::time::Duration::from_secs(600));
         drop(c);
+    }
+
+    /// The future's output if it is ready without waiting.
+    fn now_or_never<F: std::future::Future>(f: F) -> Option<F::Output> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::pin!(f).poll(&mut cx) {
+            std::task::Poll::Ready(out) => Some(out),
+            std::task::Poll::Pending => None,
+        }
+    }
+
+    /// `f`, or a test failure after 10 s (a bound on a broken test, not a
+    /// wait anything relies on).
+    async fn within<F: std::future::Future>(f: F) -> F::Output {
+        tokio::time::timeout(std::time::Duration::from_secs(10), f)
+            .await
+            .expect("nothing happened within 10 s")
+    }
+
+    const POST: &[u8] = b"POST /mcp HTTP/1.1\r\nHost: lb\r\nContent-Type: application/json\r\n\
+        Content-Length: 46\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}";
+
+    /// Reads one request head and its `content-length` body from a real
+    /// backend connection; returns it as text.
+    async fn read_request(conn: &mut TcpStream) -> String {
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+                if got.len() >= end + 4 + length {
+                    return text;
+                }
+            }
+            match conn.read(&mut chunk).await.unwrap() {
+                0 => return String::from_utf8_lossy(&got).into_owned(),
+                n => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kept_alive_connection_closed_under_the_request_is_retried_on_a_new_one() {
+        // The backend closes its idle connection while Tether writes a request
+        // on it, before reading any of it: the write fails, so the request
+        // never reached the backend and goes, once, on a new connection.
+        let metrics = Arc::new(Metrics::default());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (proxy, settings) = memory_proxy_at(&metrics, &url);
+        // The pipe takes 16 bytes: the request's write waits on it.
+        let mut stale = backend_pipe_of(&proxy, 16);
+        let mut c = client(&proxy, &metrics, &settings);
+        c.write_all(POST).await.unwrap();
+        // Tether is writing: the first 16 bytes are in the pipe. The backend
+        // goes away without taking the rest.
+        let mut first = [0u8; 16];
+        stale.read_exact(&mut first).await.unwrap();
+        assert_eq!(&first, b"POST /mcp HTTP/1");
+        drop(stale);
+        let (mut fresh, _) = within(listener.accept()).await.unwrap();
+        let request = read_request(&mut fresh).await;
+        assert!(request.starts_with("POST /mcp HTTP/1.1\r\n"), "{request}");
+        assert!(request.ends_with("\"tools/list\"}"), "{request}");
+        fresh
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        let answer = read_until(&mut c, "\r\n\r\nok").await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        // Sent once on the new connection, and no second connection was made.
+        let mut more = [0u8; 1];
+        assert!(
+            now_or_never(fresh.read(&mut more)).is_none(),
+            "nothing more came on the new connection"
+        );
+        assert!(now_or_never(listener.accept()).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_request_the_backend_read_before_closing_is_never_replayed() {
+        // The same race the other way: the backend read the request, then
+        // closed without a byte of answer. It may have acted on it (a tool
+        // call must not run twice): a 502, and no new connection.
+        let metrics = Arc::new(Metrics::default());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (proxy, settings) = memory_proxy_at(&metrics, &url);
+        let mut stale = backend_pipe(&proxy);
+        let mut c = client(&proxy, &metrics, &settings);
+        c.write_all(POST).await.unwrap();
+        let seen = read_until(&mut stale, "\"tools/list\"}").await;
+        assert!(seen.starts_with("POST /mcp HTTP/1.1\r\n"), "{seen}");
+        drop(stale);
+        let answer = within(read_until(&mut c, "\"jsonrpc\":\"2.0\"}")).await;
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+        assert!(answer.contains("\"id\":1"), "{answer}");
+        assert!(
+            now_or_never(listener.accept()).is_none(),
+            "the request was sent again"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_backend_closed_is_retired_at_checkout() {
+        let metrics = Arc::new(Metrics::default());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (proxy, settings) = memory_proxy_at(&metrics, &url);
+        drop(backend_pipe(&proxy));
+        let mut c = client(&proxy, &metrics, &settings);
+        c.write_all(POST).await.unwrap();
+        let (mut fresh, _) = within(listener.accept()).await.unwrap();
+        let request = read_request(&mut fresh).await;
+        assert!(request.starts_with("POST /mcp HTTP/1.1\r\n"), "{request}");
+        fresh
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        let answer = read_until(&mut c, "\r\n\r\nok").await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        let backend = proxy.pools()[0].fleet.pool().backends()[0].clone();
+        // The new connection went back to the idle list; the closed pipe did not.
+        assert_eq!(proxy.upstream().idle_count(&backend), 1);
     }
 }
