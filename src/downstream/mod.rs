@@ -60,7 +60,9 @@ pub struct Client {
     stream: Stream,
     peer: SocketAddr,
     /// `peer`'s address as text, for `X-Forwarded-For`.
-    peer_ip: String,
+    /// As text, for `X-Forwarded-For`: shared by an HTTP/2 connection's
+    /// streams, so a stream does not format it again.
+    peer_ip: std::sync::Arc<str>,
     /// Bytes received and not yet used: the current request, perhaps the
     /// start of the next. Unallocated while empty.
     buf: Vec<u8>,
@@ -119,6 +121,16 @@ pub enum ReadError {
 impl Client {
     /// A client connection just accepted, held to `settings`.
     pub fn new(stream: Stream, peer: SocketAddr, settings: &ConnSettings) -> Client {
+        Client::with_peer_ip(stream, peer, peer.ip().to_string().into(), settings)
+    }
+
+    /// A client whose address is already written as text (`peer_ip`).
+    pub fn with_peer_ip(
+        stream: Stream,
+        peer: SocketAddr,
+        peer_ip: std::sync::Arc<str>,
+        settings: &ConnSettings,
+    ) -> Client {
         if let Some(Err(e)) = stream.tcp().map(|s| s.set_nodelay(true)) {
             tracing::debug!(error = %e, "set_nodelay failed");
         }
@@ -126,7 +138,7 @@ impl Client {
         Client {
             stream,
             peer,
-            peer_ip: peer.ip().to_string(),
+            peer_ip,
             buf: Vec::new(),
             watch_limit: settings.max_header_bytes,
             held: 0,
@@ -337,7 +349,7 @@ impl Client {
                         // A dual-stack balancer's ::ffff:a.b.c.d is a.b.c.d.
                         let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
                         self.peer = addr;
-                        self.peer_ip = addr.ip().to_string();
+                        self.peer_ip = addr.ip().to_string().into();
                     }
                     return Ok(true);
                 }

@@ -15,7 +15,7 @@ async fn client_with_buffer(len: usize) -> (Client, TcpStream) {
     let client = Client {
         stream: crate::transport::Stream::Tcp(s),
         peer,
-        peer_ip: String::new(),
+        peer_ip: "".into(),
         buf,
         watch_limit: 64 * 1024,
         held: len,

@@ -123,6 +123,7 @@ pub async fn serve<T, S, F>(
         }
     };
     let resets = Arc::new(Resets::new(reset_limit(h2.max_concurrent_streams)));
+    let peer_ip: Arc<str> = peer.ip().to_string().into();
     let mut streams = JoinSet::new();
     let mut closing = Box::pin(settings.lifecycle.clone().until_closing());
     let mut goaway = false;
@@ -139,12 +140,15 @@ pub async fn serve<T, S, F>(
                     metrics.http2_streams.inc();
                     let cx = stream::Context {
                         peer,
+                        peer_ip: peer_ip.clone(),
                         secure,
                         metrics: metrics.clone(),
                         settings: settings.clone(),
                         resets: resets.clone(),
                     };
-                    streams.spawn(stream::serve(request, respond, cx, serve_stream.clone()));
+                    // Boxed: the task then holds a pointer, not the stream's
+                    // whole future, which it would copy at each stage.
+                    streams.spawn(Box::pin(stream::serve(request, respond, cx, serve_stream.clone())));
                 }
                 Some(Err(e)) => {
                     if e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) && !e.is_remote() {

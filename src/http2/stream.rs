@@ -43,6 +43,8 @@ const SEND_STALL: Duration = Duration::from_secs(60);
 
 pub(super) struct Context {
     pub peer: SocketAddr,
+    /// The peer's address as text, made once per connection.
+    pub peer_ip: Arc<str>,
     pub secure: bool,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<ConnSettings>,
@@ -81,7 +83,12 @@ pub(super) async fn serve<S, F>(
         return;
     }
     let (ours, theirs) = tokio::io::duplex(PIPE);
-    let mut client = Client::new(Stream::Memory(theirs), cx.peer, &cx.settings);
+    let mut client = Client::with_peer_ip(
+        Stream::Memory(theirs),
+        cx.peer,
+        cx.peer_ip.clone(),
+        &cx.settings,
+    );
     client.set_secure(cx.secure);
     let tether = streams(client);
     let bridge = async {
@@ -237,10 +244,21 @@ async fn read_response(
     pipe: &mut ReadHalf<DuplexStream>,
     head_request: bool,
 ) -> Result<(), End> {
-    let mut buf = Vec::with_capacity(8192);
+    let mut buf = crate::http1::buf::take();
+    let sent = send_head(respond, pipe, &mut buf, head_request).await;
+    crate::http1::buf::give(buf);
+    sent
+}
+
+async fn send_head(
+    respond: &mut SendResponse<Bytes>,
+    pipe: &mut ReadHalf<DuplexStream>,
+    buf: &mut Vec<u8>,
+    head_request: bool,
+) -> Result<(), End> {
     let head = loop {
         if !buf.is_empty() {
-            match ResponseHead::parse(&buf, MAX_HEAD, head_request) {
+            match ResponseHead::parse(buf, MAX_HEAD, head_request) {
                 Ok(Some(head)) if head.status < 200 => {
                     buf.drain(..head.len);
                     continue;
@@ -250,7 +268,7 @@ async fn read_response(
                 Err(_) => return Err(End::Broken),
             }
         }
-        let read = pipe.read_buf(&mut buf);
+        let read = pipe.read_buf(buf);
         let reset = std::future::poll_fn(|cx| respond.poll_reset(cx));
         tokio::select! {
             n = read => match n {
@@ -260,6 +278,8 @@ async fn read_response(
             _ = reset => return Err(End::Reset),
         }
     };
+    // One copy of the head, its values shared from it (not one each).
+    let fields = Bytes::copy_from_slice(&buf[..head.len]);
     let mut response = Response::builder().status(head.status);
     for f in &head.fields.list {
         // Hop-by-hop fields go (RFC 9113 §8.2.2); a length stays where it
@@ -273,8 +293,8 @@ async fn read_response(
             continue;
         }
         let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(&buf[f.name.clone()]),
-            HeaderValue::from_bytes(&buf[f.value.clone()]),
+            HeaderName::from_bytes(&fields[f.name.clone()]),
+            HeaderValue::from_maybe_shared(fields.slice(f.value.clone())),
         ) else {
             continue;
         };
@@ -288,7 +308,7 @@ async fn read_response(
     if no_body {
         return Ok(());
     }
-    relay_body(&mut send, pipe, &mut buf, head.len, head.framing).await
+    relay_body(&mut send, pipe, buf, head.len, head.framing).await
 }
 
 /// The body, decoded from its HTTP/1.1 framing, as DATA frames.
