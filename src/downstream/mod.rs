@@ -221,6 +221,13 @@ impl Client {
         self.response_timer = timer::LazyTimer::new();
     }
 
+    /// Bytes of the request that came before the client was made (an HTTP/2
+    /// stream's request, already whole or begun), read as if from its stream.
+    pub fn prefill(&mut self, bytes: Vec<u8>) {
+        debug_assert!(self.buf.is_empty());
+        self.buf = bytes;
+    }
+
     /// Between requests: an empty buffer goes back to the pool.
     pub fn release_idle_buffer(&mut self) {
         buf::release_if_empty(&mut self.buf);

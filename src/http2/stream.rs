@@ -82,6 +82,27 @@ pub(super) async fn serve<S, F>(
         cx.resets.note();
         return;
     }
+    let head_request = request.method() == http::Method::HEAD;
+    let (parts, mut body) = request.into_parts();
+    // Tether reads a body whole anyway: a client waiting for 100 Continue
+    // gets it at once (over HTTP/1.1, Tether answers it itself too).
+    let expects = parts.headers.get(http::header::EXPECT);
+    if expects.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue")) {
+        let go_on = Response::builder().status(100).body(());
+        if go_on.map(|r| respond.send_informational(r)).is_err() {
+            return respond.send_reset(h2::Reason::INTERNAL_ERROR);
+        }
+    }
+    let first = match first_bytes(&parts, &mut body) {
+        Ok(first) => first,
+        Err(End::Refused(reason)) => return respond.send_reset(reason),
+        Err(_) => {
+            cx.metrics.http2_resets.inc();
+            cx.resets.note();
+            return;
+        }
+    };
+    drop(parts);
     let (ours, theirs) = tokio::io::duplex(PIPE);
     let mut client = Client::with_peer_ip(
         Stream::Memory(theirs),
@@ -90,10 +111,13 @@ pub(super) async fn serve<S, F>(
         &cx.settings,
     );
     client.set_secure(cx.secure);
+    // The request as far as it came is in the client's buffer, as if read
+    // from a socket: no copy through the pipe, no wait for it.
+    client.prefill(first.bytes);
     let tether = streams(client);
     let bridge = async {
-        let head_request = request.method() == http::Method::HEAD;
-        match bridge(request, &mut respond, ours, head_request).await {
+        let rest = (!first.complete).then_some((body, first.chunked));
+        match bridge(rest, &mut respond, ours, head_request).await {
             Ok(()) => {}
             Err(End::Reset) => {
                 cx.metrics.http2_resets.inc();
@@ -107,30 +131,97 @@ pub(super) async fn serve<S, F>(
     tokio::join!(tether, bridge);
 }
 
+/// The start of a stream's request as HTTP/1.1 bytes: the head, and the
+/// body as far as it has arrived (at most a pooled buffer's worth, as one
+/// read from a socket would hold).
+struct First {
+    bytes: Vec<u8>,
+    /// The whole request is in `bytes`.
+    complete: bool,
+    /// The rest of the body is to be chunk-encoded.
+    chunked: bool,
+}
+
+fn first_bytes(parts: &http::request::Parts, body: &mut RecvStream) -> Result<First, End> {
+    let no_body = body.is_end_stream();
+    let declared = parts.headers.contains_key(http::header::CONTENT_LENGTH);
+    let mut ready = Vec::new();
+    let mut ended = no_body;
+    let mut size = 0;
+    if !no_body {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        // Whoever waits for the body next registers its own waker.
+        while size < crate::http1::buf::SIZE {
+            match body.poll_data(&mut cx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    let _ = body.flow_control().release_capacity(data.len());
+                    size += data.len();
+                    ready.push(data);
+                }
+                Poll::Ready(Some(Err(_))) => return Err(End::Reset),
+                Poll::Ready(None) => {
+                    ended = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        ended = ended || body.is_end_stream();
+    }
+    // A body that came whole gets its length; one still coming without a
+    // declared length is chunked.
+    let framing = match (no_body, declared, ended) {
+        (true, _, _) => BodyFraming::None,
+        (false, true, _) => BodyFraming::Declared,
+        (false, false, true) => BodyFraming::Length(size),
+        (false, false, false) => BodyFraming::Chunked,
+    };
+    let mut bytes = crate::http1::buf::take();
+    request_head(&mut bytes, parts, framing)?;
+    for data in &ready {
+        match framing {
+            BodyFraming::Chunked => chunked::encode_chunk(data, &mut bytes),
+            _ => bytes.extend_from_slice(data),
+        }
+    }
+    if ended && framing == BodyFraming::Chunked {
+        bytes.extend_from_slice(chunked::LAST_CHUNK);
+    }
+    Ok(First {
+        bytes,
+        complete: ended,
+        chunked: framing == BodyFraming::Chunked,
+    })
+}
+
+/// How the bridged request's body is framed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BodyFraming {
+    None,
+    /// The client's `content-length`.
+    Declared,
+    /// The whole body, already here.
+    Length(usize),
+    Chunked,
+}
+
+/// The rest of the request (`rest`: the body still to come, and whether it
+/// is chunk-encoded) into the pipe, the answer out of it.
 async fn bridge(
-    request: Request<RecvStream>,
+    rest: Option<(RecvStream, bool)>,
     respond: &mut SendResponse<Bytes>,
     pipe: DuplexStream,
     head_request: bool,
 ) -> Result<(), End> {
-    let (parts, body) = request.into_parts();
-    // Tether reads a body whole anyway: a client waiting for 100 Continue
-    // gets it at once (over HTTP/1.1, Tether answers it itself too).
-    let expects = parts.headers.get(http::header::EXPECT);
-    if expects.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue")) {
-        let go_on = Response::builder()
-            .status(100)
-            .body(())
-            .map_err(|_| End::Broken)?;
-        respond.send_informational(go_on).map_err(|_| End::Reset)?;
-    }
-    let chunked_body =
-        !body.is_end_stream() && !parts.headers.contains_key(http::header::CONTENT_LENGTH);
-    let head = request_head(&parts, body.is_end_stream(), chunked_body)?;
     let (mut from_tether, mut to_tether) = tokio::io::split(pipe);
-    let write = write_request(&mut to_tether, head, body, chunked_body);
+    let mut written = rest.is_none();
+    let write = async {
+        match rest {
+            Some((body, chunked)) => write_body(&mut to_tether, body, chunked).await,
+            None => Ok(()),
+        }
+    };
     tokio::pin!(write);
-    let mut written = false;
     // The answer may come before the body is all sent (a 413): both at once.
     let read = read_response(respond, &mut from_tether, head_request);
     tokio::pin!(read);
@@ -147,16 +238,15 @@ async fn bridge(
     }
 }
 
-/// The HTTP/1.1 request head for a stream's request.
+/// The HTTP/1.1 request head for a stream's request, into `out`.
 fn request_head(
+    out: &mut Vec<u8>,
     parts: &http::request::Parts,
-    no_body: bool,
-    chunked: bool,
-) -> Result<Vec<u8>, End> {
+    framing: BodyFraming,
+) -> Result<(), End> {
     if parts.method == http::Method::CONNECT {
         return Err(End::Refused(h2::Reason::PROTOCOL_ERROR));
     }
-    let mut out = Vec::with_capacity(512);
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts
@@ -174,28 +264,35 @@ fn request_head(
         .map(|a| a.as_str().as_bytes())
         .or_else(|| parts.headers.get(http::header::HOST).map(|v| v.as_bytes()));
     if let Some(host) = host {
-        field(&mut out, b"host", host);
+        field(out, b"host", host);
     }
     let mut cookies: Vec<&[u8]> = Vec::new();
     for (name, value) in &parts.headers {
         match name.as_str() {
             "host" | "content-length" | "transfer-encoding" | "connection" | "expect" | "te" => {}
             "cookie" => cookies.push(value.as_bytes()),
-            _ => field(&mut out, name.as_str().as_bytes(), value.as_bytes()),
+            _ => field(out, name.as_str().as_bytes(), value.as_bytes()),
         }
     }
     if !cookies.is_empty() {
-        field(&mut out, b"cookie", &cookies.join(&b"; "[..]));
+        field(out, b"cookie", &cookies.join(&b"; "[..]));
     }
-    if chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    } else if let Some(len) = parts.headers.get(http::header::CONTENT_LENGTH) {
-        field(&mut out, b"content-length", len.as_bytes());
-    } else if !no_body {
-        unreachable!("a body without a length is chunked");
+    match framing {
+        BodyFraming::None => {}
+        BodyFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        BodyFraming::Declared => {
+            if let Some(len) = parts.headers.get(http::header::CONTENT_LENGTH) {
+                field(out, b"content-length", len.as_bytes());
+            }
+        }
+        BodyFraming::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
     }
     out.extend_from_slice(b"connection: close\r\n\r\n");
-    Ok(out)
+    Ok(())
 }
 
 fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -205,19 +302,17 @@ fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Writes the head, then the body as DATA frames arrive (chunk-encoded when
+/// Writes the rest of the body as DATA frames arrive (chunk-encoded when
 /// the client declared no length), giving each frame's window back once it
 /// is in the pipe.
-async fn write_request(
+async fn write_body(
     pipe: &mut WriteHalf<DuplexStream>,
-    head: Vec<u8>,
     mut body: RecvStream,
     chunked: bool,
 ) -> Result<(), End> {
     // A pipe that fails is Tether's side gone (an error answered, a close):
     // not the client's reset.
     let broken = |_| End::Broken;
-    pipe.write_all(&head).await.map_err(broken)?;
     let mut framed = Vec::new();
     while let Some(data) = body.data().await {
         let data = data.map_err(|_| End::Reset)?;
