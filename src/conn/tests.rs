@@ -346,11 +346,8 @@ mod memory {
 
     /// The future's output if it is ready without waiting.
     fn now_or_never<F: std::future::Future>(f: F) -> Option<F::Output> {
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match std::pin::pin!(f).poll(&mut cx) {
-            std::task::Poll::Ready(out) => Some(out),
-            std::task::Poll::Pending => None,
-        }
+        let mut f = std::pin::pin!(f);
+        crate::transport::without_waiting(|cx| f.as_mut().poll(cx))
     }
 
     /// `f`, or a test failure after 10 s (a bound on a broken test, not a

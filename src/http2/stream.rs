@@ -149,21 +149,20 @@ fn first_bytes(parts: &http::request::Parts, body: &mut RecvStream) -> Result<Fi
     let mut ended = no_body;
     let mut size = 0;
     if !no_body {
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         // Whoever waits for the body next registers its own waker.
         while size < crate::http1::buf::SIZE {
-            match body.poll_data(&mut cx) {
-                Poll::Ready(Some(Ok(data))) => {
+            match crate::transport::without_waiting(|cx| body.poll_data(cx)) {
+                Some(Some(Ok(data))) => {
                     let _ = body.flow_control().release_capacity(data.len());
                     size += data.len();
                     ready.push(data);
                 }
-                Poll::Ready(Some(Err(_))) => return Err(End::Reset),
-                Poll::Ready(None) => {
+                Some(Some(Err(_))) => return Err(End::Reset),
+                Some(None) => {
                     ended = true;
                     break;
                 }
-                Poll::Pending => break,
+                None => break,
             }
         }
         ended = ended || body.is_end_stream();

@@ -196,7 +196,7 @@ impl Stream {
 
 /// Polls once with a waker that does nothing: `None` if it would wait.
 /// Whoever waits next registers its own waker.
-fn without_waiting<T>(poll: impl FnOnce(&mut Context<'_>) -> Poll<T>) -> Option<T> {
+pub(crate) fn without_waiting<T>(poll: impl FnOnce(&mut Context<'_>) -> Poll<T>) -> Option<T> {
     NOOP.with(|waker| {
         let mut cx = Context::from_waker(waker);
         match poll(&mut cx) {
