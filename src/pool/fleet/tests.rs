@@ -6,6 +6,7 @@ fn entry(authority: &str) -> Entry {
         scheme: Scheme::HTTP,
         authority: authority.parse().unwrap(),
         drain: false,
+        protocol: crate::pool::Protocol::Http1,
     }
 }
 
