@@ -1,0 +1,464 @@
+//! HTTP/2 to backends configured `protocol = "h2"`: a real h2 server (the
+//! `h2` crate) as the backend, over h2c and over TLS with a test CA. Sessions
+//! and tokens flow as over HTTP/1.1; an event stream arrives event by event;
+//! a client that leaves resets its stream; a refused stream is sent again
+//! once, any other failure is a 502 and no replay; concurrent requests share
+//! one connection; a server without `h2` by ALPN is refused with a 502.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::Reason;
+use mcp_tether::config::{parse_file, Config, Overrides};
+use mcp_tether::Running;
+use mcp_tether_testkit::raw::{exchange, find, post, read_until};
+use support::pki::Ca;
+use support::*;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Barrier, Notify};
+
+/// A request as the backend saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    version: http::Version,
+    authority: String,
+    session: Option<String>,
+    /// The JSON-RPC method, and the tool's name for `tools/call`.
+    method: String,
+    tool: String,
+    connection_fields: bool,
+}
+
+/// A small MCP-shaped h2 server: `initialize` opens session `s-1`, tools
+/// answer by name (`echo`, `stream`, `refuse`, `fail`, `wait`).
+struct Backend {
+    url: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<AtomicUsize>,
+    /// The reason of each reset the backend observed on a `stream` answer.
+    resets: Mutex<mpsc::UnboundedReceiver<Reason>>,
+    /// Lets a `stream` answer send its second event.
+    go: Arc<Notify>,
+}
+
+struct Handler {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    resets: mpsc::UnboundedSender<Reason>,
+    go: Arc<Notify>,
+    refused: AtomicBool,
+    barrier: Barrier,
+}
+
+impl Backend {
+    /// h2c with prior knowledge.
+    async fn plain() -> Backend {
+        Backend::start(None).await
+    }
+
+    /// Over TLS for `localhost`, ALPN `alpn`.
+    async fn tls(ca: &Ca, alpn: &[&[u8]]) -> Backend {
+        let leaf = ca.issue("backend", &["localhost"]);
+        let key = {
+            use rustls::pki_types::pem::PemObject as _;
+            rustls::pki_types::PrivateKeyDer::from_pem_file(&leaf.key).unwrap()
+        };
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der.clone()], key)
+            .unwrap();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Backend::start(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn start(tls: Option<tokio_rustls::TlsAcceptor>) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let go = Arc::new(Notify::new());
+        let handler = Arc::new(Handler {
+            seen: seen.clone(),
+            resets: tx,
+            go: go.clone(),
+            refused: AtomicBool::new(false),
+            barrier: Barrier::new(8),
+        });
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = connections.clone();
+        let secure = tls.is_some();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::Relaxed);
+                let handler = handler.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    match tls {
+                        None => serve(tcp, handler).await,
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(tcp).await else {
+                                return;
+                            };
+                            serve(stream, handler).await
+                        }
+                    }
+                });
+            }
+        });
+        let url = match secure {
+            true => format!("https://localhost:{port}"),
+            false => format!("http://127.0.0.1:{port}"),
+        };
+        Backend {
+            url,
+            seen,
+            connections,
+            resets: Mutex::new(rx),
+            go,
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    async fn next_reset(&self) -> Reason {
+        let mut rx = self.resets.lock().unwrap();
+        within("the backend sees the stream reset", rx.recv())
+            .await
+            .expect("a reset")
+    }
+}
+
+async fn serve<T>(io: T, handler: Arc<Handler>)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok(mut conn) = h2::server::handshake(io).await else {
+        return;
+    };
+    while let Some(Ok((request, respond))) = conn.accept().await {
+        tokio::spawn(handle(request, respond, handler.clone()));
+    }
+}
+
+async fn handle(
+    request: http::Request<h2::RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    handler: Arc<Handler>,
+) {
+    let (parts, mut body) = request.into_parts();
+    let mut bytes = Vec::new();
+    while let Some(Ok(d)) = body.data().await {
+        let _ = body.flow_control().release_capacity(d.len());
+        bytes.extend_from_slice(&d);
+    }
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let method = json["method"].as_str().unwrap_or("").to_string();
+    let tool = json["params"]["name"]
+        .as_str()
+        .or(json["params"]["clientInfo"]["name"].as_str())
+        .unwrap_or("")
+        .to_string();
+    let session = parts
+        .headers
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap().to_string());
+    let connection_fields = ["connection", "keep-alive", "transfer-encoding", "host"]
+        .iter()
+        .any(|f| parts.headers.contains_key(*f));
+    handler.seen.lock().unwrap().push(Seen {
+        version: parts.version,
+        authority: parts.uri.authority().map(|a| a.to_string()).unwrap_or_default(),
+        session: session.clone(),
+        method: method.clone(),
+        tool: tool.clone(),
+        connection_fields,
+    });
+    let id = json["id"].clone();
+    let result = |text: String| {
+        serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": text}]}})
+            .to_string()
+    };
+    match (method.as_str(), tool.as_str()) {
+        ("initialize", name) => {
+            if name == "wait" {
+                handler.barrier.wait().await;
+            }
+            let body = serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {
+                "protocolVersion": "2025-06-18", "capabilities": {},
+                "serverInfo": {"name": "h2-backend", "version": "1"}}})
+            .to_string();
+            json_answer(respond, &body, Some("s-1"));
+        }
+        ("notifications/initialized", _) => {
+            let r = http::Response::builder().status(202).body(()).unwrap();
+            let _ = respond.send_response(r, true);
+        }
+        ("tools/call", "refuse") if !handler.refused.swap(true, Ordering::Relaxed) => {
+            respond.send_reset(Reason::REFUSED_STREAM);
+        }
+        ("tools/call", "fail") => respond.send_reset(Reason::INTERNAL_ERROR),
+        ("tools/call", "stream") => {
+            let r = http::Response::builder()
+                .status(200)
+                .header("content-type", "text/event-stream")
+                .body(())
+                .unwrap();
+            let mut send = respond.send_response(r, false).unwrap();
+            let progress = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"first"}}"#;
+            let _ = send.send_data(Bytes::from(format!("event: message\ndata: {progress}\n\n")), false);
+            tokio::select! {
+                () = handler.go.notified() => {
+                    let last = format!("event: message\ndata: {}\n\n", result("second".into()));
+                    let _ = send.send_data(Bytes::from(last), true);
+                }
+                reason = std::future::poll_fn(|cx| send.poll_reset(cx)) => {
+                    if let Ok(reason) = reason {
+                        let _ = handler.resets.send(reason);
+                    }
+                }
+            }
+        }
+        (_, _) => {
+            let text = format!("{tool} in {}", session.unwrap_or_default());
+            json_answer(respond, &result(text), None);
+        }
+    }
+}
+
+fn json_answer(mut respond: SendResponse<Bytes>, body: &str, session: Option<&str>) {
+    let mut r = http::Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .header("content-length", body.len());
+    if let Some(s) = session {
+        r = r.header("mcp-session-id", s);
+    }
+    let Ok(mut send) = respond.send_response(r.body(()).unwrap(), false) else {
+        return;
+    };
+    let _ = send.send_data(Bytes::from(body.to_owned()), true);
+}
+
+/// Tether with `backends` (TOML list items) and `extra` TOML.
+async fn tether(backends: &[String], extra: &str) -> Running {
+    let toml = format!("backends = [{}]\n{extra}", backends.join(", "));
+    let file = parse_file(&test_toml(&toml), "test").expect("test config");
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Overrides::default()
+    };
+    let config = Config::from_parts(file, overrides, &|_| None).expect("config");
+    mcp_tether::start(config).await.expect("tether starts")
+}
+
+fn h2(url: &str) -> String {
+    format!("{{ url = \"{url}\", protocol = \"h2\" }}")
+}
+
+const ACCEPT: &str = "Accept: application/json, text/event-stream\r\n";
+
+fn rpc(method: &str, params: &str) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":7,"method":"{method}","params":{params}}}"#)
+}
+
+fn initialize(name: &str) -> String {
+    let params = format!(
+        r#"{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"{name}","version":"1"}}}}"#
+    );
+    post("/mcp", &rpc("initialize", &params), &format!("{ACCEPT}Connection: close\r\n"))
+}
+
+fn call(token: &str, tool: &str, close: bool) -> String {
+    let extra = format!(
+        "{ACCEPT}Mcp-Session-Id: {token}\r\nMcp-Protocol-Version: 2025-06-18\r\n{}",
+        if close { "Connection: close\r\n" } else { "" }
+    );
+    post("/mcp", &rpc("tools/call", &format!(r#"{{"name":"{tool}","arguments":{{}}}}"#)), &extra)
+}
+
+fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
+    let head = answer.split("\r\n\r\n").next()?;
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(": ")?;
+        n.eq_ignore_ascii_case(name).then_some(v)
+    })
+}
+
+/// A session begun through Tether: its token.
+async fn begin(t: &Running) -> String {
+    let answer = exchange(t.proxy_addr, initialize("client").as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let token = header(&answer, "mcp-session-id").expect("a token").to_string();
+    assert_ne!(token, "s-1", "the backend's id is sealed into a token");
+    token
+}
+
+async fn session_flow(backend: &Backend, t: &Running) {
+    let token = begin(t).await;
+    let answer = exchange(t.proxy_addr, call(&token, "echo", true).as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("echo in s-1"), "{answer}");
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for s in &seen {
+        assert_eq!(s.version, http::Version::HTTP_2);
+        assert!(!s.connection_fields, "no connection-specific field: {s:?}");
+        assert_eq!(s.authority, "lb", "Host became :authority");
+    }
+    assert_eq!((seen[0].method.as_str(), seen[1].method.as_str()), ("initialize", "tools/call"));
+    assert_eq!(seen[0].session, None);
+    assert_eq!(seen[1].session.as_deref(), Some("s-1"), "the token opened to the backend's id");
+    assert_eq!(backend.connections(), 1, "both requests on one connection");
+}
+
+#[tokio::test]
+async fn a_session_runs_over_h2c() {
+    let backend = Backend::plain().await;
+    let t = tether(&[h2(&backend.url)], "").await;
+    session_flow(&backend, &t).await;
+    // The admin API says how the backend is spoken to.
+    let admin = t.admin_addr.unwrap();
+    let resp = send_raw(http::Method::GET, &format!("http://{admin}/backends"), &[], "")
+        .await
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&resp.text()).unwrap();
+    assert_eq!(json["backends"][0]["protocol"], "h2", "{json}");
+    let resp = send_raw(http::Method::GET, &format!("http://{admin}/config"), &[], "")
+        .await
+        .unwrap();
+    assert!(resp.text().contains("(h2)"), "{}", resp.text());
+}
+
+#[tokio::test]
+async fn a_session_runs_over_h2_with_tls() {
+    let ca = Ca::new("h2-backend");
+    let backend = Backend::tls(&ca, &[b"h2"]).await;
+    let extra = format!("[tls]\nbackend_ca = {:?}\n", ca.pem_path().display().to_string());
+    let t = tether(&[h2(&backend.url)], &extra).await;
+    session_flow(&backend, &t).await;
+}
+
+#[tokio::test]
+async fn a_server_that_does_not_choose_h2_is_refused_with_a_502() {
+    let ca = Ca::new("h2-no-alpn");
+    let backend = Backend::tls(&ca, &[b"http/1.1"]).await;
+    let extra = format!("[tls]\nbackend_ca = {:?}\n", ca.pem_path().display().to_string());
+    let t = tether(&[h2(&backend.url)], &extra).await;
+    let answer = exchange(t.proxy_addr, initialize("client").as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert!(answer.contains("\"jsonrpc\":\"2.0\""), "a JSON-RPC body: {answer}");
+    assert!(backend.seen().is_empty());
+    let id = backend.url.trim_start_matches("https://");
+    let m = metrics(&t).await;
+    let series = format!("tether_upstream_errors_total{{backend=\"{id}\",kind=\"tls\"}}");
+    assert!(sample(&m, &series) >= 1.0, "{m}");
+}
+
+#[tokio::test]
+async fn an_event_stream_flows_event_by_event() {
+    let backend = Backend::plain().await;
+    let t = tether(&[h2(&backend.url)], "").await;
+    let token = begin(&t).await;
+    let mut s = TcpStream::connect(t.proxy_addr).await.unwrap();
+    s.write_all(call(&token, "stream", true).as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    // The first event arrives while the backend holds the second.
+    read_until(&mut s, &mut got, "\"first\"").await;
+    let text = String::from_utf8_lossy(&got).to_string();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(find(&got, b"second").is_none());
+    backend.go.notify_one();
+    read_until(&mut s, &mut got, "\"second\"").await;
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_resets_the_backend_stream() {
+    let backend = Backend::plain().await;
+    let t = tether(&[h2(&backend.url)], "").await;
+    let token = begin(&t).await;
+    let mut s = TcpStream::connect(t.proxy_addr).await.unwrap();
+    s.write_all(call(&token, "stream", false).as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    read_until(&mut s, &mut got, "\"first\"").await;
+    // An abortive close (RST): a cancellation in every era.
+    socket2::SockRef::from(&s)
+        .set_linger(Some(std::time::Duration::ZERO))
+        .unwrap();
+    drop(s);
+    assert_eq!(backend.next_reset().await, Reason::CANCEL);
+}
+
+#[tokio::test]
+async fn a_refused_stream_is_sent_again_once_and_other_failures_are_502s() {
+    let backend = Backend::plain().await;
+    let t = tether(&[h2(&backend.url)], "").await;
+    let token = begin(&t).await;
+    let answer = exchange(t.proxy_addr, call(&token, "refuse", true).as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let refused: Vec<_> = backend.seen().into_iter().filter(|s| s.tool == "refuse").collect();
+    assert_eq!(refused.len(), 2, "refused, then sent again: {refused:?}");
+    assert_eq!(backend.connections(), 2, "again on a new connection");
+    // Reset after it was taken: a 502, and never a second run.
+    let answer = exchange(t.proxy_addr, call(&token, "fail", true).as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert!(answer.contains("\"jsonrpc\":\"2.0\""), "{answer}");
+    let failed = backend.seen().into_iter().filter(|s| s.tool == "fail").count();
+    assert_eq!(failed, 1, "a failed call is not replayed");
+    let id = backend.url.trim_start_matches("http://");
+    let m = metrics(&t).await;
+    let series = format!("tether_upstream_errors_total{{backend=\"{id}\",kind=\"io\"}}");
+    assert_eq!(sample(&m, &series), 1.0, "{m}");
+}
+
+#[tokio::test]
+async fn concurrent_requests_share_one_connection() {
+    let backend = Backend::plain().await;
+    let t = tether(&[h2(&backend.url)], "").await;
+    // Eight sessions begun at once, all held by the backend until all eight
+    // are in: they can only be streams of one connection at the same time.
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let addr = t.proxy_addr;
+        set.spawn(async move { exchange(addr, initialize("wait").as_bytes()).await });
+    }
+    let answers = within("eight at once", set.join_all()).await;
+    for a in &answers {
+        assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    }
+    assert_eq!(backend.seen().len(), 8);
+    assert_eq!(backend.connections(), 1, "one connection, made once");
+}
+
+#[test]
+fn unknown_protocols_are_config_errors_naming_the_key() {
+    let err = |toml: &str| {
+        let file = parse_file(toml, "test").expect("parses");
+        Config::from_parts(file, Overrides::default(), &|_| None)
+            .expect_err("refused")
+            .to_string()
+    };
+    let e = err(r#"backends = ["http://a:1", { url = "http://b:1", protocol = "h3" }]"#);
+    assert!(e.contains("backends[1].protocol"), "{e}");
+    let e = err("[pools.p]\nbackends = [{ url = \"dns://svc:80\", protocol = \"HTTP/2\" }]\n");
+    assert!(e.contains("pools.p.backends[0].protocol"), "{e}");
+    // Both known values pass, on backends and discovery sources.
+    let ok = r#"backends = [{ url = "http://b:1", protocol = "http/1.1" }, { url = "https://c:443", protocol = "h2" }, { url = "srv://_mcp._tcp.example.com", protocol = "h2" }]"#;
+    let file = parse_file(ok, "test").unwrap();
+    Config::from_parts(file, Overrides::default(), &|_| None).unwrap();
+}
