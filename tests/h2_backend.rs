@@ -183,7 +183,11 @@ async fn handle(
         .any(|f| parts.headers.contains_key(*f));
     handler.seen.lock().unwrap().push(Seen {
         version: parts.version,
-        authority: parts.uri.authority().map(|a| a.to_string()).unwrap_or_default(),
+        authority: parts
+            .uri
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
         session: session.clone(),
         method: method.clone(),
         tool: tool.clone(),
@@ -221,7 +225,10 @@ async fn handle(
                 .unwrap();
             let mut send = respond.send_response(r, false).unwrap();
             let progress = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"first"}}"#;
-            let _ = send.send_data(Bytes::from(format!("event: message\ndata: {progress}\n\n")), false);
+            let _ = send.send_data(
+                Bytes::from(format!("event: message\ndata: {progress}\n\n")),
+                false,
+            );
             tokio::select! {
                 () = handler.go.notified() => {
                     let last = format!("event: message\ndata: {}\n\n", result("second".into()));
@@ -281,7 +288,11 @@ fn initialize(name: &str) -> String {
     let params = format!(
         r#"{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"{name}","version":"1"}}}}"#
     );
-    post("/mcp", &rpc("initialize", &params), &format!("{ACCEPT}Connection: close\r\n"))
+    post(
+        "/mcp",
+        &rpc("initialize", &params),
+        &format!("{ACCEPT}Connection: close\r\n"),
+    )
 }
 
 fn call(token: &str, tool: &str, close: bool) -> String {
@@ -289,7 +300,14 @@ fn call(token: &str, tool: &str, close: bool) -> String {
         "{ACCEPT}Mcp-Session-Id: {token}\r\nMcp-Protocol-Version: 2025-06-18\r\n{}",
         if close { "Connection: close\r\n" } else { "" }
     );
-    post("/mcp", &rpc("tools/call", &format!(r#"{{"name":"{tool}","arguments":{{}}}}"#)), &extra)
+    post(
+        "/mcp",
+        &rpc(
+            "tools/call",
+            &format!(r#"{{"name":"{tool}","arguments":{{}}}}"#),
+        ),
+        &extra,
+    )
 }
 
 fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
@@ -304,7 +322,9 @@ fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
 async fn begin(t: &Running) -> String {
     let answer = exchange(t.proxy_addr, initialize("client").as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let token = header(&answer, "mcp-session-id").expect("a token").to_string();
+    let token = header(&answer, "mcp-session-id")
+        .expect("a token")
+        .to_string();
     assert_ne!(token, "s-1", "the backend's id is sealed into a token");
     token
 }
@@ -321,9 +341,16 @@ async fn session_flow(backend: &Backend, t: &Running) {
         assert!(!s.connection_fields, "no connection-specific field: {s:?}");
         assert_eq!(s.authority, "lb", "Host became :authority");
     }
-    assert_eq!((seen[0].method.as_str(), seen[1].method.as_str()), ("initialize", "tools/call"));
+    assert_eq!(
+        (seen[0].method.as_str(), seen[1].method.as_str()),
+        ("initialize", "tools/call")
+    );
     assert_eq!(seen[0].session, None);
-    assert_eq!(seen[1].session.as_deref(), Some("s-1"), "the token opened to the backend's id");
+    assert_eq!(
+        seen[1].session.as_deref(),
+        Some("s-1"),
+        "the token opened to the backend's id"
+    );
     assert_eq!(backend.connections(), 1, "both requests on one connection");
 }
 
@@ -334,14 +361,24 @@ async fn a_session_runs_over_h2c() {
     session_flow(&backend, &t).await;
     // The admin API says how the backend is spoken to.
     let admin = t.admin_addr.unwrap();
-    let resp = send_raw(http::Method::GET, &format!("http://{admin}/backends"), &[], "")
-        .await
-        .unwrap();
+    let resp = send_raw(
+        http::Method::GET,
+        &format!("http://{admin}/backends"),
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
     let json: serde_json::Value = serde_json::from_str(&resp.text()).unwrap();
     assert_eq!(json["backends"][0]["protocol"], "h2", "{json}");
-    let resp = send_raw(http::Method::GET, &format!("http://{admin}/config"), &[], "")
-        .await
-        .unwrap();
+    let resp = send_raw(
+        http::Method::GET,
+        &format!("http://{admin}/config"),
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
     assert!(resp.text().contains("(h2)"), "{}", resp.text());
 }
 
@@ -349,7 +386,10 @@ async fn a_session_runs_over_h2c() {
 async fn a_session_runs_over_h2_with_tls() {
     let ca = Ca::new("h2-backend");
     let backend = Backend::tls(&ca, &[b"h2"]).await;
-    let extra = format!("[tls]\nbackend_ca = {:?}\n", ca.pem_path().display().to_string());
+    let extra = format!(
+        "[tls]\nbackend_ca = {:?}\n",
+        ca.pem_path().display().to_string()
+    );
     let t = tether(&[h2(&backend.url)], &extra).await;
     session_flow(&backend, &t).await;
 }
@@ -358,11 +398,17 @@ async fn a_session_runs_over_h2_with_tls() {
 async fn a_server_that_does_not_choose_h2_is_refused_with_a_502() {
     let ca = Ca::new("h2-no-alpn");
     let backend = Backend::tls(&ca, &[b"http/1.1"]).await;
-    let extra = format!("[tls]\nbackend_ca = {:?}\n", ca.pem_path().display().to_string());
+    let extra = format!(
+        "[tls]\nbackend_ca = {:?}\n",
+        ca.pem_path().display().to_string()
+    );
     let t = tether(&[h2(&backend.url)], &extra).await;
     let answer = exchange(t.proxy_addr, initialize("client").as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
-    assert!(answer.contains("\"jsonrpc\":\"2.0\""), "a JSON-RPC body: {answer}");
+    assert!(
+        answer.contains("\"jsonrpc\":\"2.0\""),
+        "a JSON-RPC body: {answer}"
+    );
     assert!(backend.seen().is_empty());
     let id = backend.url.trim_start_matches("https://");
     let m = metrics(&t).await;
@@ -376,7 +422,9 @@ async fn an_event_stream_flows_event_by_event() {
     let t = tether(&[h2(&backend.url)], "").await;
     let token = begin(&t).await;
     let mut s = TcpStream::connect(t.proxy_addr).await.unwrap();
-    s.write_all(call(&token, "stream", true).as_bytes()).await.unwrap();
+    s.write_all(call(&token, "stream", true).as_bytes())
+        .await
+        .unwrap();
     let mut got = Vec::new();
     // The first event arrives while the backend holds the second.
     read_until(&mut s, &mut got, "\"first\"").await;
@@ -393,7 +441,9 @@ async fn a_client_that_leaves_mid_stream_resets_the_backend_stream() {
     let t = tether(&[h2(&backend.url)], "").await;
     let token = begin(&t).await;
     let mut s = TcpStream::connect(t.proxy_addr).await.unwrap();
-    s.write_all(call(&token, "stream", false).as_bytes()).await.unwrap();
+    s.write_all(call(&token, "stream", false).as_bytes())
+        .await
+        .unwrap();
     let mut got = Vec::new();
     read_until(&mut s, &mut got, "\"first\"").await;
     // An abortive close (RST): a cancellation in every era.
@@ -411,14 +461,22 @@ async fn a_refused_stream_is_sent_again_once_and_other_failures_are_502s() {
     let token = begin(&t).await;
     let answer = exchange(t.proxy_addr, call(&token, "refuse", true).as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let refused: Vec<_> = backend.seen().into_iter().filter(|s| s.tool == "refuse").collect();
+    let refused: Vec<_> = backend
+        .seen()
+        .into_iter()
+        .filter(|s| s.tool == "refuse")
+        .collect();
     assert_eq!(refused.len(), 2, "refused, then sent again: {refused:?}");
     assert_eq!(backend.connections(), 2, "again on a new connection");
     // Reset after it was taken: a 502, and never a second run.
     let answer = exchange(t.proxy_addr, call(&token, "fail", true).as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
     assert!(answer.contains("\"jsonrpc\":\"2.0\""), "{answer}");
-    let failed = backend.seen().into_iter().filter(|s| s.tool == "fail").count();
+    let failed = backend
+        .seen()
+        .into_iter()
+        .filter(|s| s.tool == "fail")
+        .count();
     assert_eq!(failed, 1, "a failed call is not replayed");
     let id = backend.url.trim_start_matches("http://");
     let m = metrics(&t).await;
@@ -461,4 +519,72 @@ fn unknown_protocols_are_config_errors_naming_the_key() {
     let ok = r#"backends = [{ url = "http://b:1", protocol = "http/1.1" }, { url = "https://c:443", protocol = "h2" }, { url = "srv://_mcp._tcp.example.com", protocol = "h2" }]"#;
     let file = parse_file(ok, "test").unwrap();
     Config::from_parts(file, Overrides::default(), &|_| None).unwrap();
+}
+
+#[tokio::test]
+async fn a_reload_changes_the_protocol_of_new_connections() {
+    let backend = Backend::plain().await;
+    let dir = std::env::temp_dir().join(format!("tether-h2-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("tether.toml");
+    let write = |protocol: &str| {
+        let entry = format!("{{ url = \"{}\", protocol = \"{protocol}\" }}", backend.url);
+        std::fs::write(&conf, test_toml(&format!("backends = [{entry}]\n"))).unwrap();
+    };
+    write("h2");
+    let t = start_from_file(&conf, Vec::new()).await;
+    begin(&t).await;
+    let before = backend.seen().len();
+    // HTTP/1.1 to an h2-only server: it cannot answer, so the reload took.
+    write("http/1.1");
+    t.control.reload().unwrap();
+    let answer = exchange(t.proxy_addr, initialize("client").as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert_eq!(backend.seen().len(), before);
+    // And back: h2 again, on a new connection; the identity never changed.
+    write("h2");
+    t.control.reload().unwrap();
+    begin(&t).await;
+    assert_eq!(backend.seen().len(), before + 1);
+    let admin = t.admin_addr.unwrap();
+    let resp = send_raw(
+        http::Method::GET,
+        &format!("http://{admin}/backends"),
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&resp.text()).unwrap();
+    let id = backend.url.trim_start_matches("http://");
+    assert_eq!(json["backends"][0]["address"], id, "{json}");
+    assert_eq!(json["backends"][0]["protocol"], "h2", "{json}");
+}
+
+#[tokio::test]
+async fn health_checks_speak_h2_to_an_h2_backend() {
+    let backend = Backend::plain().await;
+    let t = tether(
+        &[h2(&backend.url)],
+        "[health]\ncheck = \"mcp\"\ninterval = \"50ms\"\n",
+    )
+    .await;
+    let id = backend.url.trim_start_matches("http://").to_string();
+    let series = format!("tether_health_checks_total{{backend=\"{id}\",kind=\"ok\"}}");
+    eventually("a probe over h2 succeeds", || {
+        let t = &t;
+        let series = series.clone();
+        async move { sample(&metrics(t).await, &series) >= 2.0 }
+    })
+    .await;
+    let probes: Vec<_> = backend
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "server/discover")
+        .collect();
+    assert!(!probes.is_empty());
+    assert!(probes.iter().all(|s| s.version == http::Version::HTTP_2));
+    let m = metrics(&t).await;
+    let failed = format!("tether_health_checks_total{{backend=\"{id}\",kind=\"failed\"}}");
+    assert_eq!(sample(&m, &failed), 0.0, "{m}");
 }
