@@ -41,7 +41,7 @@ struct Backend {
     seen: Arc<Mutex<Vec<Seen>>>,
     connections: Arc<AtomicUsize>,
     /// The reason of each reset the backend observed on a `stream` answer.
-    resets: Mutex<mpsc::UnboundedReceiver<Reason>>,
+    resets: tokio::sync::Mutex<mpsc::UnboundedReceiver<Reason>>,
     /// Lets a `stream` answer send its second event.
     go: Arc<Notify>,
 }
@@ -123,7 +123,7 @@ impl Backend {
             url,
             seen,
             connections,
-            resets: Mutex::new(rx),
+            resets: tokio::sync::Mutex::new(rx),
             go,
         }
     }
@@ -137,7 +137,7 @@ impl Backend {
     }
 
     async fn next_reset(&self) -> Reason {
-        let mut rx = self.resets.lock().unwrap();
+        let mut rx = self.resets.lock().await;
         within("the backend sees the stream reset", rx.recv())
             .await
             .expect("a reset")
