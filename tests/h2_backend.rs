@@ -44,6 +44,7 @@ struct Backend {
     resets: tokio::sync::Mutex<mpsc::UnboundedReceiver<Reason>>,
     /// Lets a `stream` answer send its second event.
     go: Arc<Notify>,
+    handler: Arc<Handler>,
 }
 
 struct Handler {
@@ -52,6 +53,10 @@ struct Handler {
     go: Arc<Notify>,
     refused: AtomicBool,
     barrier: Barrier,
+    /// Told by the `goaway` tool: its connection sends GOAWAY.
+    goaway: Notify,
+    /// Connections that ended.
+    ended: AtomicUsize,
 }
 
 impl Backend {
@@ -90,7 +95,10 @@ impl Backend {
             go: go.clone(),
             refused: AtomicBool::new(false),
             barrier: Barrier::new(8),
+            goaway: Notify::new(),
+            ended: AtomicUsize::new(0),
         });
+        let kept = handler.clone();
         let connections = Arc::new(AtomicUsize::new(0));
         let count = connections.clone();
         let secure = tls.is_some();
@@ -125,11 +133,16 @@ impl Backend {
             connections,
             resets: tokio::sync::Mutex::new(rx),
             go,
+            handler: kept,
         }
     }
 
     fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    fn ended(&self) -> usize {
+        self.handler.ended.load(Ordering::Relaxed)
     }
 
     fn connections(&self) -> usize {
@@ -151,9 +164,18 @@ where
     let Ok(mut conn) = h2::server::handshake(io).await else {
         return;
     };
-    while let Some(Ok((request, respond))) = conn.accept().await {
-        tokio::spawn(handle(request, respond, handler.clone()));
+    loop {
+        tokio::select! {
+            next = conn.accept() => match next {
+                Some(Ok((request, respond))) => {
+                    tokio::spawn(handle(request, respond, handler.clone()));
+                }
+                _ => break,
+            },
+            () = handler.goaway.notified() => conn.graceful_shutdown(),
+        }
     }
+    handler.ended.fetch_add(1, Ordering::Relaxed);
 }
 
 async fn handle(
@@ -217,6 +239,10 @@ async fn handle(
             respond.send_reset(Reason::REFUSED_STREAM);
         }
         ("tools/call", "fail") => respond.send_reset(Reason::INTERNAL_ERROR),
+        ("tools/call", "goaway") => {
+            json_answer(respond, &result("going away".into()), None);
+            handler.goaway.notify_one();
+        }
         ("tools/call", "stream") => {
             let r = http::Response::builder()
                 .status(200)
@@ -587,4 +613,25 @@ async fn health_checks_speak_h2_to_an_h2_backend() {
     let m = metrics(&t).await;
     let failed = format!("tether_health_checks_total{{backend=\"{id}\",kind=\"failed\"}}");
     assert_eq!(sample(&m, &failed), 0.0, "{m}");
+}
+
+#[tokio::test]
+async fn a_connection_that_went_away_is_made_again() {
+    let backend = Backend::plain().await;
+    let t = tether(&[h2(&backend.url)], "").await;
+    let token = begin(&t).await;
+    let answer = exchange(t.proxy_addr, call(&token, "goaway", true).as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The backend's GOAWAY ends its connection once no stream is open.
+    eventually("the first connection ends", || async {
+        backend.ended() == 1
+    })
+    .await;
+    let answer = exchange(t.proxy_addr, call(&token, "echo", true).as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("echo in s-1"),
+        "the session lives on: {answer}"
+    );
+    assert_eq!(backend.connections(), 2);
 }

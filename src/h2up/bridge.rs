@@ -6,6 +6,7 @@
 //! a body cut mid-way is a cut body, as on a socket.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use h2::client::ResponseFuture;
@@ -79,7 +80,7 @@ async fn next_request(
                 }
             }
         }
-        let mut ended = conn.map(|c| c.ended.clone());
+        let mut ended = conn.map(|c| c.closed.subscribe());
         let idle = buf.is_empty();
         let gone = async {
             match ended.as_mut() {
@@ -96,7 +97,14 @@ async fn next_request(
                 Ok(0) | Err(_) => return None,
                 Ok(_) => {}
             },
-            () = gone => return None,
+            () = gone => {
+                // A request written in that instant is served (on a new
+                // connection), not dropped; else the pipe ends.
+                let now = tokio::time::timeout(Duration::ZERO, rd.read_buf(buf)).await;
+                if !matches!(now, Ok(Ok(n)) if n > 0) {
+                    return None;
+                }
+            }
         }
     };
     let body = match read_body(rd, buf, &head).await {

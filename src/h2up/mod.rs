@@ -38,7 +38,7 @@
 mod bridge;
 mod translate;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -97,15 +97,18 @@ impl std::fmt::Debug for Link {
 pub(crate) struct Conn {
     id: u64,
     send: SendRequest<Bytes>,
-    /// Set when the connection task ended, or a request found it going away.
-    closed: Arc<AtomicBool>,
-    /// Told when the connection task ends.
-    ended: tokio::sync::watch::Receiver<bool>,
+    /// True once the connection task ended, or a request found it going
+    /// away: idle bridges watch it and close their pipes.
+    closed: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Conn {
     fn usable(&self) -> bool {
-        !self.closed.load(Ordering::Relaxed)
+        !*self.closed.borrow()
+    }
+
+    fn close(&self) {
+        self.closed.send_replace(true);
     }
 }
 
@@ -121,7 +124,19 @@ impl Link {
             return Ok(conn);
         }
         let id = self.made.fetch_add(1, Ordering::Relaxed) + 1;
-        let conn = handshake(dial(target).await?, id, &target.authority).await?;
+        let io = dial(target).await?;
+        let timeout = target.connect_timeout;
+        let conn = tokio::time::timeout(timeout, handshake(io, id, &target.authority))
+            .await
+            .unwrap_or_else(|_| {
+                Err(DialError {
+                    failure: UpstreamFailure::Connect,
+                    detail: format!(
+                        "HTTP/2 handshake with {} timed out after {timeout:?}",
+                        target.authority
+                    ),
+                })
+            })?;
         *self.lock() = Some(conn.clone());
         Ok(conn)
     }
@@ -141,7 +156,7 @@ impl Link {
     /// `conn` is no good any more (it is going away, or refused a stream):
     /// the next request dials anew. Its streams in flight finish on it.
     pub(crate) fn discard(&self, conn: &Conn) {
-        conn.closed.store(true, Ordering::Relaxed);
+        conn.close();
         let mut current = self.lock();
         if current.as_ref().is_some_and(|c| c.id == conn.id) {
             *current = None;
@@ -151,7 +166,7 @@ impl Link {
     /// Lets the connection go (the backend left, or is no longer `h2`).
     pub fn forget(&self) {
         if let Some(conn) = self.lock().take() {
-            conn.closed.store(true, Ordering::Relaxed);
+            conn.close();
         }
     }
 
@@ -271,8 +286,7 @@ async fn handshake(io: Stream, id: u64, authority: &Authority) -> Result<Conn, D
             failure: UpstreamFailure::Connect,
             detail: format!("HTTP/2 handshake with {authority}: {e}"),
         })?;
-    let closed = Arc::new(AtomicBool::new(false));
-    let (tell, ended) = tokio::sync::watch::channel(false);
+    let closed = Arc::new(tokio::sync::watch::Sender::new(false));
     let task_closed = closed.clone();
     let name = authority.to_string();
     tokio::spawn(async move {
@@ -283,13 +297,7 @@ async fn handshake(io: Stream, id: u64, authority: &Authority) -> Result<Conn, D
             }
             Err(e) => tracing::warn!(backend = %name, error = %e, "HTTP/2 connection failed"),
         }
-        task_closed.store(true, Ordering::Relaxed);
-        let _ = tell.send(true);
+        task_closed.send_replace(true);
     });
-    Ok(Conn {
-        id,
-        send,
-        closed,
-        ended,
-    })
+    Ok(Conn { id, send, closed })
 }
