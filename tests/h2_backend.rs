@@ -57,6 +57,10 @@ struct Handler {
     goaway: Notify,
     /// Connections that ended.
     ended: AtomicUsize,
+    /// The `big` answer was all sent.
+    big_done: AtomicBool,
+    /// Bytes of the `big` answer sent so far.
+    big_sent: AtomicUsize,
 }
 
 impl Backend {
@@ -97,6 +101,8 @@ impl Backend {
             barrier: Barrier::new(8),
             goaway: Notify::new(),
             ended: AtomicUsize::new(0),
+            big_done: AtomicBool::new(false),
+            big_sent: AtomicUsize::new(0),
         });
         let kept = handler.clone();
         let connections = Arc::new(AtomicUsize::new(0));
@@ -239,6 +245,32 @@ async fn handle(
             respond.send_reset(Reason::REFUSED_STREAM);
         }
         ("tools/call", "fail") => respond.send_reset(Reason::INTERNAL_ERROR),
+        ("tools/call", "big") => {
+            let r = http::Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(())
+                .unwrap();
+            let Ok(mut send) = respond.send_response(r, false) else {
+                return;
+            };
+            // Only as fast as the stream's window opens.
+            let mut left: usize = BIG;
+            while left > 0 {
+                send.reserve_capacity(left.min(1 << 20));
+                let Some(Ok(n)) = std::future::poll_fn(|cx| send.poll_capacity(cx)).await else {
+                    return;
+                };
+                let n = n.min(left);
+                if send.send_data(Bytes::from(vec![b' '; n]), false).is_err() {
+                    return;
+                }
+                left -= n;
+                handler.big_sent.fetch_add(n, Ordering::Relaxed);
+            }
+            let _ = send.send_data(Bytes::new(), true);
+            handler.big_done.store(true, Ordering::Relaxed);
+        }
         ("tools/call", "goaway") => {
             json_answer(respond, &result("going away".into()), None);
             handler.goaway.notify_one();
@@ -303,6 +335,9 @@ async fn tether(backends: &[String], extra: &str) -> Running {
 fn h2(url: &str) -> String {
     format!("{{ url = \"{url}\", protocol = \"h2\" }}")
 }
+
+/// The size of the `big` answer.
+const BIG: usize = 4 << 20;
 
 const ACCEPT: &str = "Accept: application/json, text/event-stream\r\n";
 
@@ -634,4 +669,45 @@ async fn a_connection_that_went_away_is_made_again() {
         "the session lives on: {answer}"
     );
     assert_eq!(backend.connections(), 2);
+}
+
+#[tokio::test]
+async fn a_stalled_stream_does_not_stall_the_others() {
+    let backend = Backend::plain().await;
+    let t = tether(&[h2(&backend.url)], "").await;
+    let token = begin(&t).await;
+    // A client that asks for a large answer and reads none of it (yet).
+    let mut stalled = TcpStream::connect(t.proxy_addr).await.unwrap();
+    stalled
+        .write_all(call(&token, "big", true).as_bytes())
+        .await
+        .unwrap();
+    // Until the answer stops moving: every buffer on its way is full, and
+    // its stream's window is spent.
+    let mut last = 0;
+    eventually("the large answer stalls", || {
+        let now = backend.handler.big_sent.load(Ordering::Relaxed);
+        let still = now > 0 && now == last;
+        last = now;
+        async move { still }
+    })
+    .await;
+    let held = backend.handler.big_sent.load(Ordering::Relaxed);
+    assert!(held < BIG / 4, "bounded buffering: {held} bytes in flight");
+    // Other calls go through on the same connection meanwhile.
+    for _ in 0..3 {
+        let answer = exchange(t.proxy_addr, call(&token, "echo", true).as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    assert!(!backend.handler.big_done.load(Ordering::Relaxed));
+    assert_eq!(backend.connections(), 1);
+    // The client reads now: the window opens as it does, and all of it comes.
+    let answer = mcp_tether_testkit::raw::read_to_close(&mut stalled).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{}",
+        &answer[..100.min(answer.len())]
+    );
+    assert!(answer.len() > BIG, "{} bytes", answer.len());
+    assert!(backend.handler.big_done.load(Ordering::Relaxed));
 }

@@ -166,7 +166,7 @@ async fn read_body(
 
 /// Whether an h2 failure proves the server did not process the stream.
 fn unprocessed(e: &h2::Error) -> bool {
-    let refused = e.is_reset() && e.reason() == Some(Reason::REFUSED_STREAM);
+    let refused = e.is_reset() && e.is_remote() && e.reason() == Some(Reason::REFUSED_STREAM);
     // Streams above a GOAWAY's last stream id get the GOAWAY as their error.
     refused || (e.is_go_away() && e.is_remote())
 }
