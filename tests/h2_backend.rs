@@ -53,6 +53,8 @@ struct Handler {
     go: Arc<Notify>,
     refused: AtomicBool,
     barrier: Barrier,
+    /// `pair` calls wait for each other, two by two.
+    pair: Barrier,
     /// Told by the `goaway` tool: its connection sends GOAWAY.
     goaway: Notify,
     /// Connections that ended.
@@ -66,7 +68,12 @@ struct Handler {
 impl Backend {
     /// h2c with prior knowledge.
     async fn plain() -> Backend {
-        Backend::start(None).await
+        Backend::start(None, None).await
+    }
+
+    /// h2c, with at most `streams` open at once (SETTINGS).
+    async fn limited(streams: u32) -> Backend {
+        Backend::start(None, Some(streams)).await
     }
 
     /// Over TLS for `localhost`, ALPN `alpn`.
@@ -84,10 +91,14 @@ impl Backend {
             .with_single_cert(vec![leaf.der.clone()], key)
             .unwrap();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Backend::start(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+        Backend::start(
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+            None,
+        )
+        .await
     }
 
-    async fn start(tls: Option<tokio_rustls::TlsAcceptor>) -> Backend {
+    async fn start(tls: Option<tokio_rustls::TlsAcceptor>, streams: Option<u32>) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -99,6 +110,7 @@ impl Backend {
             go: go.clone(),
             refused: AtomicBool::new(false),
             barrier: Barrier::new(8),
+            pair: Barrier::new(2),
             goaway: Notify::new(),
             ended: AtomicUsize::new(0),
             big_done: AtomicBool::new(false),
@@ -118,12 +130,12 @@ impl Backend {
                 let tls = tls.clone();
                 tokio::spawn(async move {
                     match tls {
-                        None => serve(tcp, handler).await,
+                        None => serve(tcp, handler, streams).await,
                         Some(tls) => {
                             let Ok(stream) = tls.accept(tcp).await else {
                                 return;
                             };
-                            serve(stream, handler).await
+                            serve(stream, handler, streams).await
                         }
                     }
                 });
@@ -163,11 +175,15 @@ impl Backend {
     }
 }
 
-async fn serve<T>(io: T, handler: Arc<Handler>)
+async fn serve<T>(io: T, handler: Arc<Handler>, streams: Option<u32>)
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let Ok(mut conn) = h2::server::handshake(io).await else {
+    let mut builder = h2::server::Builder::new();
+    if let Some(n) = streams {
+        builder.max_concurrent_streams(n);
+    }
+    let Ok(mut conn) = builder.handshake::<_, Bytes>(io).await else {
         return;
     };
     loop {
@@ -270,6 +286,10 @@ async fn handle(
             }
             let _ = send.send_data(Bytes::new(), true);
             handler.big_done.store(true, Ordering::Relaxed);
+        }
+        ("tools/call", "pair") => {
+            handler.pair.wait().await;
+            json_answer(respond, &result("paired".into()), None);
         }
         ("tools/call", "goaway") => {
             json_answer(respond, &result("going away".into()), None);
@@ -710,4 +730,25 @@ async fn a_stalled_stream_does_not_stall_the_others() {
     );
     assert!(answer.len() > BIG, "{} bytes", answer.len());
     assert!(backend.handler.big_done.load(Ordering::Relaxed));
+}
+
+#[tokio::test]
+async fn the_backends_stream_limit_holds() {
+    // Two streams at once: six calls that each wait for a partner go two
+    // by two, on one connection, none refused (a refused one would be sent
+    // again on a second connection).
+    let backend = Backend::limited(2).await;
+    let t = tether(&[h2(&backend.url)], "").await;
+    let token = begin(&t).await;
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let (addr, request) = (t.proxy_addr, call(&token, "pair", true));
+        set.spawn(async move { exchange(addr, request.as_bytes()).await });
+    }
+    for answer in within("six paired calls", set.join_all()).await {
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let pairs = backend.seen().iter().filter(|s| s.tool == "pair").count();
+    assert_eq!(pairs, 6);
+    assert_eq!(backend.connections(), 1);
 }
