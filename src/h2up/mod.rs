@@ -296,3 +296,6 @@ async fn handshake(io: Stream, id: u64, authority: &Authority) -> Result<Conn, D
     });
     Ok(Conn { id, send, closed })
 }
+
+#[cfg(test)]
+mod tests;
