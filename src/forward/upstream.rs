@@ -15,6 +15,10 @@
 //! response byte (a kernel resets data that arrives on a socket its
 //! application closed, or a close with unread data). A clean close after the
 //! request was written is a 502: the backend may have acted on it.
+//!
+//! A backend configured `protocol = "h2"` is reached the same way: its new
+//! "connection" is a pipe to `h2up`'s bridge onto its one HTTP/2 connection
+//! (the only branch is in `connect`), kept idle and reused like a socket.
 
 use std::time::Duration;
 
