@@ -279,6 +279,7 @@ pub(crate) fn backend_json(b: &crate::pool::Backend, pool: &str) -> serde_json::
         "pool": pool,
         "source": &*b.source(),
         "state": b.state().as_str(),
+        "protocol": b.protocol().as_str(),
         "health": b.health(),
         "drain": {
             "admin": b.drain_flags() & crate::pool::drain::ADMIN != 0,

@@ -11,6 +11,8 @@
 //!    (heads, chunked coding, buffer pool); [`transport`]: the byte streams
 //!    beneath both sides (TCP, TLS, in-memory); [`http2`]: HTTP/2 from
 //!    clients, each stream bridged in memory to the same path.
+//!    [`h2up`]: HTTP/2 to backends configured `h2`, the mirror image: a pipe
+//!    that speaks HTTP/1.1, bridged onto one shared h2 connection per backend.
 //! 2. [`classify`]: what routing needs from the request head (a session
 //!    reference in `Mcp-Session-Id` or a legacy `sessionId`/`session_id` query,
 //!    found as servers find it; the protocol era).
@@ -58,6 +60,7 @@ pub mod doctor;
 mod downstream;
 mod error;
 pub mod forward;
+mod h2up;
 pub mod http1;
 mod http2;
 mod lifecycle;

@@ -9,6 +9,10 @@ Usage:
 
 (``--transport streamable|sse`` is the older spelling of ``--variant stateful|sse``.)
 ``--tls-cert FILE --tls-key FILE`` serves HTTPS instead (uvicorn's TLS), for Tether's https:// backends.
+``--server hypercorn`` serves with Hypercorn instead of uvicorn: HTTP/2 as well (h2 by ALPN with
+``--tls-cert``, h2c with prior knowledge without), for Tether's ``protocol = "h2"`` backends (test_h2_backend.py).
+``--log-versions`` prints ``VER <http_version> <method> <path>`` on stdout (flushed) per HTTP request,
+from the ASGI scope's ``http_version`` (``2`` over HTTP/2).
 ``--log-requests`` prints ``REQ <method> <path> sid=<session id or ->`` on stdout (flushed) as each HTTP
 request arrives, before the SDK sees it (the session id: ``Mcp-Session-Id``, else the ``session_id``
 query parameter), so a test can count what reached this replica (test_trust.py). Off by default.
@@ -242,11 +246,42 @@ class RequestLog:
         await self.app(scope, receive, send)
 
 
+class VersionLog:
+    """ASGI middleware for ``--log-versions``: ``VER <http_version> <method> <path>`` per HTTP request."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            sys.stdout.write(f"VER {scope.get('http_version', '?')} {scope['method']} {scope['path']}\n")
+            sys.stdout.flush()
+        await self.app(scope, receive, send)
+
+
+async def serve_hypercorn(app, sock: socket.socket, tls: tuple[str, str] | None) -> None:
+    """Hypercorn on the bound socket: h2 (ALPN) and HTTP/1.1 over TLS, h2c (prior knowledge) and
+    HTTP/1.1 without. Its lifespan startup runs before the first connection is accepted."""
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = [f"fd://{sock.fileno()}"]
+    config.loglevel = "WARNING"
+    config.graceful_timeout = 1
+    if tls:
+        config.certfile, config.keyfile = tls
+    await hypercorn_serve(app, config)
+
+
 async def serve(name: str, variant: str, host: str = "127.0.0.1", port: int = 0,
-                tls: tuple[str, str] | None = None, log_requests: bool = False) -> None:
+                tls: tuple[str, str] | None = None, log_requests: bool = False,
+                server_kind: str = "uvicorn", log_versions: bool = False) -> None:
     app = build_app(build_server(name), variant, name)
     if log_requests:
         app = RequestLog(app)
+    if log_versions:
+        app = VersionLog(app)
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -254,6 +289,13 @@ async def serve(name: str, variant: str, host: str = "127.0.0.1", port: int = 0,
     sock.listen(256)
     sock.setblocking(False)
     port = sock.getsockname()[1]
+
+    if server_kind == "hypercorn":
+        # The socket listens already: connections wait in its backlog until Hypercorn accepts.
+        sys.stdout.write(f"PORT {port}\n")
+        sys.stdout.flush()
+        await serve_hypercorn(app, sock, tls)
+        return
 
     ssl = dict(ssl_certfile=tls[0], ssl_keyfile=tls[1]) if tls else {}
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=1,
@@ -280,11 +322,15 @@ def main() -> None:
     parser.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", default=None, help="the key of --tls-cert (PEM)")
     parser.add_argument("--log-requests", action="store_true", help="print 'REQ <method> <path> sid=..' per request")
+    parser.add_argument("--server", choices=["uvicorn", "hypercorn"], default="uvicorn",
+                        help="the ASGI server (hypercorn: HTTP/2 too)")
+    parser.add_argument("--log-versions", action="store_true", help="print 'VER <http version> <method> <path>' per request")
     args = parser.parse_args()
     variant = args.variant or {"streamable": "stateful", "sse": "sse", None: "stateful"}[args.transport]
     try:
         tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
-        asyncio.run(serve(args.name, variant, args.host, args.port, tls, args.log_requests))
+        asyncio.run(serve(args.name, variant, args.host, args.port, tls, args.log_requests, args.server,
+                          args.log_versions))
     except KeyboardInterrupt:
         pass
     os._exit(0)

@@ -257,6 +257,9 @@ pub struct BackendTable {
     /// Takes no new sessions; its sessions are still forwarded.
     #[serde(default)]
     pub drain: bool,
+    /// `"http/1.1"` (the default) or `"h2"`; on a `dns://`/`srv://` source,
+    /// for every backend it yields. Checked in `config::pools`.
+    pub protocol: Option<String>,
 }
 
 /// `[discovery]` in the file.

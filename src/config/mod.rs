@@ -86,6 +86,8 @@ pub struct BackendAddr {
     pub authority: Authority,
     /// `drain = true`: no new sessions.
     pub drain: bool,
+    /// `protocol = "h2"`: HTTP/2 to it.
+    pub protocol: crate::pool::Protocol,
 }
 
 impl BackendAddr {
@@ -94,6 +96,7 @@ impl BackendAddr {
             scheme: self.scheme.clone(),
             authority: self.authority.clone(),
             drain: self.drain,
+            protocol: self.protocol,
         }
     }
 }

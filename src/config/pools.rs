@@ -8,7 +8,7 @@ use super::{health, BackendAddr, ConfigError};
 use crate::config::file::{BackendFile, HealthFile, RouteFile};
 use crate::pool::discovery::{self, Source};
 use crate::pool::health::HealthSettings;
-use crate::pool::{Balance, Failover};
+use crate::pool::{Balance, Failover, Protocol};
 
 /// The pool the top-level `backends` (and `--backend` flags) make.
 pub const DEFAULT_POOL: &str = "default";
@@ -211,11 +211,20 @@ fn backend_list(
     let mut backends = Vec::new();
     let mut sources = Vec::new();
     for (i, spec) in list.iter().enumerate() {
-        let (url, drain) = match spec {
-            BackendFile::Url(url) => (url.as_str(), false),
-            BackendFile::Table(t) => (t.url.as_str(), t.drain),
+        let (url, drain, protocol) = match spec {
+            BackendFile::Url(url) => (url.as_str(), false, None),
+            BackendFile::Table(t) => (t.url.as_str(), t.drain, t.protocol.as_deref()),
         };
         let key = || format!("{key}[{i}]");
+        let protocol = match protocol {
+            None => Protocol::Http1,
+            Some(text) => Protocol::parse(text).ok_or_else(|| {
+                ConfigError::new(
+                    format!("{}.protocol", key()),
+                    format!("'{text}': must be \"http/1.1\" or \"h2\""),
+                )
+            })?,
+        };
         match Source::parse(url) {
             Some(Ok(_)) if drain => {
                 return Err(ConfigError::new(
@@ -223,7 +232,7 @@ fn backend_list(
                     "drain applies to http:// backends (drain discovered ones with the admin API)",
                 ));
             }
-            Some(Ok(source)) => sources.push(source),
+            Some(Ok(source)) => sources.push(source.with_protocol(protocol)),
             Some(Err(e)) => return Err(ConfigError::new(key(), e)),
             None => {
                 let entry = discovery::parse_http(url).map_err(|e| ConfigError::new(key(), e))?;
@@ -231,6 +240,7 @@ fn backend_list(
                     scheme: entry.scheme,
                     authority: entry.authority,
                     drain,
+                    protocol,
                 });
             }
         }
@@ -350,7 +360,10 @@ impl PoolConfig {
             .backends
             .iter()
             .map(|b| {
-                let url = format!("http://{}", b.authority);
+                let mut url = format!("{}://{}", b.scheme, b.authority);
+                if b.protocol == Protocol::H2 {
+                    url.push_str(" (h2)");
+                }
                 match b.drain {
                     true => format!("{url} (drain)"),
                     false => url,
@@ -359,6 +372,7 @@ impl PoolConfig {
             .collect();
         backends.extend(self.sources.iter().map(|s| match s {
             Source::File(_) => format!("backends file {}", s.label().trim_start_matches("file:")),
+            _ if s.protocol() == Protocol::H2 => format!("{} (h2)", s.label()),
             _ => s.label(),
         }));
         backends

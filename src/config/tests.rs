@@ -492,3 +492,45 @@ fn admin_allowed_hosts_are_names_kept_in_lower_case_and_shown() {
         assert_eq!(err.key, "admin.allowed_hosts", "{bad:?}: {err}");
     }
 }
+
+#[test]
+fn protocol_reaches_backends_and_discovery_sources_and_the_view() {
+    use crate::pool::discovery::Source;
+    use crate::pool::Protocol;
+    let c = parsed(
+        r#"backends = ["http://a:1", { url = "https://b:443", protocol = "h2" },
+                      { url = "dns://svc:80", protocol = "h2" }, "srv://_m._tcp.example.com"]
+[pools.p]
+backends = [{ url = "http://c:1", protocol = "http/1.1", drain = true }]
+"#,
+    )
+    .unwrap();
+    let d = c.pool(DEFAULT_POOL).unwrap();
+    let protocols: Vec<_> = d.backends.iter().map(|b| b.protocol).collect();
+    assert_eq!(protocols, [Protocol::Http1, Protocol::H2]);
+    assert_eq!(d.backends[1].entry().protocol, Protocol::H2);
+    assert!(matches!(
+        d.sources[0],
+        Source::Dns {
+            protocol: Protocol::H2,
+            ..
+        }
+    ));
+    assert_eq!(d.sources[1].protocol(), Protocol::Http1);
+    assert_eq!(
+        d.listed(),
+        [
+            "http://a:1",
+            "https://b:443 (h2)",
+            "dns://svc:80 (h2)",
+            "srv://_m._tcp.example.com"
+        ]
+    );
+    let p = c.pool("p").unwrap();
+    assert_eq!(p.backends[0].protocol, Protocol::Http1);
+    assert_eq!(p.listed(), ["http://c:1 (drain)"]);
+    // The identity does not depend on the protocol.
+    assert_eq!(d.backends[1].authority.as_str(), "b:443");
+    let err = parsed(r#"backends = [{ url = "http://a:1", protocol = "h2c" }]"#).unwrap_err();
+    assert_eq!(err.key, "backends[0].protocol");
+}

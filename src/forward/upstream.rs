@@ -15,6 +15,10 @@
 //! response byte (a kernel resets data that arrives on a socket its
 //! application closed, or a close with unread data). A clean close after the
 //! request was written is a 502: the backend may have acted on it.
+//!
+//! A backend configured `protocol = "h2"` is reached the same way: its new
+//! "connection" is a pipe to `h2up`'s bridge onto its one HTTP/2 connection
+//! (the only branch is in `connect`), kept idle and reused like a socket.
 
 use std::time::Duration;
 
@@ -30,7 +34,7 @@ use tokio::time::Instant;
 use crate::error::UpstreamFailure;
 use crate::http1::buf;
 use crate::http1::head::{HeadError, ResponseHead};
-use crate::pool::{Backend, IdleConn};
+use crate::pool::{Backend, IdleConn, Protocol};
 
 /// Largest response head accepted from a backend.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -201,6 +205,9 @@ impl Upstream {
 
     /// A new connection to `backend`, trying each address its name resolves to.
     async fn connect(&self, backend: &Backend) -> Result<Stream, UpstreamError> {
+        if backend.protocol() == Protocol::H2 {
+            return self.connect_h2(backend).await;
+        }
         let connect = async {
             let addrs = tokio::net::lookup_host(backend.authority.as_str())
                 .await
@@ -261,6 +268,23 @@ impl Upstream {
                         backend.authority
                     ),
                 })
+            })
+    }
+
+    /// A pipe to an `h2` backend, bridged onto its shared HTTP/2 connection
+    /// (made now if there is none, so failing to reach it is reported as such).
+    async fn connect_h2(&self, backend: &Backend) -> Result<Stream, UpstreamError> {
+        let target = crate::h2up::Target {
+            scheme: backend.scheme.clone(),
+            authority: backend.authority.clone(),
+            tls: self.tls.clone(),
+            connect_timeout: self.connect_timeout.get(),
+        };
+        crate::h2up::pipe(&backend.h2_link, &target)
+            .await
+            .map_err(|e| UpstreamError {
+                failure: e.failure,
+                detail: e.detail,
             })
     }
 

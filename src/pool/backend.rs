@@ -46,6 +46,36 @@ impl State {
     }
 }
 
+/// How Tether speaks to a backend (`protocol` in its config entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+pub enum Protocol {
+    /// The hand-written HTTP/1.1 path, a socket per request in flight.
+    #[default]
+    #[serde(rename = "http/1.1")]
+    Http1,
+    /// HTTP/2: one multiplexed connection (`h2` over TLS by ALPN, h2c with
+    /// prior knowledge over `http://`), reached through `h2up`'s bridge.
+    #[serde(rename = "h2")]
+    H2,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http/1.1",
+            Protocol::H2 => "h2",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Protocol> {
+        match text {
+            "http/1.1" => Some(Protocol::Http1),
+            "h2" => Some(Protocol::H2),
+            _ => None,
+        }
+    }
+}
+
 /// What health checks (active and passive) last concluded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -102,6 +132,11 @@ pub struct Backend {
     passive_failures: AtomicU32,
     sessions_created: AtomicU64,
     sessions_orphaned: AtomicU64,
+    /// `Protocol::H2` when true; a reload may change it (new connections
+    /// follow it, idle ones are closed).
+    h2: std::sync::atomic::AtomicBool,
+    /// Its one shared HTTP/2 connection, when it is an `h2` backend.
+    pub h2_link: Arc<crate::h2up::Link>,
     /// Its idle keep-alive connections, most recently used last
     /// (`forward::upstream` keeps them).
     pub idle: Mutex<Vec<IdleConn>>,
@@ -139,8 +174,27 @@ impl Backend {
             passive_failures: AtomicU32::new(0),
             sessions_created: AtomicU64::new(0),
             sessions_orphaned: AtomicU64::new(0),
+            h2: std::sync::atomic::AtomicBool::new(false),
+            h2_link: Arc::default(),
             idle: Mutex::new(Vec::new()),
             requests: OnceLock::new(),
+        }
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        match self.h2.load(Ordering::Relaxed) {
+            true => Protocol::H2,
+            false => Protocol::Http1,
+        }
+    }
+
+    /// A changed protocol closes the idle connections (they speak the old
+    /// one) and the shared HTTP/2 connection: new ones follow it.
+    pub fn set_protocol(&self, protocol: Protocol) {
+        let h2 = protocol == Protocol::H2;
+        if self.h2.swap(h2, Ordering::Relaxed) != h2 {
+            self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            self.h2_link.forget();
         }
     }
 
@@ -274,6 +328,7 @@ impl Backend {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         self.retired.store(true, Ordering::Relaxed);
         idle.clear();
+        self.h2_link.forget();
     }
 
     /// It is back in the pool.

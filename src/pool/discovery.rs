@@ -23,13 +23,22 @@ use http::uri::{Authority, Scheme};
 use tokio::task::AbortHandle;
 
 use super::fleet::{Entry, Fleet};
+use super::Protocol;
 use crate::metrics::{self, Metrics};
 
 /// A discovered source of backends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    Dns { name: String, port: u16 },
-    Srv { name: String },
+    /// `protocol`: how every backend it yields is spoken to.
+    Dns {
+        name: String,
+        port: u16,
+        protocol: Protocol,
+    },
+    Srv {
+        name: String,
+        protocol: Protocol,
+    },
     File(PathBuf),
 }
 
@@ -37,9 +46,27 @@ impl Source {
     /// The source's name in the admin API, metrics and logs.
     pub fn label(&self) -> String {
         match self {
-            Source::Dns { name, port } => format!("dns://{name}:{port}"),
-            Source::Srv { name } => format!("srv://{name}"),
+            Source::Dns { name, port, .. } => format!("dns://{name}:{port}"),
+            Source::Srv { name, .. } => format!("srv://{name}"),
             Source::File(path) => format!("file:{}", path.display()),
+        }
+    }
+
+    /// The same source, its backends spoken to over `protocol` (a file's
+    /// lines are URLs and stay HTTP/1.1).
+    pub fn with_protocol(mut self, p: Protocol) -> Source {
+        match &mut self {
+            Source::Dns { protocol, .. } | Source::Srv { protocol, .. } => *protocol = p,
+            Source::File(_) => {}
+        }
+        self
+    }
+
+    /// How the backends it yields are spoken to.
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            Source::Dns { protocol, .. } | Source::Srv { protocol, .. } => *protocol,
+            Source::File(_) => Protocol::Http1,
         }
     }
 
@@ -55,6 +82,7 @@ impl Source {
                     .map(|port| Source::Dns {
                         name: name.to_ascii_lowercase(),
                         port,
+                        protocol: Protocol::Http1,
                     })
                     .ok_or_else(|| format!("'{url}': the port must be 1-65535")),
                 _ => Err(format!("'{url}' must be dns://NAME:PORT")),
@@ -65,6 +93,7 @@ impl Source {
             return Some(if valid_name(name) && name.starts_with('_') {
                 Ok(Source::Srv {
                     name: name.to_ascii_lowercase(),
+                    protocol: Protocol::Http1,
                 })
             } else {
                 Err(format!("'{url}' must be srv://_service._tcp.DOMAIN"))
@@ -124,6 +153,7 @@ pub fn parse_http(url: &str) -> Result<Entry, String> {
         scheme,
         authority,
         drain: false,
+        protocol: Protocol::Http1,
     })
 }
 
@@ -245,7 +275,7 @@ async fn run(
 async fn lookup(source: &Source, resolver: Option<&TokioResolver>) -> Result<Vec<Entry>, String> {
     let dns = || resolver.ok_or_else(|| "no DNS resolver".to_string());
     let mut addrs: Vec<SocketAddr> = match source {
-        Source::Dns { name, port } => {
+        Source::Dns { name, port, .. } => {
             let resolver = dns()?;
             let ips = resolver
                 .lookup_ip(fqdn(name))
@@ -253,7 +283,7 @@ async fn lookup(source: &Source, resolver: Option<&TokioResolver>) -> Result<Vec
                 .map_err(|e| e.to_string())?;
             ips.iter().map(|ip| SocketAddr::new(ip, *port)).collect()
         }
-        Source::Srv { name } => {
+        Source::Srv { name, .. } => {
             let resolver = dns()?;
             let srv = resolver
                 .srv_lookup(fqdn(name))
@@ -290,7 +320,14 @@ async fn lookup(source: &Source, resolver: Option<&TokioResolver>) -> Result<Vec
     if addrs.is_empty() {
         return Err("no addresses".into());
     }
-    Ok(addrs.into_iter().map(entry).collect())
+    let protocol = source.protocol();
+    Ok(addrs
+        .into_iter()
+        .map(|a| Entry {
+            protocol,
+            ..entry(a)
+        })
+        .collect())
 }
 
 /// A backends file: one URL a line; blank lines and `#` comments ignored.
@@ -321,6 +358,7 @@ fn entry(addr: SocketAddr) -> Entry {
         scheme: Scheme::HTTP,
         authority: Authority::try_from(text.as_str()).expect("an address is an authority"),
         drain: false,
+        protocol: Protocol::Http1,
     }
 }
 
@@ -334,13 +372,15 @@ mod tests {
             Source::parse("dns://MCP.default.svc.cluster.local:8000"),
             Some(Ok(Source::Dns {
                 name: "mcp.default.svc.cluster.local".into(),
-                port: 8000
+                port: 8000,
+                protocol: Protocol::Http1,
             }))
         );
         assert_eq!(
             Source::parse("srv://_mcp._tcp.example.com"),
             Some(Ok(Source::Srv {
-                name: "_mcp._tcp.example.com".into()
+                name: "_mcp._tcp.example.com".into(),
+                protocol: Protocol::Http1,
             }))
         );
         for bad in [

@@ -39,6 +39,8 @@ pub struct Entry {
     pub authority: Authority,
     /// `drain = true` in the config.
     pub drain: bool,
+    /// `protocol` in the config (of the entry, or of its discovery source).
+    pub protocol: super::Protocol,
 }
 
 /// How long a backend that left its source is kept.
@@ -312,6 +314,7 @@ impl Fleet {
             }
             b.set_drain(drain::GONE, false);
             b.set_drain(drain::CONFIG, entry.drain);
+            b.set_protocol(entry.protocol);
             b.set_source(source);
             if member.checker.is_none() && tokio::runtime::Handle::try_current().is_ok() {
                 member.checker = Some(health::spawn(

@@ -274,6 +274,8 @@ async fn probe(
     let to = To {
         backend,
         tls: (backend.scheme == http::uri::Scheme::HTTPS).then(|| tls.load_full()),
+        shared: tls,
+        timeout: s.timeout,
     };
     let host = backend.authority.as_str();
     match s.check {
@@ -368,6 +370,9 @@ async fn mcp_probe(to: &To<'_>, path: &str, kind: Kind) -> Result<(), Failure> {
 struct To<'a> {
     backend: &'a Backend,
     tls: Option<Arc<crate::tls::backend::BackendTls>>,
+    /// For an `h2` backend, whose probe opens an HTTP/2 connection of its own.
+    shared: &'a BackendTls,
+    timeout: Duration,
 }
 
 async fn connect(host: &str) -> Result<TcpStream, Failure> {
@@ -401,8 +406,24 @@ const MAX_ANSWER: usize = 64 * 1024;
 /// body, or until `marker` shows in it (an event stream does not end).
 async fn exchange(to: &To<'_>, request: &[u8], marker: Option<&[u8]>) -> Result<Answer, Failure> {
     let host = to.backend.authority.as_str();
+    if to.backend.protocol() == super::Protocol::H2 {
+        let target = crate::h2up::Target {
+            scheme: to.backend.scheme.clone(),
+            authority: to.backend.authority.clone(),
+            tls: to.shared.clone(),
+            connect_timeout: to.timeout,
+        };
+        let stream = crate::h2up::once(&target).await.map_err(|e| {
+            tracing::debug!(backend = %to.backend.id, error = %e.detail, "health probe: no HTTP/2 connection");
+            match e.failure {
+                crate::error::UpstreamFailure::Refused => Failure::Refused,
+                _ => Failure::Failed,
+            }
+        })?;
+        return answer(stream, request, marker).await;
+    }
     let tcp = connect(host).await?;
-    let mut stream = match &to.tls {
+    let stream = match &to.tls {
         None => Stream::Tcp(tcp),
         Some(tls) => match tls.connect(to.backend.authority.host(), tcp).await {
             Ok(s) => Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(s))),
@@ -412,6 +433,15 @@ async fn exchange(to: &To<'_>, request: &[u8], marker: Option<&[u8]>) -> Result<
             }
         },
     };
+    answer(stream, request, marker).await
+}
+
+/// Sends `request` on `stream` and reads the answer (as `exchange`).
+async fn answer(
+    mut stream: Stream,
+    request: &[u8],
+    marker: Option<&[u8]>,
+) -> Result<Answer, Failure> {
     stream
         .send_all(request)
         .await

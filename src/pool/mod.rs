@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 #[cfg(test)]
 pub use backend::Health;
-pub use backend::{drain, Backend, IdleConn, Outstanding, State, StreamCount};
+pub use backend::{drain, Backend, IdleConn, Outstanding, Protocol, State, StreamCount};
 pub use fleet::Fleet;
 
 /// How a request without a session is given a backend.

@@ -41,6 +41,8 @@ pub struct BackendTls {
     /// Built now when the settings name files (so a bad one is an error at
     /// start); else on first use, from the system roots.
     config: OnceLock<Arc<rustls::ClientConfig>>,
+    /// The same, offering ALPN `h2` only (backends configured `h2`).
+    config_h2: OnceLock<Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for BackendTls {
@@ -55,6 +57,7 @@ impl BackendTls {
     pub fn new(settings: BackendSettings) -> Result<BackendTls, FileError> {
         let tls = BackendTls {
             config: OnceLock::new(),
+            config_h2: OnceLock::new(),
             settings,
         };
         let s = &tls.settings;
@@ -78,6 +81,7 @@ impl BackendTls {
         let tls = BackendTls {
             settings: BackendSettings::default(),
             config: OnceLock::new(),
+            config_h2: OnceLock::new(),
         };
         Arc::new(arc_swap::ArcSwap::from_pointee(tls))
     }
@@ -113,6 +117,27 @@ impl BackendTls {
     ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let name = server_name(host)?;
         tokio_rustls::TlsConnector::from(self.config())
+            .connect(name, tcp)
+            .await
+    }
+
+    /// As `connect`, offering ALPN `h2` only: the caller checks the server
+    /// picked it (one that ignores ALPN picks nothing).
+    pub async fn connect_h2(
+        &self,
+        host: &str,
+        tcp: TcpStream,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let name = server_name(host)?;
+        let config = self
+            .config_h2
+            .get_or_init(|| {
+                let mut config = (*self.config()).clone();
+                config.alpn_protocols = vec![b"h2".to_vec()];
+                Arc::new(config)
+            })
+            .clone();
+        tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
     }

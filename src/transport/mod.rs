@@ -38,7 +38,8 @@ pub enum Stream {
     Tcp(TcpStream),
     /// Boxed: the TLS state is large, and most connections are plain.
     Tls(Box<TlsStream>),
-    /// An in-memory pipe (tests).
+    /// An in-memory pipe: an HTTP/2 client stream bridged to the HTTP/1.1
+    /// path (`http2`), a pipe to an `h2` backend (`h2up`), and tests.
     Memory(tokio::io::DuplexStream),
 }
 

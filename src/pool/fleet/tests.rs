@@ -6,6 +6,7 @@ fn entry(authority: &str) -> Entry {
         scheme: Scheme::HTTP,
         authority: authority.parse().unwrap(),
         drain: false,
+        protocol: crate::pool::Protocol::Http1,
     }
 }
 
@@ -164,4 +165,40 @@ async fn backends_forgotten_past_the_retired_bound_lose_their_metric_series() {
         "{text}"
     );
     assert!(text.contains("backend=\"e0:1\""));
+}
+
+#[tokio::test]
+async fn a_changed_protocol_keeps_the_backend_and_closes_its_idle_connections() {
+    use crate::pool::Protocol;
+    let f = fleet();
+    let h2 = |a: &str| Entry {
+        protocol: Protocol::H2,
+        ..entry(a)
+    };
+    f.set_source(STATIC, vec![h2("a:1")]);
+    let before = f.pool().backends()[0].clone();
+    assert_eq!(before.protocol(), Protocol::H2);
+    let (ours, _theirs) = tokio::io::duplex(64);
+    before.idle.lock().unwrap().push(crate::pool::IdleConn {
+        stream: crate::transport::Stream::Memory(ours),
+        since: Instant::now(),
+        expires: Instant::now() + Duration::from_secs(60),
+    });
+    f.set_source(STATIC, vec![entry("a:1")]);
+    let after = f.pool().backends()[0].clone();
+    assert!(Arc::ptr_eq(&before, &after), "same backend, same identity");
+    assert_eq!(after.protocol(), Protocol::Http1);
+    assert!(
+        after.idle.lock().unwrap().is_empty(),
+        "idle h2 pipes closed"
+    );
+    // Unchanged: idle connections stay.
+    let (ours, _theirs) = tokio::io::duplex(64);
+    after.idle.lock().unwrap().push(crate::pool::IdleConn {
+        stream: crate::transport::Stream::Memory(ours),
+        since: Instant::now(),
+        expires: Instant::now() + Duration::from_secs(60),
+    });
+    f.set_source(STATIC, vec![entry("a:1")]);
+    assert_eq!(after.idle.lock().unwrap().len(), 1);
 }

@@ -1,0 +1,301 @@
+//! HTTP/2 to backends configured `protocol = "h2"`: one shared, multiplexed
+//! connection per backend, reached through in-memory pipes that speak
+//! HTTP/1.1, so the request path above stays one copy of the code.
+//!
+//! `forward::upstream` asks for a connection to an `h2` backend and gets a
+//! `Stream::Memory` pipe; the other end is a bridge task (`bridge`) that
+//! reads each HTTP/1.1 request from the pipe (the project's own parser; the
+//! body by its framing), sends it as an h2 stream on the backend's `Link`,
+//! and writes the answer back as HTTP/1.1 (`translate`). The bridge serves
+//! requests on its pipe one after another, so the idle list keeps pipes as it
+//! keeps sockets; an idle bridge whose connection closed ends its pipe, and
+//! the idle list drops it.
+//!
+//! The connection (`Link`) is made lazily and single-flight (the first request
+//! dials, the others wait for it), and made again once it closes or the
+//! backend sent GOAWAY. Over `https://` only ALPN `h2` is offered, and a
+//! server that picks anything else is a TLS failure; over `http://` it is h2c
+//! with prior knowledge. The server's `max_concurrent_streams` holds: the
+//! `h2` crate opens streams past it only as others end.
+//!
+//! Flow control: each stream's window (`STREAM_WINDOW`) is given back only
+//! as the pipe takes its bytes, so a slow reader stalls its own stream; the
+//! connection's window is as large as h2 allows, so no number of stalled
+//! streams closes it for the others. Per stream at most `STREAM_WINDOW` plus
+//! the pipe's buffer is held.
+//!
+//! Safety of retries: a stream the server refused unprocessed
+//! (`REFUSED_STREAM`, or above a GOAWAY's last stream id) is sent again on a
+//! new connection, once; a request the `h2` crate could not open at all (the
+//! connection was gone) went nowhere and is sent on a new one. Any other
+//! failure after the request was sent closes the pipe without an answer: a
+//! 502, never a replay. Tether dropping its end of the pipe (the client left,
+//! a timeout) resets the stream with `CANCEL` at once.
+//!
+//! This module never imports `pool`, `forward` or `proxy`: `pool` holds a
+//! `Link` per backend and the health checks use `once`.
+
+mod bridge;
+mod translate;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use http::uri::{Authority, Scheme};
+use tokio::net::TcpStream;
+
+use crate::error::UpstreamFailure;
+use crate::tls::backend::Shared as BackendTls;
+use crate::transport::Stream;
+
+/// Each stream's receive window: what one stream may hold unread.
+const STREAM_WINDOW: u32 = 256 << 10;
+/// The connection's receive window: the largest h2 allows, so streams that
+/// hold their windows never starve the others.
+const CONNECTION_WINDOW: u32 = 65535;
+/// The pipe's buffer each way.
+const PIPE: usize = 64 << 10;
+
+/// Where a backend is and how to reach it.
+#[derive(Clone)]
+pub struct Target {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    pub tls: BackendTls,
+    pub connect_timeout: Duration,
+}
+
+/// Why no connection could be had: what `forward::upstream` reports.
+#[derive(Debug)]
+pub struct DialError {
+    pub failure: UpstreamFailure,
+    pub detail: String,
+}
+
+/// A backend's shared HTTP/2 connection, if one is up.
+#[derive(Default)]
+pub struct Link {
+    current: Mutex<Option<Conn>>,
+    /// Held while dialing: one connection attempt at a time.
+    dialing: tokio::sync::Mutex<()>,
+    made: AtomicU64,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("made", &self.made.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// One HTTP/2 connection (a handle to it; the connection task drives it).
+#[derive(Clone)]
+pub(crate) struct Conn {
+    id: u64,
+    send: SendRequest<Bytes>,
+    /// True once the connection task ended, or a request found it going
+    /// away: idle bridges watch it and close their pipes.
+    closed: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Conn {
+    fn usable(&self) -> bool {
+        !*self.closed.borrow()
+    }
+
+    fn close(&self) {
+        self.closed.send_replace(true);
+    }
+}
+
+impl Link {
+    /// The live connection, or a new one (dialed by the first caller; the
+    /// others wait for it).
+    pub(crate) async fn conn(&self, target: &Target) -> Result<Conn, DialError> {
+        if let Some(conn) = self.live() {
+            return Ok(conn);
+        }
+        let _dialing = self.dialing.lock().await;
+        if let Some(conn) = self.live() {
+            return Ok(conn);
+        }
+        let id = self.made.fetch_add(1, Ordering::Relaxed) + 1;
+        let io = dial(target).await?;
+        let timeout = target.connect_timeout;
+        let conn = tokio::time::timeout(timeout, handshake(io, id, &target.authority))
+            .await
+            .unwrap_or_else(|_| {
+                Err(DialError {
+                    failure: UpstreamFailure::Connect,
+                    detail: format!(
+                        "HTTP/2 handshake with {} timed out after {timeout:?}",
+                        target.authority
+                    ),
+                })
+            })?;
+        *self.lock() = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn live(&self) -> Option<Conn> {
+        let mut current = self.lock();
+        match current.as_ref() {
+            Some(c) if c.usable() => Some(c.clone()),
+            Some(_) => {
+                *current = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// `conn` is no good any more (it is going away, or refused a stream):
+    /// the next request dials anew. Its streams in flight finish on it.
+    pub(crate) fn discard(&self, conn: &Conn) {
+        conn.close();
+        let mut current = self.lock();
+        if current.as_ref().is_some_and(|c| c.id == conn.id) {
+            *current = None;
+        }
+    }
+
+    /// Lets the connection go (the backend left, or is no longer `h2`).
+    pub fn forget(&self) {
+        if let Some(conn) = self.lock().take() {
+            conn.close();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Conn>> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A pipe to the backend over `link` (connected now, so a failure to reach
+/// the backend is reported as one, with nothing sent).
+pub async fn pipe(link: &Arc<Link>, target: &Target) -> Result<Stream, DialError> {
+    let conn = link.conn(target).await?;
+    let (ours, theirs) = tokio::io::duplex(PIPE);
+    tokio::spawn(bridge::serve(
+        theirs,
+        link.clone(),
+        target.clone(),
+        Some(conn),
+    ));
+    Ok(Stream::Memory(ours))
+}
+
+/// A pipe over a connection of its own, closed with the pipe (a health probe
+/// checks that a new connection works, not the shared one).
+pub async fn once(target: &Target) -> Result<Stream, DialError> {
+    pipe(&Arc::new(Link::default()), target).await
+}
+
+/// TCP to the first address that answers, then TLS offering `h2` only for
+/// `https://`, within `connect_timeout`.
+async fn dial(target: &Target) -> Result<Stream, DialError> {
+    let authority = &target.authority;
+    let connect = async {
+        let addrs = tokio::net::lookup_host(authority.as_str())
+            .await
+            .map_err(|e| DialError {
+                failure: UpstreamFailure::Connect,
+                detail: format!("resolve {authority}: {e}"),
+            })?;
+        let mut last = DialError {
+            failure: UpstreamFailure::Connect,
+            detail: format!("{authority} resolves to no address"),
+        };
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(tcp) => return secure(target, tcp).await,
+                Err(e) => {
+                    let failure = match e.kind() {
+                        std::io::ErrorKind::ConnectionRefused => UpstreamFailure::Refused,
+                        _ => UpstreamFailure::Connect,
+                    };
+                    last = DialError {
+                        failure,
+                        detail: format!("connect {addr}: {e}"),
+                    };
+                }
+            }
+        }
+        Err(last)
+    };
+    let timeout = target.connect_timeout;
+    tokio::time::timeout(timeout, connect)
+        .await
+        .unwrap_or_else(|_| {
+            Err(DialError {
+                failure: UpstreamFailure::Connect,
+                detail: format!("connect (h2) to {authority} timed out after {timeout:?}"),
+            })
+        })
+}
+
+async fn secure(target: &Target, tcp: TcpStream) -> Result<Stream, DialError> {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "set_nodelay failed");
+    }
+    if target.scheme != Scheme::HTTPS {
+        return Ok(Stream::Tcp(tcp));
+    }
+    let tls = target.tls.load_full();
+    let authority = &target.authority;
+    let stream = tls
+        .connect_h2(authority.host(), tcp)
+        .await
+        .map_err(|e| DialError {
+            failure: UpstreamFailure::Tls,
+            detail: format!("TLS with {authority}: {e}"),
+        })?;
+    if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+        return Err(DialError {
+            failure: UpstreamFailure::Tls,
+            detail: format!(
+                "{authority} did not choose HTTP/2 by ALPN (protocol = \"h2\" offers only h2)"
+            ),
+        });
+    }
+    Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(
+        stream,
+    ))))
+}
+
+/// The HTTP/2 handshake on `io`; the connection task runs until the
+/// connection ends.
+async fn handshake(io: Stream, id: u64, authority: &Authority) -> Result<Conn, DialError> {
+    let (send, connection) = h2::client::Builder::new()
+        .enable_push(false)
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .handshake::<_, Bytes>(io)
+        .await
+        .map_err(|e| DialError {
+            // Nothing was sent yet: a failed preface is as a failed connect.
+            failure: UpstreamFailure::Connect,
+            detail: format!("HTTP/2 handshake with {authority}: {e}"),
+        })?;
+    let closed = Arc::new(tokio::sync::watch::Sender::new(false));
+    let task_closed = closed.clone();
+    let name = authority.to_string();
+    tokio::spawn(async move {
+        match connection.await {
+            Ok(()) => tracing::debug!(backend = %name, "HTTP/2 connection closed"),
+            Err(e) if e.is_io() || e.is_go_away() => {
+                tracing::debug!(backend = %name, error = %e, "HTTP/2 connection ended")
+            }
+            Err(e) => tracing::warn!(backend = %name, error = %e, "HTTP/2 connection failed"),
+        }
+        task_closed.send_replace(true);
+    });
+    Ok(Conn { id, send, closed })
+}
+
+#[cfg(test)]
+mod tests;
