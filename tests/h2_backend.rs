@@ -374,16 +374,26 @@ async fn a_stalled_stream_does_not_stall_the_others() {
     let backend = Backend::plain().await;
     let t = tether(&[h2(&backend.url)], "").await;
     let token = begin(&t).await;
-    // A client that asks for a large answer and reads none of it (yet).
-    let mut stalled = TcpStream::connect(t.proxy_addr).await.unwrap();
-    stalled
-        .write_all(call(&token, "big", true).as_bytes())
-        .await
-        .unwrap();
-    // Until the answer stops moving: every buffer on its way is full, and
-    // its stream's window is spent.
+    // Clients that ask for a large answer and read none of it (yet): four of
+    // them, so what their streams hold together is more than a default
+    // (64 KiB) connection window.
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        // A small receive buffer (no autotuning): what the kernel holds for
+        // a client that does not read stays small beside `BIG`.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(64 << 10).unwrap();
+        let mut client = socket.connect(t.proxy_addr).await.unwrap();
+        client
+            .write_all(call(&token, "big", true).as_bytes())
+            .await
+            .unwrap();
+        stalled.push(client);
+    }
+    // Until the answers stop moving: every buffer on their way is full, and
+    // their streams' windows are spent.
     let mut last = 0;
-    eventually("the large answer stalls", || {
+    eventually("the large answers stall", || {
         let now = backend.handler.big_sent.load(Ordering::Relaxed);
         let still = now > 0 && now == last;
         last = now;
@@ -391,24 +401,40 @@ async fn a_stalled_stream_does_not_stall_the_others() {
     })
     .await;
     let held = backend.handler.big_sent.load(Ordering::Relaxed);
-    assert!(held < BIG / 4, "bounded buffering: {held} bytes in flight");
+    assert!(
+        held < STALLED * BIG / 2,
+        "bounded buffering: {held} bytes in flight"
+    );
+    assert!(
+        held > STALLED * (64 << 10),
+        "each stalled stream holds its own window: {held}"
+    );
     // Other calls go through on the same connection meanwhile.
     for _ in 0..3 {
-        let answer = exchange(t.proxy_addr, call(&token, "echo", true).as_bytes()).await;
+        let request = call(&token, "echo", true);
+        let answer = within("a call beside the stalled ones", async {
+            exchange(t.proxy_addr, request.as_bytes()).await
+        })
+        .await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
-    assert!(!backend.handler.big_done.load(Ordering::Relaxed));
+    assert_eq!(backend.handler.big_done.load(Ordering::Relaxed), 0);
     assert_eq!(backend.connections(), 1);
-    // The client reads now: the window opens as it does, and all of it comes.
-    let answer = mcp_tether_testkit::raw::read_to_close(&mut stalled).await;
-    assert!(
-        answer.starts_with("HTTP/1.1 200"),
-        "{}",
-        &answer[..100.min(answer.len())]
-    );
-    assert!(answer.len() > BIG, "{} bytes", answer.len());
-    assert!(backend.handler.big_done.load(Ordering::Relaxed));
+    // The clients read now: the windows open as they do, and all of it comes.
+    for mut client in stalled {
+        let answer = mcp_tether_testkit::raw::read_to_close(&mut client).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "{}",
+            &answer[..100.min(answer.len())]
+        );
+        assert!(answer.len() > BIG, "{} bytes", answer.len());
+    }
+    assert_eq!(backend.handler.big_done.load(Ordering::Relaxed), STALLED);
 }
+
+/// Clients of `a_stalled_stream_does_not_stall_the_others`.
+const STALLED: usize = 4;
 
 #[tokio::test]
 async fn the_backends_stream_limit_holds() {

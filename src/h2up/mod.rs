@@ -53,9 +53,11 @@ use crate::transport::Stream;
 
 /// Each stream's receive window: what one stream may hold unread.
 const STREAM_WINDOW: u32 = 256 << 10;
-/// The connection's receive window: the largest h2 allows, so streams that
-/// hold their windows never starve the others.
-const CONNECTION_WINDOW: u32 = 65535;
+/// The connection's receive window: the largest HTTP/2 allows (2^31 - 1;
+/// the protocol's default is 64 KiB), so streams that hold their windows
+/// never starve the others: what the connection holds is bounded by the
+/// streams' windows, not by this.
+const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
 /// The pipe's buffer each way.
 const PIPE: usize = 64 << 10;
 

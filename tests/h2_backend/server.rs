@@ -14,7 +14,7 @@ use super::support::pki::Ca;
 use super::support::within;
 
 /// The size of the `big` answer.
-pub const BIG: usize = 4 << 20;
+pub const BIG: usize = 16 << 20;
 
 /// A request as the backend saw it.
 #[derive(Debug, Clone)]
@@ -54,7 +54,7 @@ pub struct Handler {
     /// Connections that ended.
     pub ended: AtomicUsize,
     /// The `big` answer was all sent.
-    pub big_done: AtomicBool,
+    pub big_done: AtomicUsize,
     /// Bytes of the `big` answer sent so far.
     pub big_sent: AtomicUsize,
 }
@@ -107,7 +107,7 @@ impl Backend {
             pair: Barrier::new(2),
             goaway: Notify::new(),
             ended: AtomicUsize::new(0),
-            big_done: AtomicBool::new(false),
+            big_done: AtomicUsize::new(0),
             big_sent: AtomicUsize::new(0),
         });
         let kept = handler.clone();
@@ -279,7 +279,7 @@ async fn handle(
                 handler.big_sent.fetch_add(n, Ordering::Relaxed);
             }
             let _ = send.send_data(Bytes::new(), true);
-            handler.big_done.store(true, Ordering::Relaxed);
+            handler.big_done.fetch_add(1, Ordering::Relaxed);
         }
         ("tools/call", "pair") => {
             handler.pair.wait().await;
