@@ -15,31 +15,17 @@ import re
 
 import httpx2
 import pytest
-import trustme
 
 from conftest import HERE, PORT_RE, PYTHON
 from test_operations import Tether, wait_until
 from test_sdk_scenarios import SdkSession
+from test_tls import pki  # noqa: F401  (the test CA and certificate, a fixture)
 from test_sdk_sticky import OK_READ_TIMEOUT, assert_sticky, report, run_sessions, sse_session, streamable_session
 
 pytestmark = pytest.mark.anyio
 
 TIMEOUT = 15.0
 VER_RE = re.compile(r"^\[out\] VER (\S+) (\S+) (\S+)$")
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    """A test CA (ca.pem) and a certificate for 127.0.0.1 and localhost (server.pem, server.key)."""
-    d = tmp_path_factory.mktemp("pki-h2")
-    ca = trustme.CA()
-    leaf = ca.issue_cert("127.0.0.1", "localhost")
-    ca.cert_pem.write_to_path(str(d / "ca.pem"))
-    leaf.cert_chain_pems[0].write_to_path(str(d / "server.pem"))
-    for extra in leaf.cert_chain_pems[1:]:
-        extra.write_to_path(str(d / "server.pem"), append=True)
-    leaf.private_key_pem.write_to_path(str(d / "server.key"))
-    return d
 
 
 class H2Replicas:

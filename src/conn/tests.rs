@@ -145,6 +145,16 @@ mod memory {
         ours
     }
 
+    /// The backend answers `200 ok`, and the client gets it.
+    async fn ok_crosses<W: tokio::io::AsyncWrite + Unpin>(backend: &mut W, c: &mut DuplexStream) {
+        backend
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        let answer = read_until(c, "\r\n\r\nok").await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    }
+
     /// Reads until `needle` has arrived (or the pipe ends).
     async fn read_until(pipe: &mut DuplexStream, needle: &str) -> String {
         let mut got = Vec::new();
@@ -193,12 +203,7 @@ mod memory {
             );
             assert!(seen.contains("x-forwarded-for: 192.0.2.1\r\n"), "{seen}");
             assert!(seen.contains("x-forwarded-proto: http\r\n"), "{seen}");
-            backend
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                .await
-                .unwrap();
-            let answer = read_until(&mut c, "\r\n\r\nok").await;
-            assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+            ok_crosses(&mut backend, &mut c).await;
         }
         // Both went over the one pipe: it went back to the idle list after each.
         let backend_ref = proxy.pools()[0].fleet.pool().backends()[0].clone();
@@ -407,12 +412,7 @@ mod memory {
         let request = read_request(&mut fresh).await;
         assert!(request.starts_with("POST /mcp HTTP/1.1\r\n"), "{request}");
         assert!(request.ends_with("\"tools/list\"}"), "{request}");
-        fresh
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-            .await
-            .unwrap();
-        let answer = read_until(&mut c, "\r\n\r\nok").await;
-        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        ok_crosses(&mut fresh, &mut c).await;
         // Sent once on the new connection, and no second connection was made.
         let mut more = [0u8; 1];
         assert!(
@@ -458,12 +458,7 @@ mod memory {
         let (mut fresh, _) = within(listener.accept()).await.unwrap();
         let request = read_request(&mut fresh).await;
         assert!(request.starts_with("POST /mcp HTTP/1.1\r\n"), "{request}");
-        fresh
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-            .await
-            .unwrap();
-        let answer = read_until(&mut c, "\r\n\r\nok").await;
-        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        ok_crosses(&mut fresh, &mut c).await;
         let backend = proxy.pools()[0].fleet.pool().backends()[0].clone();
         // The new connection went back to the idle list; the closed pipe did not.
         assert_eq!(proxy.upstream().idle_count(&backend), 1);
