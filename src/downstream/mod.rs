@@ -121,7 +121,7 @@ pub enum ReadError {
 impl Client {
     /// A client connection just accepted, held to `settings`.
     pub fn new(stream: Stream, peer: SocketAddr, settings: &ConnSettings) -> Client {
-        Client::with_peer_ip(stream, peer, peer.ip().to_string().into(), settings)
+        Client::with_peer_ip(stream, peer, ip_text(peer.ip()), settings)
     }
 
     /// A client whose address is already written as text (`peer_ip`).
@@ -356,7 +356,7 @@ impl Client {
                         // A dual-stack balancer's ::ffff:a.b.c.d is a.b.c.d.
                         let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
                         self.peer = addr;
-                        self.peer_ip = addr.ip().to_string().into();
+                        self.peer_ip = ip_text(addr.ip());
                     }
                     return Ok(true);
                 }
@@ -593,6 +593,19 @@ impl Client {
 }
 
 /// A client that went away: not a fault of anyone's.
+/// An address as shared text, in one allocation (an IPv6 address is at
+/// most 45 characters).
+pub fn ip_text(ip: std::net::IpAddr) -> Arc<str> {
+    use std::io::Write as _;
+    let mut text = [0u8; 64];
+    let mut out = &mut text[..];
+    let len = match write!(out, "{ip}") {
+        Ok(()) => 64 - out.len(),
+        Err(_) => return ip.to_string().into(),
+    };
+    std::str::from_utf8(&text[..len]).unwrap_or_default().into()
+}
+
 pub fn is_disconnect(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(

@@ -11,8 +11,11 @@ use std::cell::RefCell;
 pub const SIZE: usize = 16 * 1024;
 /// Buffers kept per thread; more are freed. A request in flight holds up
 /// to two (the client's, the backend's), so this covers a burst of 256
-/// requests at once (an HTTP/2 client has up to 100 per connection), at
-/// most 8 MiB kept per thread after it: what the allocator would keep too.
+/// requests at once (an HTTP/2 client has up to 100 per connection). After
+/// such a burst a thread keeps 8 MiB (16 MiB if every buffer had grown to
+/// the largest kept, 32 KiB), as the allocator would keep the memory too
+/// (it gives back only the top of its heap); an idle thread keeps none
+/// more than that, and idle connections hold none of them.
 const KEEP: usize = 512;
 
 thread_local! {

@@ -123,7 +123,7 @@ pub async fn serve<T, S, F>(
         }
     };
     let resets = Arc::new(Resets::new(reset_limit(h2.max_concurrent_streams)));
-    let peer_ip: Arc<str> = peer.ip().to_string().into();
+    let peer_ip = crate::downstream::ip_text(peer.ip());
     let mut streams = JoinSet::new();
     let mut closing = Box::pin(settings.lifecycle.clone().until_closing());
     let mut goaway = false;

@@ -89,7 +89,8 @@ pub(super) async fn serve<S, F>(
     let expects = parts.headers.get(http::header::EXPECT);
     if expects.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue")) {
         let go_on = Response::builder().status(100).body(());
-        if go_on.map(|r| respond.send_informational(r)).is_err() {
+        let sent = go_on.map(|r| respond.send_informational(r).is_ok());
+        if !matches!(sent, Ok(true)) {
             return respond.send_reset(h2::Reason::INTERNAL_ERROR);
         }
     }
