@@ -437,10 +437,11 @@ async fn a_stalled_stream_does_not_stall_the_others() {
 const STALLED: usize = 4;
 
 #[tokio::test]
-async fn the_backends_stream_limit_holds() {
-    // Two streams at once: six calls that each wait for a partner go two
-    // by two, on one connection, none refused (a refused one would be sent
-    // again on a second connection).
+async fn the_backends_stream_limit_holds_and_a_full_connection_gets_a_sibling() {
+    // Two streams at once per connection: six calls that each wait for a
+    // partner are spread over more connections rather than queued behind
+    // the first (a session's event stream holds a stream for hours), each
+    // seen once (none refused and sent again).
     let backend = Backend::limited(2).await;
     let t = tether(&[h2(&backend.url)], "").await;
     let token = begin(&t).await;
@@ -454,5 +455,8 @@ async fn the_backends_stream_limit_holds() {
     }
     let pairs = backend.seen().iter().filter(|s| s.tool == "pair").count();
     assert_eq!(pairs, 6);
-    assert_eq!(backend.connections(), 1);
+    // Three full ones, or two if two calls chose the same one at once (h2
+    // then holds the third stream until one ends: still no refusal).
+    let connections = backend.connections();
+    assert!((2..=3).contains(&connections), "{connections} connections");
 }

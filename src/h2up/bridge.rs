@@ -41,6 +41,9 @@ pub(super) async fn serve(
     let mut buf = Vec::new();
     let mut conn = first;
     loop {
+        // Nothing is held while the pipe is idle (a large body's buffer goes);
+        // a pooled buffer comes back with the next request.
+        crate::http1::buf::release_if_empty(&mut buf);
         let request = match next_request(&mut rd, &mut buf, conn.as_ref(), &target).await {
             Some(request) => request,
             None => return,
@@ -92,6 +95,7 @@ async fn next_request(
                 _ => std::future::pending::<()>().await,
             }
         };
+        crate::http1::buf::ensure(buf);
         tokio::select! {
             n = rd.read_buf(buf) => match n {
                 Ok(0) | Err(_) => return None,
@@ -185,12 +189,16 @@ async fn exchange(
     let mut resent = false;
     let mut opened_on_fresh = false;
     loop {
-        let c = match conn.take().filter(Conn::usable) {
+        // The pipe's connection, while it has a stream to spare; else the
+        // link's pick (another connection, or a new one).
+        let c = match conn.take().filter(Conn::has_room) {
             Some(c) => c,
             None => link.conn(target).await.map_err(|e| End::Failed(e.detail))?,
         };
         let head = request.head.clone();
         let body = request.body.clone();
+        // Counted from now until its answer is relayed.
+        let _slot = c.slot();
         let (response, send) = match open(&c, head, body.is_empty()).await {
             Ok(opened) => opened,
             // Never opened (the connection was gone): nothing was sent.
@@ -318,6 +326,12 @@ async fn relay(
     }
     let mut sent: u64 = 0;
     loop {
+        // The whole announced length is relayed: the answer is complete for
+        // Tether, which may send the pipe's next request now, whenever the
+        // server ends the stream (dropping it resets a stream left open).
+        if matches!(framing, Body::Length(n) if sent >= n) {
+            break;
+        }
         let data = tokio::select! {
             biased;
             d = body.data() => d,

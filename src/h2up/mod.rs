@@ -1,5 +1,6 @@
-//! HTTP/2 to backends configured `protocol = "h2"`: one shared, multiplexed
-//! connection per backend, reached through in-memory pipes that speak
+//! HTTP/2 to backends configured `protocol = "h2"`: a shared, multiplexed
+//! connection per backend (more when the server's stream limit fills one),
+//! reached through in-memory pipes that speak
 //! HTTP/1.1, so the request path above stays one copy of the code.
 //!
 //! `forward::upstream` asks for a connection to an `h2` backend and gets a
@@ -12,11 +13,13 @@
 //! the idle list drops it.
 //!
 //! The connection (`Link`) is made lazily and single-flight (the first request
-//! dials, the others wait for it), and made again once it closes or the
-//! backend sent GOAWAY. Over `https://` only ALPN `h2` is offered, and a
-//! server that picks anything else is a TLS failure; over `http://` it is h2c
-//! with prior knowledge. The server's `max_concurrent_streams` holds: the
-//! `h2` crate opens streams past it only as others end.
+//! dials, the others wait for it and share its failure), and made again once
+//! it closes or the backend sent GOAWAY. Over `https://` only ALPN `h2` is
+//! offered, and a server that picks anything else is a TLS failure; over
+//! `http://` it is h2c with prior knowledge. The server's
+//! `max_concurrent_streams` holds: a connection with that many streams open
+//! gets a sibling (long-lived event streams must not hold calls back). A
+//! PING every `PING_INTERVAL` unanswered for `PING_TIMEOUT` closes it.
 //!
 //! Flow control: each stream's window (`STREAM_WINDOW`) is given back only
 //! as the pipe takes its bytes, so a slow reader stalls its own stream; the
@@ -38,7 +41,7 @@
 mod bridge;
 mod translate;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,6 +63,20 @@ const STREAM_WINDOW: u32 = 256 << 10;
 const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
 /// The pipe's buffer each way.
 const PIPE: usize = 64 << 10;
+/// Largest response head (HPACK-decoded) taken from a backend: as over
+/// HTTP/1.1.
+const MAX_HEADER_LIST: u32 = 64 << 10;
+/// Streams opened before the server's SETTINGS name its limit: the limit
+/// RFC 9113 recommends servers allow at least.
+const INITIAL_STREAMS: usize = 100;
+/// How often an HTTP/2 connection to a backend is checked with a PING, and
+/// how long its answer may take.
+/// (Shorter in unit tests, which watch a connection that stops answering.)
+const PING_INTERVAL: Duration = match cfg!(test) {
+    true => Duration::from_millis(200),
+    false => Duration::from_secs(10),
+};
+const PING_TIMEOUT: Duration = PING_INTERVAL;
 
 /// Where a backend is and how to reach it.
 #[derive(Clone)]
@@ -71,7 +88,7 @@ pub struct Target {
 }
 
 /// Why no connection could be had: what `forward::upstream` reports.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct DialError {
     pub failure: UpstreamFailure,
     pub detail: String,
@@ -80,10 +97,18 @@ pub struct DialError {
 /// A backend's shared HTTP/2 connection, if one is up.
 #[derive(Default)]
 pub struct Link {
-    current: Mutex<Option<Conn>>,
+    /// The live connections; a new one is made only when every one has as
+    /// many streams open as its server allows (a session's event stream
+    /// holds one for hours: the calls must not queue behind them).
+    current: Mutex<Vec<Conn>>,
     /// Held while dialing: one connection attempt at a time.
     dialing: tokio::sync::Mutex<()>,
     made: AtomicU64,
+    /// Dials finished, and the last one's failure: a request that waited
+    /// for a dial that failed fails with it (it does not dial again, one
+    /// timeout after another).
+    dials: AtomicU64,
+    failure: Mutex<Option<DialError>>,
 }
 
 impl std::fmt::Debug for Link {
@@ -102,6 +127,8 @@ pub(crate) struct Conn {
     /// True once the connection task ended, or a request found it going
     /// away: idle bridges watch it and close their pipes.
     closed: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Streams open on it (`Slot`s).
+    open: Arc<AtomicUsize>,
 }
 
 impl Conn {
@@ -109,8 +136,28 @@ impl Conn {
         !*self.closed.borrow()
     }
 
+    /// Usable, and with a stream to spare under the server's limit.
+    fn has_room(&self) -> bool {
+        self.usable() && self.open.load(Ordering::Relaxed) < self.send.current_max_send_streams()
+    }
+
     fn close(&self) {
         self.closed.send_replace(true);
+    }
+
+    /// Counts a stream open on it until the slot is dropped.
+    pub(crate) fn slot(&self) -> Slot {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Slot(self.open.clone())
+    }
+}
+
+/// A stream open on a connection, counted while it lives.
+pub(crate) struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -121,14 +168,35 @@ impl Link {
         if let Some(conn) = self.live() {
             return Ok(conn);
         }
+        let seen = self.dials.load(Ordering::Acquire);
         let _dialing = self.dialing.lock().await;
         if let Some(conn) = self.live() {
             return Ok(conn);
         }
+        if self.dials.load(Ordering::Acquire) != seen {
+            // A dial ended while this request waited for it, and failed.
+            let failed = self
+                .failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+        let made = self.dial(target).await;
+        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = made.as_ref().err().cloned();
+        self.dials.fetch_add(1, Ordering::AcqRel);
+        let conn = made?;
+        self.lock().push(conn.clone());
+        Ok(conn)
+    }
+
+    async fn dial(&self, target: &Target) -> Result<Conn, DialError> {
         let id = self.made.fetch_add(1, Ordering::Relaxed) + 1;
         let io = dial(target).await?;
         let timeout = target.connect_timeout;
-        let conn = tokio::time::timeout(timeout, handshake(io, id, &target.authority))
+        tokio::time::timeout(timeout, handshake(io, id, &target.authority))
             .await
             .unwrap_or_else(|_| {
                 Err(DialError {
@@ -138,41 +206,33 @@ impl Link {
                         target.authority
                     ),
                 })
-            })?;
-        *self.lock() = Some(conn.clone());
-        Ok(conn)
+            })
     }
 
+    /// A live connection with a stream to spare (the oldest first, so the
+    /// later ones empty and close when the load goes down); the ones that
+    /// ended are dropped.
     fn live(&self) -> Option<Conn> {
         let mut current = self.lock();
-        match current.as_ref() {
-            Some(c) if c.usable() => Some(c.clone()),
-            Some(_) => {
-                *current = None;
-                None
-            }
-            None => None,
-        }
+        current.retain(Conn::usable);
+        current.iter().find(|c| c.has_room()).cloned()
     }
 
     /// `conn` is no good any more (it is going away, or refused a stream):
     /// the next request dials anew. Its streams in flight finish on it.
     pub(crate) fn discard(&self, conn: &Conn) {
         conn.close();
-        let mut current = self.lock();
-        if current.as_ref().is_some_and(|c| c.id == conn.id) {
-            *current = None;
-        }
+        self.lock().retain(|c| c.id != conn.id);
     }
 
-    /// Lets the connection go (the backend left, or is no longer `h2`).
+    /// Lets the connections go (the backend left, or is no longer `h2`).
     pub fn forget(&self) {
-        if let Some(conn) = self.lock().take() {
+        for conn in self.lock().drain(..) {
             conn.close();
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Conn>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -272,10 +332,15 @@ async fn secure(target: &Target, tcp: TcpStream) -> Result<Stream, DialError> {
 /// The HTTP/2 handshake on `io`; the connection task runs until the
 /// connection ends.
 async fn handshake(io: Stream, id: u64, authority: &Authority) -> Result<Conn, DialError> {
-    let (send, connection) = h2::client::Builder::new()
+    let (send, mut connection) = h2::client::Builder::new()
         .enable_push(false)
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
+        // A response head as large as an HTTP/1.1 backend's may be.
+        .max_header_list_size(MAX_HEADER_LIST)
+        // Until the server's SETTINGS say otherwise (h2 assumes no limit,
+        // so a burst at start would be refused past the server's).
+        .initial_max_send_streams(INITIAL_STREAMS)
         .handshake::<_, Bytes>(io)
         .await
         .map_err(|e| DialError {
@@ -286,18 +351,56 @@ async fn handshake(io: Stream, id: u64, authority: &Authority) -> Result<Conn, D
     let closed = Arc::new(tokio::sync::watch::Sender::new(false));
     let task_closed = closed.clone();
     let name = authority.to_string();
+    let pings = connection.ping_pong();
     tokio::spawn(async move {
-        match connection.await {
-            Ok(()) => tracing::debug!(backend = %name, "HTTP/2 connection closed"),
-            Err(e) if e.is_io() || e.is_go_away() => {
-                tracing::debug!(backend = %name, error = %e, "HTTP/2 connection ended")
+        let ended = async {
+            match connection.await {
+                Ok(()) => tracing::debug!(backend = %name, "HTTP/2 connection closed"),
+                Err(e) if e.is_io() || e.is_go_away() => {
+                    tracing::debug!(backend = %name, error = %e, "HTTP/2 connection ended")
+                }
+                Err(e) => tracing::warn!(backend = %name, error = %e, "HTTP/2 connection failed"),
             }
-            Err(e) => tracing::warn!(backend = %name, error = %e, "HTTP/2 connection failed"),
+        };
+        tokio::select! {
+            () = ended => {}
+            () = keep_alive(pings) => tracing::warn!(
+                backend = %name,
+                "HTTP/2 connection answered no PING within {PING_TIMEOUT:?}: closed"
+            ),
         }
+        // Dropping the connection fails its streams in flight (502s).
         task_closed.send_replace(true);
     });
-    Ok(Conn { id, send, closed })
+    Ok(Conn {
+        id,
+        send,
+        closed,
+        open: Arc::default(),
+    })
 }
 
+/// A PING every `PING_INTERVAL`; returns when one goes unanswered for
+/// `PING_TIMEOUT` (a server or a path that stopped answering: without this,
+/// its requests would wait out their own timeouts until TCP gave up, while
+/// health probes, on connections of their own, find the backend well).
+async fn keep_alive(pings: Option<h2::PingPong>) {
+    let Some(mut pings) = pings else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(PING_INTERVAL).await;
+        let pong = tokio::time::timeout(PING_TIMEOUT, pings.ping(h2::Ping::opaque()));
+        match pong.await {
+            Ok(Ok(_)) => {}
+            // The connection ended: its own task reports it.
+            Ok(Err(_)) => return std::future::pending().await,
+            Err(_) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod conn_tests;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,310 @@
+//! The shared connection under load and failure: one unread answer stalls
+//! no other stream, a pipe's next request does not wait for a stream's
+//! end after its whole length, waiters share a failed dial, long-lived
+//! streams at the server's limit hold no call back, and a connection that
+//! stopped answering is given up. (Each failed before its fix.)
+
+use std::sync::atomic::AtomicUsize;
+
+use super::*;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// Bytes of the `/big` answer.
+const BIG: usize = 4 << 20;
+
+/// An h2c server: `/big` sends `BIG` bytes as fast as the windows allow
+/// (counted in the returned counter); `/hold` sends `content-length: 5`,
+/// `hello`, and never ends the stream; `/sse` sends a head and one event and
+/// never ends; anything else is `hello` with its length. `streams`: the
+/// server's `max_concurrent_streams`.
+async fn server(streams: Option<u32>) -> (Target, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counter = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let sent = counter.clone();
+            tokio::spawn(async move {
+                let mut builder = h2::server::Builder::new();
+                if let Some(n) = streams {
+                    builder.max_concurrent_streams(n);
+                }
+                let Ok(mut conn) = builder.handshake::<_, Bytes>(tcp).await else {
+                    return;
+                };
+                while let Some(Ok((req, respond))) = conn.accept().await {
+                    tokio::spawn(handle(req, respond, sent.clone()));
+                }
+            });
+        }
+    });
+    let target = Target {
+        scheme: Scheme::HTTP,
+        authority: Authority::try_from(addr.to_string()).unwrap(),
+        tls: crate::tls::backend::BackendTls::shared_default(),
+        connect_timeout: Duration::from_secs(5),
+    };
+    (target, sent)
+}
+
+async fn handle(
+    req: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+    sent: Arc<AtomicUsize>,
+) {
+    let (parts, mut body) = req.into_parts();
+    while let Some(Ok(d)) = body.data().await {
+        let _ = body.flow_control().release_capacity(d.len());
+    }
+    let head = |length: Option<usize>| {
+        let mut r = http::Response::builder().status(200);
+        if let Some(l) = length {
+            r = r.header("content-length", l);
+        }
+        r.body(()).unwrap()
+    };
+    match parts.uri.path() {
+        "/big" => {
+            let mut send = respond.send_response(head(None), false).unwrap();
+            let mut left = BIG;
+            while left > 0 {
+                send.reserve_capacity(left.min(1 << 20));
+                let Some(Ok(n)) = std::future::poll_fn(|cx| send.poll_capacity(cx)).await else {
+                    return;
+                };
+                let n = n.min(left);
+                if send.send_data(Bytes::from(vec![b' '; n]), false).is_err() {
+                    return;
+                }
+                left -= n;
+                sent.fetch_add(n, Ordering::Relaxed);
+            }
+            let _ = send.send_data(Bytes::new(), true);
+        }
+        "/hold" | "/sse" => {
+            let (length, data) = match parts.uri.path() {
+                "/hold" => (Some(5), "hello"),
+                _ => (None, "data: first\n\n"),
+            };
+            let mut send = respond.send_response(head(length), false).unwrap();
+            send.send_data(Bytes::from(data), false).unwrap();
+            // Held open until the client resets it.
+            let _ = std::future::poll_fn(|cx| send.poll_reset(cx)).await;
+        }
+        _ => {
+            let mut send = respond.send_response(head(Some(5)), false).unwrap();
+            send.send_data(Bytes::from("hello"), true).unwrap();
+        }
+    }
+}
+
+/// Reads one HTTP/1.1 answer from the pipe: its head, and its body by the
+/// framing the head says (for a chunked one, until `until` shows).
+async fn answer(pipe: &mut Stream, until: &str) -> String {
+    let mut buf = Vec::new();
+    loop {
+        if let Ok(Some(head)) = crate::http1::head::ResponseHead::parse(&buf, 64 << 10, false) {
+            let done = match head.framing {
+                crate::http1::head::Framing::Length(n) => buf.len() - head.len >= n as usize,
+                _ => String::from_utf8_lossy(&buf).contains(until),
+            };
+            if done {
+                return String::from_utf8(buf).unwrap();
+            }
+        }
+        let n = pipe.read_buf(&mut buf).await.unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&buf));
+    }
+}
+
+const BOUND: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn an_unread_answer_does_not_stall_the_other_streams_on_the_connection() {
+    let (target, sent) = server(None).await;
+    let link = Arc::new(Link::default());
+    let mut slow = pipe(&link, &target).await.unwrap();
+    slow.write_all(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    // Nobody reads `slow`: wait until the server cannot send more of it.
+    let mut last = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = sent.load(Ordering::Relaxed);
+        if now > 0 && now == last {
+            break;
+        }
+        last = now;
+    }
+    let held = sent.load(Ordering::Relaxed);
+    assert!(held < BIG, "the answer stalled");
+    let mut other = pipe(&link, &target).await.unwrap();
+    other
+        .write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    let a = tokio::time::timeout(BOUND, answer(&mut other, ""))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "a small answer on the shared connection is stuck behind an unread one \
+                 ({held} bytes of it sent: the connection window is spent)"
+            )
+        });
+    assert!(a.ends_with("hello"), "{a}");
+    assert_eq!(link.made.load(Ordering::Relaxed), 1);
+    drop(slow);
+}
+
+#[tokio::test]
+async fn the_next_request_on_a_pipe_does_not_wait_for_an_end_stream_after_the_whole_length() {
+    let (target, _) = server(None).await;
+    let link = Arc::new(Link::default());
+    let mut pipe = pipe(&link, &target).await.unwrap();
+    pipe.write_all(b"GET /hold HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    let a = answer(&mut pipe, "").await;
+    assert!(a.ends_with("\r\n\r\nhello"), "{a}");
+    // The answer is whole by its length: Tether checks the pipe in and reuses it.
+    pipe.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    let a = tokio::time::timeout(BOUND, answer(&mut pipe, ""))
+        .await
+        .expect("the second request waits for the first stream's END_STREAM");
+    assert!(a.ends_with("hello"), "{a}");
+}
+
+#[tokio::test]
+async fn waiters_for_a_dial_that_times_out_fail_with_it_not_one_timeout_each() {
+    // A TLS backend that accepts TCP and never answers the ClientHello.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let timeout = Duration::from_millis(300);
+    let target = Target {
+        scheme: Scheme::HTTPS,
+        authority: Authority::try_from(addr.to_string()).unwrap(),
+        tls: crate::tls::backend::BackendTls::shared_default(),
+        connect_timeout: timeout,
+    };
+    let link = Arc::new(Link::default());
+    let started = tokio::time::Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (link, target) = (link.clone(), target.clone());
+        set.spawn(async move {
+            let failed = pipe(&link, &target).await.is_err();
+            (failed, started.elapsed())
+        });
+    }
+    let results = set.join_all().await;
+    assert!(results.iter().all(|r| r.0), "every dial fails");
+    let slowest = results.iter().map(|r| r.1).max().unwrap();
+    assert!(
+        slowest < timeout * 2,
+        "the last of 4 waiters failed after {slowest:?} with connect_timeout {timeout:?} \
+         (each waiter dials anew, one after another, under the dialing lock)"
+    );
+}
+
+#[tokio::test]
+async fn a_request_is_not_held_behind_long_lived_streams_at_the_servers_stream_limit() {
+    // An MCP backend holds a GET event stream per session; at the server's
+    // max_concurrent_streams (1 here, 100 is common) every other request
+    // to the backend waits for one of them to end.
+    let (target, _) = server(Some(1)).await;
+    let link = Arc::new(Link::default());
+    let mut warm = pipe(&link, &target).await.unwrap();
+    warm.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(answer(&mut warm, "").await.ends_with("hello"));
+    let mut sse = pipe(&link, &target).await.unwrap();
+    sse.write_all(b"GET /sse HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    let a = answer(&mut sse, "first").await;
+    assert!(a.contains("first"), "{a}");
+    warm.write_all(b"POST / HTTP/1.1\r\nHost: h\r\ncontent-length: 2\r\n\r\n{}")
+        .await
+        .unwrap();
+    let a = tokio::time::timeout(BOUND, answer(&mut warm, ""))
+        .await
+        .expect("a tool call waits until an event stream ends");
+    assert!(a.ends_with("hello"), "{a}");
+    drop(sse);
+}
+
+#[tokio::test]
+async fn a_shared_connection_that_stopped_answering_is_given_up() {
+    // The backend's first connection stops being served after one answer
+    // (a wedged event loop; a middlebox that lost the flow behaves alike,
+    // for the ~15 min until TCP gives up); new connections work, so a
+    // health probe, which dials its own, finds the backend healthy.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let frozen = Arc::new(tokio::sync::Notify::new());
+    let signal = frozen.clone();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((tcp, _)) = listener.accept().await {
+            let freeze = std::mem::take(&mut first).then(|| signal.clone());
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                    return;
+                };
+                while let Some(Ok((req, respond))) = conn.accept().await {
+                    tokio::spawn(handle(req, respond, Arc::default()));
+                    if let Some(signal) = &freeze {
+                        // Serve long enough to send the answer, then stop.
+                        let _ =
+                            tokio::time::timeout(Duration::from_millis(300), conn.accept()).await;
+                        signal.notify_one();
+                        std::future::pending::<()>().await;
+                    }
+                }
+            });
+        }
+    });
+    let target = Target {
+        scheme: Scheme::HTTP,
+        authority: Authority::try_from(addr.to_string()).unwrap(),
+        tls: crate::tls::backend::BackendTls::shared_default(),
+        connect_timeout: Duration::from_secs(5),
+    };
+    let link = Arc::new(Link::default());
+    let mut p = pipe(&link, &target).await.unwrap();
+    p.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(answer(&mut p, "").await.ends_with("hello"));
+    frozen.notified().await;
+    // A health probe's own connection answers.
+    let mut probe = once(&target).await.unwrap();
+    probe
+        .write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(answer(&mut probe, "").await.ends_with("hello"));
+    // Requests on the shared connection: neither answered nor failed.
+    let mut q = pipe(&link, &target).await.unwrap();
+    q.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(5), q.read_buf(&mut got)).await;
+    assert!(
+        ended.is_ok(),
+        "the dead shared connection is kept: no PING, no deadline (made {} connection(s))",
+        link.made.load(Ordering::Relaxed)
+    );
+}
