@@ -592,10 +592,10 @@ impl Client {
     }
 }
 
-/// A client that went away: not a fault of anyone's.
 /// An address as shared text, in one allocation (an IPv6 address is at
-/// most 45 characters).
+/// most 45 characters); an IPv4 client of a dual-stack listener as IPv4.
 pub fn ip_text(ip: std::net::IpAddr) -> Arc<str> {
+    let ip = ip.to_canonical();
     use std::io::Write as _;
     let mut text = [0u8; 64];
     let mut out = &mut text[..];
@@ -606,6 +606,7 @@ pub fn ip_text(ip: std::net::IpAddr) -> Arc<str> {
     std::str::from_utf8(&text[..len]).unwrap_or_default().into()
 }
 
+/// A client that went away: not a fault of anyone's.
 pub fn is_disconnect(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(

@@ -14,9 +14,13 @@ use h2::{Reason, RecvStream, SendStream};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream, ReadHalf, WriteHalf};
 
 use super::translate::{self, Body, Request};
-use super::{Conn, Link, Target};
+use super::{Conn, Link, Picked, Target};
 use crate::http1::chunked::{self, ChunkedDecoder};
 use crate::http1::head::{Framing, RequestHead};
+
+/// Connections tried past the first for a stream that cannot be opened
+/// (every live one may have been told to go away), before a fresh one.
+const MAX_GONE: usize = super::MAX_CONNECTIONS;
 
 /// Largest request head read from the pipe (Tether wrote it; its own limit
 /// on a client's head is lower).
@@ -95,9 +99,8 @@ async fn next_request(
                 _ => std::future::pending::<()>().await,
             }
         };
-        crate::http1::buf::ensure(buf);
         tokio::select! {
-            n = rd.read_buf(buf) => match n {
+            n = read_more(rd, buf) => match n {
                 Ok(0) | Err(_) => return None,
                 Ok(_) => {}
             },
@@ -124,6 +127,19 @@ async fn next_request(
             None
         }
     }
+}
+
+/// Reads more of a request. An idle pipe waits with no buffer of its own:
+/// the first bytes land on the stack, then go into a pooled buffer.
+async fn read_more(rd: &mut ReadHalf<DuplexStream>, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    if !buf.is_empty() {
+        return rd.read_buf(buf).await;
+    }
+    let mut first = [0u8; 1024];
+    let n = rd.read(&mut first).await?;
+    crate::http1::buf::ensure(buf);
+    buf.extend_from_slice(&first[..n]);
+    Ok(n)
 }
 
 /// The whole body after `head` (left in `buf` after the head's bytes; the
@@ -187,25 +203,36 @@ async fn exchange(
     buf: &mut Vec<u8>,
 ) -> Result<(), End> {
     let mut resent = false;
-    let mut opened_on_fresh = false;
+    // Connections a stream could not be opened on (gone since, or going
+    // away): each is dropped and the next tried, up to a fresh one.
+    let mut gone = 0;
     loop {
         // The pipe's connection, while it has a stream to spare; else the
         // link's pick (another connection, or a new one).
-        let c = match conn.take().filter(Conn::has_room) {
-            Some(c) => c,
+        let mine = conn.take().and_then(|c| c.try_slot().map(|slot| (c, slot)));
+        let picked = match mine {
+            Some((conn, slot)) => Picked {
+                conn,
+                slot,
+                dialed: false,
+            },
             None => link.conn(target).await.map_err(|e| End::Failed(e.detail))?,
         };
+        // The slot counts the stream until its answer is relayed.
+        let Picked {
+            conn: c,
+            slot: _slot,
+            dialed,
+        } = picked;
         let head = request.head.clone();
         let body = request.body.clone();
-        // Counted from now until its answer is relayed.
-        let _slot = c.slot();
         let (response, send) = match open(&c, head, body.is_empty()).await {
             Ok(opened) => opened,
-            // Never opened (the connection was gone): nothing was sent.
-            Err(e) if !opened_on_fresh => {
-                tracing::debug!(error = %e, "h2 connection gone; a new one carries the request");
+            // Never opened: nothing was sent.
+            Err(e) if !dialed && gone <= MAX_GONE => {
+                tracing::debug!(error = %e, "h2 connection gone; another carries the request");
                 link.discard(&c);
-                opened_on_fresh = true;
+                gone += 1;
                 continue;
             }
             Err(e) => return Err(End::Failed(format!("open stream: {e}"))),
@@ -330,7 +357,12 @@ async fn relay(
         // Tether, which may send the pipe's next request now, whenever the
         // server ends the stream (dropping it resets a stream left open).
         if matches!(framing, Body::Length(n) if sent >= n) {
-            break;
+            if !body.is_end_stream() {
+                // Its end is the server's to send: waited for a moment
+                // aside (a reset now would cancel a handler still running).
+                tokio::spawn(drain(body, send));
+            }
+            return Ok(());
         }
         let data = tokio::select! {
             biased;
@@ -369,3 +401,18 @@ async fn relay(
     }
     Ok(())
 }
+
+/// Reads a stream whose answer is complete to its end, for at most
+/// `DRAIN`; then drops it (a reset, if it has not ended).
+async fn drain(mut body: RecvStream, send: SendStream<Bytes>) {
+    let to_end = async {
+        while let Some(Ok(data)) = body.data().await {
+            let _ = body.flow_control().release_capacity(data.len());
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN, to_end).await;
+    drop(send);
+}
+
+/// How long a complete answer's stream may take to end.
+const DRAIN: Duration = Duration::from_secs(2);

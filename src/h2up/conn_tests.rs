@@ -308,3 +308,147 @@ async fn a_shared_connection_that_stopped_answering_is_given_up() {
         link.made.load(Ordering::Relaxed)
     );
 }
+
+#[tokio::test]
+async fn an_idle_sibling_is_closed_once_the_load_goes_down() {
+    // Limit 1: an event stream fills the first connection, a call gets a
+    // sibling; both end. mod.rs says "the later ones empty and close".
+    let (target, _) = server(Some(1)).await;
+    let link = Arc::new(Link::default());
+    let mut sse = pipe(&link, &target).await.unwrap();
+    sse.write_all(b"GET /sse HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(answer(&mut sse, "first").await.contains("first"));
+    let mut call = pipe(&link, &target).await.unwrap();
+    call.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(answer(&mut call, "").await.ends_with("hello"));
+    assert_eq!(link.made.load(Ordering::Relaxed), 2);
+    drop(sse);
+    drop(call);
+    // Several PING intervals: the PINGs are answered, nothing closes it.
+    tokio::time::sleep(PING_INTERVAL * 5).await;
+    let kept = link.lock().iter().filter(|c| c.usable()).count();
+    assert_eq!(
+        kept, 1,
+        "{kept} idle connections kept (an idle sibling is never closed)"
+    );
+}
+
+#[tokio::test]
+async fn a_request_never_sent_is_not_a_502_when_every_sibling_got_goaway() {
+    // A backend restarting gracefully sends GOAWAY on each connection; its
+    // event streams keep them open. A new request finds a sibling with
+    // room, fails to open there, "retries on a fresh one" -- another
+    // GOAWAY'd sibling -- and gives up, though nothing was sent.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (shut, shut_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let mut shut = shut_rx.clone();
+            tokio::spawn(async move {
+                let mut builder = h2::server::Builder::new();
+                builder.max_concurrent_streams(2);
+                let Ok(mut conn) = builder.handshake::<_, Bytes>(tcp).await else {
+                    return;
+                };
+                let mut shutting = false;
+                loop {
+                    tokio::select! {
+                        r = conn.accept() => match r {
+                            Some(Ok((req, respond))) => {
+                                tokio::spawn(handle(req, respond, Arc::default()));
+                            }
+                            _ => return,
+                        },
+                        _ = shut.wait_for(|s| *s), if !shutting => {
+                            shutting = true;
+                            conn.graceful_shutdown();
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let target = Target {
+        scheme: Scheme::HTTP,
+        authority: Authority::try_from(addr.to_string()).unwrap(),
+        tls: crate::tls::backend::BackendTls::shared_default(),
+        connect_timeout: Duration::from_secs(5),
+    };
+    let link = Arc::new(Link::default());
+    let mut sse = Vec::new();
+    for _ in 0..3 {
+        // Two on the first connection (full), the third on a sibling.
+        let mut p = pipe(&link, &target).await.unwrap();
+        p.write_all(b"GET /sse HTTP/1.1\r\nHost: h\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(answer(&mut p, "first").await.contains("first"));
+        sse.push(p);
+    }
+    assert_eq!(link.made.load(Ordering::Relaxed), 2);
+    drop(sse.remove(0)); // the first connection has room again
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    shut.send_replace(true);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut q = pipe(&link, &target).await.unwrap();
+    q.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let n = tokio::time::timeout(BOUND, q.read_buf(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        n > 0,
+        "a request that went nowhere got no answer (a 502): its retry took another GOAWAY'd \
+         sibling (made {} connection(s))",
+        link.made.load(Ordering::Relaxed)
+    );
+}
+
+#[tokio::test]
+async fn a_dial_in_flight_when_the_link_is_forgotten_is_not_kept() {
+    // set_protocol(Http1) / retire() call forget() while a request dials.
+    let (target, _) = server(None).await;
+    let link = Arc::new(Link::default());
+    let (l, t) = (link.clone(), target.clone());
+    let dial = tokio::spawn(async move { l.conn(&t).await.map(|_| ()) });
+    while link.made.load(Ordering::Relaxed) == 0 {
+        tokio::task::yield_now().await;
+    }
+    link.forget();
+    dial.await.unwrap().unwrap();
+    tokio::time::sleep(PING_INTERVAL * 3).await;
+    let kept = link.lock().iter().filter(|c| c.usable()).count();
+    assert_eq!(
+        kept, 0,
+        "a connection made after forget() is kept (and PINGed) for good"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_pipe_holds_no_pooled_buffer() {
+    // Single-threaded runtime: the bridge shares this thread's pool. A
+    // buffer put on top of the pool is still there if the idle bridge
+    // took none.
+    let (target, _) = server(None).await;
+    let link = Arc::new(Link::default());
+    let probe = crate::http1::buf::take();
+    let ptr = probe.as_ptr();
+    crate::http1::buf::give(probe);
+    let p = pipe(&link, &target).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await; // the bridge waits for a request
+    let again = crate::http1::buf::take();
+    assert_eq!(
+        again.as_ptr(),
+        ptr,
+        "the idle bridge took a pooled buffer and holds it"
+    );
+    drop(p);
+}

@@ -77,6 +77,9 @@ const PING_INTERVAL: Duration = match cfg!(test) {
     false => Duration::from_secs(10),
 };
 const PING_TIMEOUT: Duration = PING_INTERVAL;
+/// Most connections to one backend: past them a stream waits for a free one
+/// on the least busy.
+const MAX_CONNECTIONS: usize = 16;
 
 /// Where a backend is and how to reach it.
 #[derive(Clone)]
@@ -109,6 +112,8 @@ pub struct Link {
     /// timeout after another).
     dials: AtomicU64,
     failure: Mutex<Option<DialError>>,
+    /// Bumped by `forget`: a dial that was under way then is not kept.
+    forgotten: AtomicU64,
 }
 
 impl std::fmt::Debug for Link {
@@ -136,20 +141,50 @@ impl Conn {
         !*self.closed.borrow()
     }
 
-    /// Usable, and with a stream to spare under the server's limit.
-    fn has_room(&self) -> bool {
-        self.usable() && self.open.load(Ordering::Relaxed) < self.send.current_max_send_streams()
-    }
-
     fn close(&self) {
         self.closed.send_replace(true);
     }
 
-    /// Counts a stream open on it until the slot is dropped.
-    pub(crate) fn slot(&self) -> Slot {
-        self.open.fetch_add(1, Ordering::Relaxed);
+    /// A stream counted on it, if it is usable and has one to spare under
+    /// the server's limit (checked and counted at once, so two requests
+    /// never both take the last one).
+    pub(crate) fn try_slot(&self) -> Option<Slot> {
+        if !self.usable() {
+            return None;
+        }
+        let limit = self.send.current_max_send_streams();
+        let mut open = self.open.load(Ordering::Relaxed);
+        loop {
+            if open >= limit {
+                return None;
+            }
+            match self.open.compare_exchange_weak(
+                open,
+                open + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(Slot(self.open.clone())),
+                Err(now) => open = now,
+            }
+        }
+    }
+
+    /// A stream counted on it whatever its limit (the `h2` crate holds it
+    /// until one ends).
+    fn slot(&self) -> Slot {
+        self.open.fetch_add(1, Ordering::AcqRel);
         Slot(self.open.clone())
     }
+}
+
+/// A connection handed out for one stream: the stream's slot on it, and
+/// whether it was dialed for this request (a stream that cannot be opened on
+/// a fresh connection is not tried on another).
+pub(crate) struct Picked {
+    pub conn: Conn,
+    pub slot: Slot,
+    pub dialed: bool,
 }
 
 /// A stream open on a connection, counted while it lives.
@@ -164,14 +199,14 @@ impl Drop for Slot {
 impl Link {
     /// The live connection, or a new one (dialed by the first caller; the
     /// others wait for it).
-    pub(crate) async fn conn(&self, target: &Target) -> Result<Conn, DialError> {
-        if let Some(conn) = self.live() {
-            return Ok(conn);
+    pub(crate) async fn conn(&self, target: &Target) -> Result<Picked, DialError> {
+        if let Some(picked) = self.live() {
+            return Ok(picked);
         }
         let seen = self.dials.load(Ordering::Acquire);
         let _dialing = self.dialing.lock().await;
-        if let Some(conn) = self.live() {
-            return Ok(conn);
+        if let Some(picked) = self.live() {
+            return Ok(picked);
         }
         if self.dials.load(Ordering::Acquire) != seen {
             // A dial ended while this request waited for it, and failed.
@@ -184,19 +219,32 @@ impl Link {
                 return Err(e);
             }
         }
-        let made = self.dial(target).await;
+        let generation = self.forgotten.load(Ordering::Acquire);
+        let sibling = !self.lock().is_empty();
+        let made = self.dial(target, sibling).await;
         *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = made.as_ref().err().cloned();
         self.dials.fetch_add(1, Ordering::AcqRel);
         let conn = made?;
-        self.lock().push(conn.clone());
-        Ok(conn)
+        let slot = conn.slot();
+        let mut current = self.lock();
+        if self.forgotten.load(Ordering::Acquire) == generation {
+            current.push(conn.clone());
+        } else {
+            // Forgotten while it was dialed: this request only, then it goes.
+            conn.close();
+        }
+        Ok(Picked {
+            conn,
+            slot,
+            dialed: true,
+        })
     }
 
-    async fn dial(&self, target: &Target) -> Result<Conn, DialError> {
+    async fn dial(&self, target: &Target, sibling: bool) -> Result<Conn, DialError> {
         let id = self.made.fetch_add(1, Ordering::Relaxed) + 1;
         let io = dial(target).await?;
         let timeout = target.connect_timeout;
-        tokio::time::timeout(timeout, handshake(io, id, &target.authority))
+        tokio::time::timeout(timeout, handshake(io, id, &target.authority, sibling))
             .await
             .unwrap_or_else(|_| {
                 Err(DialError {
@@ -209,13 +257,32 @@ impl Link {
             })
     }
 
-    /// A live connection with a stream to spare (the oldest first, so the
-    /// later ones empty and close when the load goes down); the ones that
-    /// ended are dropped.
-    fn live(&self) -> Option<Conn> {
+    /// A live connection with a stream to spare, the oldest first (so the
+    /// later ones empty, and close once idle: `keep_alive`); the ones that
+    /// ended are dropped. At `MAX_CONNECTIONS` the least busy one, where the
+    /// stream waits for a free one (a server that takes few streams, or none,
+    /// does not get a connection per request).
+    fn live(&self) -> Option<Picked> {
         let mut current = self.lock();
         current.retain(Conn::usable);
-        current.iter().find(|c| c.has_room()).cloned()
+        let pick = |conn: &Conn, slot| Picked {
+            conn: conn.clone(),
+            slot,
+            dialed: false,
+        };
+        if let Some(picked) = current
+            .iter()
+            .find_map(|c| c.try_slot().map(|slot| pick(c, slot)))
+        {
+            return Some(picked);
+        }
+        if current.len() < MAX_CONNECTIONS {
+            return None;
+        }
+        let least = current
+            .iter()
+            .min_by_key(|c| c.open.load(Ordering::Relaxed))?;
+        Some(pick(least, least.slot()))
     }
 
     /// `conn` is no good any more (it is going away, or refused a stream):
@@ -225,9 +292,12 @@ impl Link {
         self.lock().retain(|c| c.id != conn.id);
     }
 
-    /// Lets the connections go (the backend left, or is no longer `h2`).
+    /// Lets the connections go (the backend left, or is no longer `h2`),
+    /// and one being dialed now.
     pub fn forget(&self) {
-        for conn in self.lock().drain(..) {
+        let mut current = self.lock();
+        self.forgotten.fetch_add(1, Ordering::AcqRel);
+        for conn in current.drain(..) {
             conn.close();
         }
     }
@@ -240,7 +310,8 @@ impl Link {
 /// A pipe to the backend over `link` (connected now, so a failure to reach
 /// the backend is reported as one, with nothing sent).
 pub async fn pipe(link: &Arc<Link>, target: &Target) -> Result<Stream, DialError> {
-    let conn = link.conn(target).await?;
+    // Its slot goes at once: the bridge counts a stream when it opens one.
+    let conn = link.conn(target).await?.conn;
     let (ours, theirs) = tokio::io::duplex(PIPE);
     tokio::spawn(bridge::serve(
         theirs,
@@ -331,7 +402,12 @@ async fn secure(target: &Target, tcp: TcpStream) -> Result<Stream, DialError> {
 
 /// The HTTP/2 handshake on `io`; the connection task runs until the
 /// connection ends.
-async fn handshake(io: Stream, id: u64, authority: &Authority) -> Result<Conn, DialError> {
+async fn handshake(
+    io: Stream,
+    id: u64,
+    authority: &Authority,
+    sibling: bool,
+) -> Result<Conn, DialError> {
     let (send, mut connection) = h2::client::Builder::new()
         .enable_push(false)
         .initial_window_size(STREAM_WINDOW)
@@ -352,6 +428,8 @@ async fn handshake(io: Stream, id: u64, authority: &Authority) -> Result<Conn, D
     let task_closed = closed.clone();
     let name = authority.to_string();
     let pings = connection.ping_pong();
+    let open = Arc::new(AtomicUsize::new(0));
+    let idle = sibling.then(|| open.clone());
     tokio::spawn(async move {
         let ended = async {
             match connection.await {
@@ -364,10 +442,15 @@ async fn handshake(io: Stream, id: u64, authority: &Authority) -> Result<Conn, D
         };
         tokio::select! {
             () = ended => {}
-            () = keep_alive(pings) => tracing::warn!(
-                backend = %name,
-                "HTTP/2 connection answered no PING within {PING_TIMEOUT:?}: closed"
-            ),
+            end = keep_alive(pings, idle) => match end {
+                KeepAlive::Unanswered => tracing::warn!(
+                    backend = %name,
+                    "HTTP/2 connection answered no PING within {PING_TIMEOUT:?}: closed"
+                ),
+                KeepAlive::Idle => {
+                    tracing::debug!(backend = %name, "idle extra HTTP/2 connection closed")
+                }
+            },
         }
         // Dropping the connection fails its streams in flight (502s).
         task_closed.send_replace(true);
@@ -376,26 +459,44 @@ async fn handshake(io: Stream, id: u64, authority: &Authority) -> Result<Conn, D
         id,
         send,
         closed,
-        open: Arc::default(),
+        open,
     })
+}
+
+/// Why `keep_alive` gave a connection up.
+enum KeepAlive {
+    Unanswered,
+    /// An extra connection (made when the others were full) with no stream
+    /// open at two checks in a row: the load went down.
+    Idle,
 }
 
 /// A PING every `PING_INTERVAL`; returns when one goes unanswered for
 /// `PING_TIMEOUT` (a server or a path that stopped answering: without this,
 /// its requests would wait out their own timeouts until TCP gave up, while
 /// health probes, on connections of their own, find the backend well).
-async fn keep_alive(pings: Option<h2::PingPong>) {
+async fn keep_alive(pings: Option<h2::PingPong>, sibling: Option<Arc<AtomicUsize>>) -> KeepAlive {
     let Some(mut pings) = pings else {
         return std::future::pending().await;
     };
+    let mut idle_checks = 0;
     loop {
         tokio::time::sleep(PING_INTERVAL).await;
+        if let Some(open) = &sibling {
+            idle_checks = match open.load(Ordering::Acquire) {
+                0 => idle_checks + 1,
+                _ => 0,
+            };
+            if idle_checks >= 2 {
+                return KeepAlive::Idle;
+            }
+        }
         let pong = tokio::time::timeout(PING_TIMEOUT, pings.ping(h2::Ping::opaque()));
         match pong.await {
             Ok(Ok(_)) => {}
             // The connection ended: its own task reports it.
             Ok(Err(_)) => return std::future::pending().await,
-            Err(_) => return,
+            Err(_) => return KeepAlive::Unanswered,
         }
     }
 }
