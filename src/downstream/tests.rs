@@ -72,3 +72,14 @@ async fn watching_a_client_does_not_double_a_full_buffer() {
         client.buf.capacity()
     );
 }
+
+#[test]
+fn an_address_is_written_once_as_a_client_would_read_it() {
+    let text = |s: &str| super::ip_text(s.parse().unwrap()).to_string();
+    assert_eq!(text("192.0.2.7"), "192.0.2.7");
+    assert_eq!(text("2001:db8::1"), "2001:db8::1");
+    // An IPv4 client of a dual-stack listener.
+    assert_eq!(text("::ffff:192.0.2.7"), "192.0.2.7");
+    let longest = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe";
+    assert_eq!(text(longest), longest);
+}
