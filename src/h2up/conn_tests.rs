@@ -118,6 +118,13 @@ async fn answer(pipe: &mut Stream, until: &str) -> String {
     }
 }
 
+/// Sends `GET path` on the pipe and reads its answer (see `answer`).
+async fn get(pipe: &mut Stream, path: &str, until: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n");
+    pipe.write_all(request.as_bytes()).await.unwrap();
+    answer(pipe, until).await
+}
+
 const BOUND: Duration = Duration::from_secs(5);
 
 #[tokio::test]
@@ -163,10 +170,7 @@ async fn the_next_request_on_a_pipe_does_not_wait_for_an_end_stream_after_the_wh
     let (target, _) = server(None).await;
     let link = Arc::new(Link::default());
     let mut pipe = pipe(&link, &target).await.unwrap();
-    pipe.write_all(b"GET /hold HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .unwrap();
-    let a = answer(&mut pipe, "").await;
+    let a = get(&mut pipe, "/hold", "").await;
     assert!(a.ends_with("\r\n\r\nhello"), "{a}");
     // The answer is whole by its length: Tether checks the pipe in and reuses it.
     pipe.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -224,15 +228,9 @@ async fn a_request_is_not_held_behind_long_lived_streams_at_the_servers_stream_l
     let (target, _) = server(Some(1)).await;
     let link = Arc::new(Link::default());
     let mut warm = pipe(&link, &target).await.unwrap();
-    warm.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(answer(&mut warm, "").await.ends_with("hello"));
+    assert!(get(&mut warm, "/", "").await.ends_with("hello"));
     let mut sse = pipe(&link, &target).await.unwrap();
-    sse.write_all(b"GET /sse HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .unwrap();
-    let a = answer(&mut sse, "first").await;
+    let a = get(&mut sse, "/sse", "first").await;
     assert!(a.contains("first"), "{a}");
     warm.write_all(b"POST / HTTP/1.1\r\nHost: h\r\ncontent-length: 2\r\n\r\n{}")
         .await
@@ -283,18 +281,11 @@ async fn a_shared_connection_that_stopped_answering_is_given_up() {
     };
     let link = Arc::new(Link::default());
     let mut p = pipe(&link, &target).await.unwrap();
-    p.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(answer(&mut p, "").await.ends_with("hello"));
+    assert!(get(&mut p, "/", "").await.ends_with("hello"));
     frozen.notified().await;
     // A health probe's own connection answers.
     let mut probe = once(&target).await.unwrap();
-    probe
-        .write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(answer(&mut probe, "").await.ends_with("hello"));
+    assert!(get(&mut probe, "/", "").await.ends_with("hello"));
     // Requests on the shared connection: neither answered nor failed.
     let mut q = pipe(&link, &target).await.unwrap();
     q.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -316,15 +307,9 @@ async fn an_idle_sibling_is_closed_once_the_load_goes_down() {
     let (target, _) = server(Some(1)).await;
     let link = Arc::new(Link::default());
     let mut sse = pipe(&link, &target).await.unwrap();
-    sse.write_all(b"GET /sse HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(answer(&mut sse, "first").await.contains("first"));
+    assert!(get(&mut sse, "/sse", "first").await.contains("first"));
     let mut call = pipe(&link, &target).await.unwrap();
-    call.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(answer(&mut call, "").await.ends_with("hello"));
+    assert!(get(&mut call, "/", "").await.ends_with("hello"));
     assert_eq!(link.made.load(Ordering::Relaxed), 2);
     drop(sse);
     drop(call);
@@ -384,10 +369,7 @@ async fn a_request_never_sent_is_not_a_502_when_every_sibling_got_goaway() {
     for _ in 0..3 {
         // Two on the first connection (full), the third on a sibling.
         let mut p = pipe(&link, &target).await.unwrap();
-        p.write_all(b"GET /sse HTTP/1.1\r\nHost: h\r\n\r\n")
-            .await
-            .unwrap();
-        assert!(answer(&mut p, "first").await.contains("first"));
+        assert!(get(&mut p, "/sse", "first").await.contains("first"));
         sse.push(p);
     }
     assert_eq!(link.made.load(Ordering::Relaxed), 2);
