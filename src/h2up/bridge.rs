@@ -184,6 +184,12 @@ async fn read_body(
     }
 }
 
+/// Whether an h2 error is the connection's (closed, gone away, broken)
+/// rather than the crate refusing this request (a user error).
+pub(super) fn connection_level(e: &h2::Error) -> bool {
+    e.is_io() || e.is_go_away() || e.is_reset() || e.reason().is_some()
+}
+
 /// Whether an h2 failure proves the server did not process the stream.
 fn unprocessed(e: &h2::Error) -> bool {
     let refused = e.is_reset() && e.is_remote() && e.reason() == Some(Reason::REFUSED_STREAM);
@@ -228,8 +234,9 @@ async fn exchange(
         let body = request.body.clone();
         let (response, send) = match open(&c, head, body.is_empty()).await {
             Ok(opened) => opened,
-            // Never opened: nothing was sent.
-            Err(e) if !dialed && gone <= MAX_GONE => {
+            // Never opened, the connection's fault: nothing was sent. (An
+            // error about the request itself condemns no connection.)
+            Err(e) if !dialed && gone <= MAX_GONE && (connection_level(&e) || !c.usable()) => {
                 tracing::debug!(error = %e, "h2 connection gone; another carries the request");
                 link.discard(&c);
                 gone += 1;
@@ -255,7 +262,7 @@ async fn exchange(
 }
 
 /// Opens a stream for `head` on `conn`.
-async fn open(
+pub(super) async fn open(
     conn: &Conn,
     head: http::Request<()>,
     end: bool,

@@ -163,3 +163,29 @@ async fn nothing_listening_is_a_refused_connection_and_no_pipe() {
     let err = once(&target).await.unwrap_err();
     assert_eq!(err.failure, UpstreamFailure::Refused, "{}", err.detail);
 }
+
+#[tokio::test]
+async fn a_request_the_h2_crate_refuses_condemns_no_connection() {
+    // A connection-specific field is a user error in h2 (Tether strips them
+    // before; this is the guard if one slipped through): that request
+    // fails, the connection stays for the others.
+    let target = server().await;
+    let link = Arc::new(Link::default());
+    let conn = link.conn(&target).await.unwrap().conn;
+    let bad = http::Request::get(format!("http://{}/", target.authority))
+        .header("connection", "keep-alive")
+        .body(())
+        .unwrap();
+    let e = match bridge::open(&conn, bad, true).await {
+        Err(e) => e,
+        Ok(_) => panic!("h2 opened a stream with a connection-specific field"),
+    };
+    assert!(!bridge::connection_level(&e), "{e}");
+    assert!(conn.usable());
+    let mut pipe = pipe(&link, &target).await.unwrap();
+    pipe.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(answer(&mut pipe, false).await.starts_with("HTTP/1.1 200"));
+    assert_eq!(link.made.load(Ordering::Relaxed), 1);
+}
