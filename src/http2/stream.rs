@@ -373,9 +373,13 @@ async fn send_head(
             _ = reset => return Err(End::Reset),
         }
     };
-    // One copy of the head, its values shared from it (not one each).
+    // One copy of the head, its values shared from it (not one each), into a
+    // map built in place (a builder moves its whole state at every field).
     let fields = Bytes::copy_from_slice(&buf[..head.len]);
-    let mut response = Response::builder().status(head.status);
+    let mut response = Response::new(());
+    *response.status_mut() = http::StatusCode::from_u16(head.status).map_err(|_| End::Broken)?;
+    let map = response.headers_mut();
+    map.reserve(head.fields.list.len());
     for f in &head.fields.list {
         // Hop-by-hop fields go (RFC 9113 §8.2.2); a length stays where it
         // is the framing, or describes a HEAD answer's body.
@@ -387,15 +391,18 @@ async fn send_head(
         if skip {
             continue;
         }
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(&fields[f.name.clone()]),
-            HeaderValue::from_maybe_shared(fields.slice(f.value.clone())),
-        ) else {
+        let name = match known_name(f.kind) {
+            Some(name) => name,
+            None => match HeaderName::from_bytes(&fields[f.name.clone()]) {
+                Ok(name) => name,
+                Err(_) => continue,
+            },
+        };
+        let Ok(value) = HeaderValue::from_maybe_shared(fields.slice(f.value.clone())) else {
             continue;
         };
-        response = response.header(name, value);
+        map.append(name, value);
     }
-    let response = response.body(()).map_err(|_| End::Broken)?;
     let no_body = matches!(head.framing, Framing::None | Framing::Length(0));
     let mut send = respond
         .send_response(response, no_body)
@@ -406,7 +413,18 @@ async fn send_head(
     relay_body(&mut send, pipe, buf, head.len, head.framing).await
 }
 
-/// The body, decoded from its HTTP/1.1 framing, as DATA frames.
+/// The name of a field the parser has recognised, without looking it up.
+fn known_name(kind: FieldKind) -> Option<HeaderName> {
+    Some(match kind {
+        FieldKind::ContentType => http::header::CONTENT_TYPE,
+        FieldKind::ContentLength => http::header::CONTENT_LENGTH,
+        FieldKind::SessionId => HeaderName::from_static("mcp-session-id"),
+        _ => return None,
+    })
+}
+
+/// The body, decoded from its HTTP/1.1 framing, as DATA frames; the last
+/// one carries END_STREAM (no empty frame after it).
 async fn relay_body(
     send: &mut SendStream<Bytes>,
     pipe: &mut ReadHalf<DuplexStream>,
@@ -442,11 +460,11 @@ async fn relay_body(
         };
         buf.clear();
         at = 0;
-        if !data.is_empty() {
-            send_data(send, Bytes::from(data)).await?;
+        if !data.is_empty() || done {
+            send_data(send, Bytes::from(data), done).await?;
         }
         if done {
-            return send.send_data(Bytes::new(), true).map_err(|_| End::Reset);
+            return Ok(());
         }
         let read = pipe.read_buf(buf);
         let reset = std::future::poll_fn(|cx| send.poll_reset(cx));
@@ -464,8 +482,12 @@ async fn relay_body(
 }
 
 /// Sends `data` as the stream's window allows; waits (this stream only)
-/// while the client's window is full.
-async fn send_data(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), End> {
+/// while the client's window is full. `last`: its final frame ends the
+/// stream (an empty `data` is then one empty frame with END_STREAM).
+async fn send_data(send: &mut SendStream<Bytes>, mut data: Bytes, last: bool) -> Result<(), End> {
+    if data.is_empty() {
+        return send.send_data(data, last).map_err(|_| End::Reset);
+    }
     while !data.is_empty() {
         send.reserve_capacity(data.len());
         let granted = std::future::poll_fn(|cx| send.poll_capacity(cx));
@@ -477,7 +499,8 @@ async fn send_data(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), 
             Err(_) => return Err(End::Stalled),
         };
         let chunk = data.split_to(n.min(data.len()));
-        send.send_data(chunk, false).map_err(|_| End::Reset)?;
+        send.send_data(chunk, last && data.is_empty())
+            .map_err(|_| End::Reset)?;
     }
     Ok(())
 }
