@@ -23,7 +23,7 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::{HeaderName, HeaderValue, Request, Response};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, DuplexStream, WriteHalf};
 
 use crate::downstream::{Client, ConnSettings};
 use crate::http1::chunked::{self, ChunkedDecoder};
@@ -213,14 +213,16 @@ async fn bridge(
     pipe: DuplexStream,
     head_request: bool,
 ) -> Result<(), End> {
-    let (mut from_tether, mut to_tether) = tokio::io::split(pipe);
-    let mut written = rest.is_none();
-    let write = async {
-        match rest {
-            Some((body, chunked)) => write_body(&mut to_tether, body, chunked).await,
-            None => Ok(()),
-        }
+    let Some((body, chunked)) = rest else {
+        // The whole request is in already (most are): the pipe, unsplit,
+        // only carries the answer. (It stays open until the answer is in:
+        // its end would read as the client's.)
+        let mut pipe = pipe;
+        return read_response(respond, &mut pipe, head_request).await;
     };
+    let (mut from_tether, mut to_tether) = tokio::io::split(pipe);
+    let mut written = false;
+    let write = write_body(&mut to_tether, body, chunked);
     tokio::pin!(write);
     // The answer may come before the body is all sent (a 413): both at once.
     let read = read_response(respond, &mut from_tether, head_request);
@@ -336,7 +338,7 @@ async fn write_body(
 /// response, its body as it comes.
 async fn read_response(
     respond: &mut SendResponse<Bytes>,
-    pipe: &mut ReadHalf<DuplexStream>,
+    pipe: &mut (impl AsyncRead + Unpin),
     head_request: bool,
 ) -> Result<(), End> {
     let mut buf = crate::http1::buf::take();
@@ -347,7 +349,7 @@ async fn read_response(
 
 async fn send_head(
     respond: &mut SendResponse<Bytes>,
-    pipe: &mut ReadHalf<DuplexStream>,
+    pipe: &mut (impl AsyncRead + Unpin),
     buf: &mut Vec<u8>,
     head_request: bool,
 ) -> Result<(), End> {
@@ -427,7 +429,7 @@ fn known_name(kind: FieldKind) -> Option<HeaderName> {
 /// one carries END_STREAM (no empty frame after it).
 async fn relay_body(
     send: &mut SendStream<Bytes>,
-    pipe: &mut ReadHalf<DuplexStream>,
+    pipe: &mut (impl AsyncRead + Unpin),
     buf: &mut Vec<u8>,
     start: usize,
     framing: Framing,
