@@ -471,3 +471,6 @@ impl Emitter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
