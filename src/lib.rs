@@ -71,6 +71,8 @@ mod pool;
 mod proxy;
 mod route;
 mod server;
+#[cfg(test)]
+mod testing;
 pub mod tls;
 pub mod transport;
 pub mod trust;

@@ -5,7 +5,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
 use crate::config::{Config, Overrides};
-use crate::downstream::BodyBudget;
 
 /// A proxy for a backend nobody reaches, and default connection settings.
 fn proxy_and_settings(metrics: &Arc<Metrics>) -> (Arc<Proxy>, Arc<ConnSettings>) {
@@ -15,17 +14,7 @@ fn proxy_and_settings(metrics: &Arc<Metrics>) -> (Arc<Proxy>, Arc<ConnSettings>)
     };
     let config = Config::from_parts(Default::default(), overrides, &|_| None).unwrap();
     let proxy = Arc::new(Proxy::new(&config, metrics.clone()));
-    let settings = Arc::new(ConnSettings {
-        header_read_timeout: config.timeouts.header_read,
-        max_header_bytes: config.limits.max_header_bytes,
-        max_request_body: config.limits.max_request_body,
-        request_body_timeout: config.timeouts.request_body,
-        budget: BodyBudget::new(1 << 20, Default::default(), Default::default()),
-        lifecycle: Default::default(),
-        proxy_protocol: false,
-        tls: None,
-        http2: crate::config::Http2Settings::default(),
-    });
+    let settings = crate::testing::settings_of(&config);
     (proxy, settings)
 }
 
@@ -91,7 +80,8 @@ mod memory {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
 
     use super::*;
-    use crate::transport::Stream;
+
+    use crate::testing::{backend_pipe_at, memory_client as client, memory_proxy_with, read_until};
 
     /// A proxy whose one backend is reached over an in-memory pipe: the
     /// pipe is checked in as the backend's idle kept-alive connection.
@@ -101,15 +91,7 @@ mod memory {
 
     /// The same, its backend at `url` (for the connections made after the pipe).
     fn memory_proxy_at(metrics: &Arc<Metrics>, url: &str) -> (Arc<Proxy>, Arc<ConnSettings>) {
-        let overrides = Overrides {
-            backends: vec![url.into()],
-            ..Overrides::default()
-        };
-        let file = crate::config::parse_file("[health]\ncheck = \"none\"\n", "t").unwrap();
-        let config = Config::from_parts(file, overrides, &|_| None).unwrap();
-        let proxy = Arc::new(Proxy::new(&config, metrics.clone()));
-        let (_, settings) = proxy_and_settings(metrics);
-        (proxy, settings)
+        memory_proxy_with(metrics, "", &[url])
     }
 
     /// The backend's end of a pipe checked in as an idle connection.
@@ -119,30 +101,7 @@ mod memory {
 
     /// The same, the pipe holding at most `size` bytes in flight.
     fn backend_pipe_of(proxy: &Proxy, size: usize) -> DuplexStream {
-        let (ours, theirs) = tokio::io::duplex(size);
-        let backend = proxy.pools()[0].fleet.pool().backends()[0].clone();
-        proxy
-            .upstream()
-            .checkin(&backend, Stream::Memory(ours), None);
-        theirs
-    }
-
-    /// A client over a pipe, served by the connection loop; its end.
-    fn client(
-        proxy: &Arc<Proxy>,
-        metrics: &Arc<Metrics>,
-        settings: &Arc<ConnSettings>,
-    ) -> DuplexStream {
-        let (theirs, ours) = tokio::io::duplex(64 << 10);
-        let peer = "192.0.2.1:5000".parse().unwrap();
-        let client = Client::new(Stream::Memory(theirs), peer, settings);
-        tokio::spawn(serve_stream(
-            client,
-            proxy.clone(),
-            metrics.clone(),
-            settings.clone(),
-        ));
-        ours
+        backend_pipe_at(proxy, 0, size)
     }
 
     /// The backend answers `200 ok`, and the client gets it.
@@ -153,19 +112,6 @@ mod memory {
             .unwrap();
         let answer = read_until(c, "\r\n\r\nok").await;
         assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
-    }
-
-    /// Reads until `needle` has arrived (or the pipe ends).
-    async fn read_until(pipe: &mut DuplexStream, needle: &str) -> String {
-        let mut got = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while !String::from_utf8_lossy(&got).contains(needle) {
-            match pipe.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got.extend_from_slice(&chunk[..n]),
-            }
-        }
-        String::from_utf8_lossy(&got).into_owned()
     }
 
     /// An event stream through the proxy, its first event arrived: the

@@ -20,6 +20,8 @@ mod modern;
 mod owned;
 mod respond;
 mod stored;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future as _;
 use std::ops::Range;

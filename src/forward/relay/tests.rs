@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead as _, AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
 
 use super::*;
 use crate::downstream::{BodyBudget, ConnSettings};
 use crate::http1::head::ResponseHead;
 use crate::lifecycle::Lifecycle;
+use crate::testing::pending;
 
 const HEAD_OUT: &[u8] = b"HTTP/1.1 200 OK\r\n\r\n";
 
@@ -87,19 +88,6 @@ async fn read_n(peer: &mut DuplexStream, n: usize) -> Vec<u8> {
     let mut got = vec![0; n];
     peer.read_exact(&mut got).await.unwrap();
     got
-}
-
-/// What the client's end holds now, without waiting for more.
-fn pending(peer: &mut DuplexStream) -> Vec<u8> {
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let mut rb = tokio::io::ReadBuf::new(&mut chunk);
-        match crate::transport::without_waiting(|cx| Pin::new(&mut *peer).poll_read(cx, &mut rb)) {
-            Some(Ok(())) if !rb.filled().is_empty() => got.extend_from_slice(rb.filled()),
-            _ => return got,
-        }
-    }
 }
 
 fn body_of(sent: &[u8]) -> &[u8] {
