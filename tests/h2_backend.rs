@@ -142,6 +142,34 @@ async fn a_session_runs_over_h2c() {
 }
 
 #[tokio::test]
+async fn a_request_with_the_most_fields_a_client_may_send_reaches_an_h2_backend() {
+    // 128 fields from the client (the limit; one more is a 431), to which
+    // Tether adds its X-Forwarded-* on the way: the h2 bridge reads that head
+    // back, and must have room for them (it answered 502 here before).
+    let backend = Backend::plain().await;
+    let t = tether(&[h2(&backend.url)], "").await;
+    let params = r#"{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}"#;
+    let with_fillers = |n: usize| {
+        let mut extra = format!("{ACCEPT}Connection: close\r\n");
+        for i in 0..n {
+            extra.push_str(&format!("X-Filler-{i}: {i}\r\n"));
+        }
+        post("/mcp", &rpc("initialize", params), &extra)
+    };
+    let fields = |request: &str| request.split("\r\n\r\n").next().unwrap().lines().count() - 1;
+    let most = with_fillers(123);
+    assert_eq!(fields(&most), mcp_tether::http1::head::MAX_FIELDS);
+    let answer = exchange(t.proxy_addr, most.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(backend.seen().len(), 1);
+    // One more field than the limit is the client's 431, not the backend's.
+    let over = with_fillers(124);
+    let answer = exchange(t.proxy_addr, over.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert_eq!(backend.seen().len(), 1);
+}
+
+#[tokio::test]
 async fn a_session_runs_over_h2_with_tls() {
     let ca = Ca::new("h2-backend");
     let backend = Backend::tls(&ca, &[b"h2"]).await;

@@ -78,7 +78,7 @@ async fn next_request(
 ) -> Option<Request> {
     let head = loop {
         if !buf.is_empty() {
-            match RequestHead::parse(buf, MAX_HEAD) {
+            match RequestHead::parse_forwarded(buf, MAX_HEAD) {
                 Ok(Some(head)) => break head,
                 Ok(None) => {}
                 Err(e) => {

@@ -23,6 +23,14 @@ use target::{check_host, target_form};
 /// Most fields in one head; more is answered 431.
 pub const MAX_FIELDS: usize = 128;
 
+/// Fields Tether may add to a request on its way to a backend
+/// (`X-Forwarded-For`, `X-Forwarded-Proto`, `Forwarded`, one spare): room
+/// for them when Tether reads back a head it wrote (`parse_forwarded`).
+pub const ADDED_FIELDS: usize = 4;
+
+/// Room for the most fields any head may have here.
+const ROOM: usize = MAX_FIELDS + ADDED_FIELDS;
+
 /// What a field means to the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldKind {
@@ -212,17 +220,17 @@ impl Fields {
             return;
         }
         let name = |i: u8| &buf[self.list[usize::from(i)].name.clone()];
-        let mut others = [0u8; MAX_FIELDS];
+        let mut others = [0u8; ROOM];
         let mut n = 0;
         for (i, f) in self.list.iter().enumerate() {
             if f.kind == FieldKind::Other {
-                others[n] = i as u8; // i < MAX_FIELDS <= 256
+                others[n] = i as u8; // i < ROOM <= 256
                 n += 1;
             }
         }
         let others = &mut others[..n];
         others.sort_unstable_by(|&a, &b| cmp_ignore_case(name(a), name(b)));
-        let mut hop = [false; MAX_FIELDS];
+        let mut hop = [false; ROOM];
         for f in self.list.iter().filter(|f| f.kind == FieldKind::Connection) {
             for t in tokens(&buf[f.value.clone()]) {
                 let first = others.partition_point(|&i| cmp_ignore_case(name(i), t).is_lt());
@@ -384,9 +392,23 @@ impl RequestHead {
     /// Parses a request head at the start of `buf`; `Ok(None)` means more
     /// bytes are needed. `limit` bounds the head's size.
     pub fn parse(buf: &[u8], limit: usize) -> Result<Option<RequestHead>, HeadError> {
+        RequestHead::parse_within::<MAX_FIELDS>(buf, limit)
+    }
+
+    /// As `parse`, for a request head Tether wrote itself on its way to a
+    /// backend (read back by the HTTP/2 upstream bridge): a client's head
+    /// of `MAX_FIELDS` fields with the ones Tether adds still fits.
+    pub fn parse_forwarded(buf: &[u8], limit: usize) -> Result<Option<RequestHead>, HeadError> {
+        RequestHead::parse_within::<ROOM>(buf, limit)
+    }
+
+    fn parse_within<const FIELDS: usize>(
+        buf: &[u8],
+        limit: usize,
+    ) -> Result<Option<RequestHead>, HeadError> {
         // Uninitialized: filling 128 empty headers was ~400 instructions
         // a parse, more than the rest of this function.
-        let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_FIELDS];
+        let mut headers = [const { std::mem::MaybeUninit::uninit() }; FIELDS];
         let mut req = httparse::Request::new(&mut []);
         let len = match req.parse_with_uninit_headers(buf, &mut headers) {
             Ok(httparse::Status::Complete(len)) if len <= limit => len,
@@ -395,7 +417,12 @@ impl RequestHead {
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyFields),
             Err(httparse::Error::Version) => {
-                return parse_as_http11(buf, limit, Line::Request, RequestHead::parse)
+                return parse_as_http11(
+                    buf,
+                    limit,
+                    Line::Request,
+                    RequestHead::parse_within::<FIELDS>,
+                )
             }
             Err(_) => return Err(HeadError::Malformed("not an HTTP/1 request")),
         };
