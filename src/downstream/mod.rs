@@ -435,7 +435,9 @@ impl Client {
             match result {
                 // An in-memory peer (an HTTP/2 stream) never half-closes:
                 // its end is the stream's reset.
-                Poll::Ready(Ok(0)) if matches!(self.stream, Stream::Memory(_)) => {
+                Poll::Ready(Ok(0))
+                    if matches!(self.stream, Stream::Memory(_) | Stream::Boxed(_)) =>
+                {
                     return Poll::Ready(Watch::Gone)
                 }
                 Poll::Ready(Ok(0)) => {

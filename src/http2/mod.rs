@@ -1,13 +1,14 @@
 //! HTTP/2 from clients (the `h2` crate): over TLS when ALPN picks `h2`, and
 //! with prior knowledge (`h2c`) on a plain listener that opts in.
 //!
-//! Each stream is bridged, in memory, to the same request path an HTTP/1.1
+//! Each stream is served, in memory, by the same request path an HTTP/1.1
 //! connection takes (`stream`): its request is written as one HTTP/1.1
 //! exchange into an in-memory `Client`, which `conn` serves exactly as a
 //! socket's (routing, sessions, tokens, validation, relays, limits), and the
-//! HTTP/1.1 answer that comes back is sent as the stream's response. So every
-//! flow of every era behaves the same over HTTP/2, by construction; the cost
-//! is a copy of each head and body through the pipe (`docs/benchmarks.md`).
+//! HTTP/1.1 answer it writes goes out as the stream's response (`io`: the
+//! client's byte stream is the h2 stream). So every flow of every era behaves
+//! the same over HTTP/2, by construction; the cost is writing each head as
+//! HTTP/1.1 and parsing it back (`docs/benchmarks.md`).
 //!
 //! Per connection: at most `http2.max_concurrent_streams` streams at once
 //! (SETTINGS), header lists within `limits.max_header_bytes`, flow control per
@@ -19,6 +20,7 @@
 //! graceful shutdown sends GOAWAY: streams in flight finish, no new ones
 //! start.
 
+mod io;
 mod stream;
 
 use std::net::SocketAddr;

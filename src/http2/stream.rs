@@ -1,45 +1,29 @@
-//! One HTTP/2 stream, bridged to the HTTP/1.1 request path in memory.
+//! One HTTP/2 stream, served by the HTTP/1.1 request path in memory.
 //!
-//! The request goes into a pipe as one HTTP/1.1 exchange (`connection:
-//! close`): its pseudo-headers as the request line and `Host`, its fields as
-//! they came (h2 has refused connection-specific ones and any CR, LF or NUL),
-//! `cookie` fields joined, its body as it arrives (a length when the client
-//! declared one, chunked otherwise), so `conn` applies every limit, timeout
-//! and the body budget to it as to a socket's. The other end of the pipe is
-//! an in-memory `Client` that `conn` serves. The HTTP/1.1 answer that comes
-//! back is parsed with the proxy's own parser and sent as the stream's
-//! response, its body decoded from its framing and sent under the stream's
-//! flow control as it arrives (an event stream is never held back).
-//!
-//! A reset from the client (RST_STREAM) drops the pipe: the in-memory client
-//! reads its end as a reset, and the request upstream ends at once.
+//! The request is written as one HTTP/1.1 exchange (`connection: close`):
+//! its pseudo-headers as the request line and `Host`, its fields as they came
+//! (h2 has refused connection-specific ones and any CR, LF or NUL), `cookie`
+//! fields joined, its body as far as it came (a length when the client
+//! declared one or the body is whole, chunked otherwise). That is the first
+//! content of an in-memory `Client`'s buffer, as if read from a socket; the
+//! rest of the body, and the answer, go through the client's byte stream,
+//! which is the h2 stream itself (`super::io`). `conn` serves the client as
+//! a socket's: every limit, timeout and the body budget apply to it alike.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
 use bytes::Bytes;
 use h2::server::SendResponse;
-use h2::{RecvStream, SendStream};
-use http::{HeaderName, HeaderValue, Request, Response};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, DuplexStream, WriteHalf};
+use h2::RecvStream;
+use http::{Request, Response};
 
+use super::io::StreamIo;
 use crate::downstream::{Client, ConnSettings};
-use crate::http1::chunked::{self, ChunkedDecoder};
-use crate::http1::head::{FieldKind, Framing, ResponseHead};
+use crate::http1::chunked;
 use crate::metrics::Metrics;
 use crate::transport::Stream;
-
-/// The pipe's buffer each way: what a stream holds in flight inside Tether.
-const PIPE: usize = 64 << 10;
-/// Largest response head read back from the pipe: above the limit on a
-/// backend's head (64 KiB), since the head Tether writes may be longer
-/// (a sealed token in place of a session id).
-const MAX_HEAD: usize = 256 << 10;
-/// Longest a response waits for a client that gives its stream no window
-/// (it stopped reading): then the stream is reset and its relay ends.
-const SEND_STALL: Duration = Duration::from_secs(60);
 
 pub(super) struct Context {
     pub peer: SocketAddr,
@@ -51,16 +35,12 @@ pub(super) struct Context {
     pub resets: Arc<super::Resets>,
 }
 
-/// Why a bridge ended early.
+/// Why a stream is not bridged.
 enum End {
     /// The client reset the stream (or the connection went).
     Reset,
     /// The request could not be written as HTTP/1.1 (a CONNECT, say): refused.
     Refused(h2::Reason),
-    /// The answer in the pipe ended or broke (Tether closed it after an error).
-    Broken,
-    /// The client gave the stream no window for `SEND_STALL`.
-    Stalled,
 }
 
 /// `streams`: what serves the in-memory client (the connection loop).
@@ -104,32 +84,26 @@ pub(super) async fn serve<S, F>(
         }
     };
     drop(parts);
-    let (ours, theirs) = tokio::io::duplex(PIPE);
+    let rest = (!first.complete).then_some(body);
+    let io = StreamIo::new(
+        respond,
+        rest,
+        first.chunked,
+        head_request,
+        cx.metrics.clone(),
+        cx.resets.clone(),
+    );
     let mut client = Client::with_peer_ip(
-        Stream::Memory(theirs),
+        Stream::Boxed(Box::new(io)),
         cx.peer,
         cx.peer_ip.clone(),
         &cx.settings,
     );
     client.set_secure(cx.secure);
     // The request as far as it came is in the client's buffer, as if read
-    // from a socket: no copy through the pipe, no wait for it.
+    // from a socket: no copy, no wait for it.
     client.prefill(first.bytes);
-    let tether = streams(client);
-    let bridge = async {
-        let rest = (!first.complete).then_some((body, first.chunked));
-        match bridge(rest, &mut respond, ours, head_request).await {
-            Ok(()) => {}
-            Err(End::Reset) => {
-                cx.metrics.http2_resets.inc();
-                cx.resets.note();
-            }
-            Err(End::Refused(reason)) => respond.send_reset(reason),
-            Err(End::Broken) => respond.send_reset(h2::Reason::INTERNAL_ERROR),
-            Err(End::Stalled) => respond.send_reset(h2::Reason::CANCEL),
-        }
-    };
-    tokio::join!(tether, bridge);
+    streams(client).await;
 }
 
 /// The start of a stream's request as HTTP/1.1 bytes: the head, and the
@@ -205,41 +179,6 @@ enum BodyFraming {
     Chunked,
 }
 
-/// The rest of the request (`rest`: the body still to come, and whether it
-/// is chunk-encoded) into the pipe, the answer out of it.
-async fn bridge(
-    rest: Option<(RecvStream, bool)>,
-    respond: &mut SendResponse<Bytes>,
-    pipe: DuplexStream,
-    head_request: bool,
-) -> Result<(), End> {
-    let Some((body, chunked)) = rest else {
-        // The whole request is in already (most are): the pipe, unsplit,
-        // only carries the answer. (It stays open until the answer is in:
-        // its end would read as the client's.)
-        let mut pipe = pipe;
-        return read_response(respond, &mut pipe, head_request).await;
-    };
-    let (mut from_tether, mut to_tether) = tokio::io::split(pipe);
-    let mut written = false;
-    let write = write_body(&mut to_tether, body, chunked);
-    tokio::pin!(write);
-    // The answer may come before the body is all sent (a 413): both at once.
-    let read = read_response(respond, &mut from_tether, head_request);
-    tokio::pin!(read);
-    loop {
-        tokio::select! {
-            // The answer (and the reset check with it) first.
-            biased;
-            done = &mut read => return done,
-            sent = &mut write, if !written => {
-                written = true;
-                sent?;
-            }
-        }
-    }
-}
-
 /// The HTTP/1.1 request head for a stream's request, into `out`.
 fn request_head(
     out: &mut Vec<u8>,
@@ -302,207 +241,4 @@ fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
-}
-
-/// Writes the rest of the body as DATA frames arrive (chunk-encoded when
-/// the client declared no length), giving each frame's window back once it
-/// is in the pipe.
-async fn write_body(
-    pipe: &mut WriteHalf<DuplexStream>,
-    mut body: RecvStream,
-    chunked: bool,
-) -> Result<(), End> {
-    // A pipe that fails is Tether's side gone (an error answered, a close):
-    // not the client's reset.
-    let broken = |_| End::Broken;
-    let mut framed = Vec::new();
-    while let Some(data) = body.data().await {
-        let data = data.map_err(|_| End::Reset)?;
-        let len = data.len();
-        if chunked {
-            framed.clear();
-            chunked::encode_chunk(&data, &mut framed);
-            pipe.write_all(&framed).await.map_err(broken)?;
-        } else {
-            pipe.write_all(&data).await.map_err(broken)?;
-        }
-        let _ = body.flow_control().release_capacity(len);
-    }
-    if chunked {
-        pipe.write_all(chunked::LAST_CHUNK).await.map_err(broken)?;
-    }
-    Ok(())
-}
-
-/// Reads the HTTP/1.1 answer from the pipe and sends it as the stream's
-/// response, its body as it comes.
-async fn read_response(
-    respond: &mut SendResponse<Bytes>,
-    pipe: &mut (impl AsyncRead + Unpin),
-    head_request: bool,
-) -> Result<(), End> {
-    let mut buf = crate::http1::buf::take();
-    let sent = send_head(respond, pipe, &mut buf, head_request).await;
-    crate::http1::buf::give(buf);
-    sent
-}
-
-async fn send_head(
-    respond: &mut SendResponse<Bytes>,
-    pipe: &mut (impl AsyncRead + Unpin),
-    buf: &mut Vec<u8>,
-    head_request: bool,
-) -> Result<(), End> {
-    let head = loop {
-        if !buf.is_empty() {
-            match ResponseHead::parse(buf, MAX_HEAD, head_request) {
-                Ok(Some(head)) if head.status < 200 => {
-                    buf.drain(..head.len);
-                    continue;
-                }
-                Ok(Some(head)) => break head,
-                Ok(None) => {}
-                Err(_) => return Err(End::Broken),
-            }
-        }
-        let read = pipe.read_buf(buf);
-        let reset = std::future::poll_fn(|cx| respond.poll_reset(cx));
-        tokio::select! {
-            n = read => match n {
-                Ok(0) | Err(_) => return Err(End::Broken),
-                Ok(_) => {}
-            },
-            _ = reset => return Err(End::Reset),
-        }
-    };
-    // One copy of the head, its values shared from it (not one each), into a
-    // map built in place (a builder moves its whole state at every field).
-    let fields = Bytes::copy_from_slice(&buf[..head.len]);
-    let mut response = Response::new(());
-    *response.status_mut() = http::StatusCode::from_u16(head.status).map_err(|_| End::Broken)?;
-    let map = response.headers_mut();
-    map.reserve(head.fields.list.len());
-    for f in &head.fields.list {
-        // Hop-by-hop fields go (RFC 9113 §8.2.2); a length stays where it
-        // is the framing, or describes a HEAD answer's body.
-        let skip = matches!(
-            f.kind,
-            FieldKind::Connection | FieldKind::HopByHop | FieldKind::TransferEncoding
-        ) || (f.kind == FieldKind::ContentLength
-            && matches!(head.framing, Framing::Chunked | Framing::UntilClose));
-        if skip {
-            continue;
-        }
-        let name = match known_name(f.kind) {
-            Some(name) => name,
-            None => match HeaderName::from_bytes(&fields[f.name.clone()]) {
-                Ok(name) => name,
-                Err(_) => continue,
-            },
-        };
-        let Ok(value) = HeaderValue::from_maybe_shared(fields.slice(f.value.clone())) else {
-            continue;
-        };
-        map.append(name, value);
-    }
-    let no_body = matches!(head.framing, Framing::None | Framing::Length(0));
-    let mut send = respond
-        .send_response(response, no_body)
-        .map_err(|_| End::Reset)?;
-    if no_body {
-        return Ok(());
-    }
-    relay_body(&mut send, pipe, buf, head.len, head.framing).await
-}
-
-/// The name of a field the parser has recognised, without looking it up.
-fn known_name(kind: FieldKind) -> Option<HeaderName> {
-    Some(match kind {
-        FieldKind::ContentType => http::header::CONTENT_TYPE,
-        FieldKind::ContentLength => http::header::CONTENT_LENGTH,
-        FieldKind::SessionId => HeaderName::from_static("mcp-session-id"),
-        _ => return None,
-    })
-}
-
-/// The body, decoded from its HTTP/1.1 framing, as DATA frames; the last
-/// one carries END_STREAM (no empty frame after it).
-async fn relay_body(
-    send: &mut SendStream<Bytes>,
-    pipe: &mut (impl AsyncRead + Unpin),
-    buf: &mut Vec<u8>,
-    start: usize,
-    framing: Framing,
-) -> Result<(), End> {
-    let mut remaining = match framing {
-        Framing::Length(n) => n,
-        _ => u64::MAX,
-    };
-    let mut decoder = ChunkedDecoder::new();
-    let mut at = start;
-    loop {
-        let mut data = Vec::new();
-        let done = match framing {
-            Framing::Length(_) => {
-                let take = remaining.min((buf.len() - at) as u64) as usize;
-                data.extend_from_slice(&buf[at..at + take]);
-                remaining -= take as u64;
-                remaining == 0
-            }
-            Framing::Chunked => {
-                decoder
-                    .decode(&buf[at..], &mut |d| data.extend_from_slice(d))
-                    .map_err(|_| End::Broken)?;
-                decoder.is_done()
-            }
-            _ => {
-                data.extend_from_slice(&buf[at..]);
-                false
-            }
-        };
-        buf.clear();
-        at = 0;
-        if !data.is_empty() || done {
-            send_data(send, Bytes::from(data), done).await?;
-        }
-        if done {
-            return Ok(());
-        }
-        let read = pipe.read_buf(buf);
-        let reset = std::future::poll_fn(|cx| send.poll_reset(cx));
-        tokio::select! {
-            n = read => match n {
-                Ok(0) if framing == Framing::UntilClose => {
-                    return send.send_data(Bytes::new(), true).map_err(|_| End::Reset);
-                }
-                Ok(0) | Err(_) => return Err(End::Broken),
-                Ok(_) => {}
-            },
-            _ = reset => return Err(End::Reset),
-        }
-    }
-}
-
-/// Sends `data` as the stream's window allows; waits (this stream only)
-/// while the client's window is full. `last`: its final frame ends the
-/// stream (an empty `data` is then one empty frame with END_STREAM).
-async fn send_data(send: &mut SendStream<Bytes>, mut data: Bytes, last: bool) -> Result<(), End> {
-    if data.is_empty() {
-        return send.send_data(data, last).map_err(|_| End::Reset);
-    }
-    while !data.is_empty() {
-        send.reserve_capacity(data.len());
-        let granted = std::future::poll_fn(|cx| send.poll_capacity(cx));
-        let n = match tokio::time::timeout(SEND_STALL, granted).await {
-            Ok(Some(Ok(n))) if n > 0 => n,
-            Ok(Some(Ok(_))) => continue,
-            Ok(_) => return Err(End::Reset),
-            // The client gave no window for that long: it stopped reading.
-            Err(_) => return Err(End::Stalled),
-        };
-        let chunk = data.split_to(n.min(data.len()));
-        send.send_data(chunk, last && data.is_empty())
-            .map_err(|_| End::Reset)?;
-    }
-    Ok(())
 }

@@ -41,7 +41,15 @@ pub enum Stream {
     /// An in-memory pipe: an HTTP/2 client stream bridged to the HTTP/1.1
     /// path (`http2`), a pipe to an `h2` backend (`h2up`), and tests.
     Memory(tokio::io::DuplexStream),
+    /// Bytes that are not a byte stream underneath: an HTTP/2 stream read
+    /// and written as HTTP/1.1 by an in-memory client (`http2::io`).
+    Boxed(Box<dyn Duplex>),
 }
+
+/// What a boxed stream is.
+pub trait Duplex: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Duplex for T {}
 
 impl From<TcpStream> for Stream {
     fn from(s: TcpStream) -> Self {
@@ -55,7 +63,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => Some(s),
             Stream::Tls(s) => Some(s.get_ref().0),
-            Stream::Memory(_) => None,
+            Stream::Memory(_) | Stream::Boxed(_) => None,
         }
     }
 
@@ -67,7 +75,7 @@ impl Stream {
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
         match self {
             Stream::Tcp(s) => s.poll_read_ready(cx).map(|_| ()),
-            Stream::Tls(_) | Stream::Memory(_) => Poll::Ready(()),
+            Stream::Tls(_) | Stream::Memory(_) | Stream::Boxed(_) => Poll::Ready(()),
         }
     }
 
@@ -154,6 +162,9 @@ impl Stream {
             Stream::Memory(s) => {
                 let _ = without_waiting(|cx| Pin::new(s).poll_shutdown(cx));
             }
+            Stream::Boxed(s) => {
+                let _ = without_waiting(|cx| Pin::new(&mut **s).poll_shutdown(cx));
+            }
         }
     }
 
@@ -187,7 +198,7 @@ impl Stream {
                 let mut one = [0u8; 1];
                 without_waiting(|cx| self.poll_read_slice(cx, &mut one)).is_none()
             }
-            Stream::Memory(_) => {
+            Stream::Memory(_) | Stream::Boxed(_) => {
                 let mut one = [0u8; 1];
                 without_waiting(|cx| self.poll_read_slice(cx, &mut one)).is_none()
             }
@@ -233,6 +244,7 @@ impl AsyncRead for Stream {
                 other => other,
             },
             Stream::Memory(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Boxed(s) => Pin::new(&mut **s).poll_read(cx, buf),
         }
     }
 }
@@ -247,6 +259,7 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
             Stream::Memory(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Boxed(s) => Pin::new(&mut **s).poll_write(cx, buf),
         }
     }
 
@@ -255,6 +268,7 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
             Stream::Memory(s) => Pin::new(s).poll_flush(cx),
+            Stream::Boxed(s) => Pin::new(&mut **s).poll_flush(cx),
         }
     }
 
@@ -263,6 +277,7 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
             Stream::Memory(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Boxed(s) => Pin::new(&mut **s).poll_shutdown(cx),
         }
     }
 }
@@ -273,6 +288,7 @@ impl std::fmt::Debug for Stream {
             Stream::Tcp(s) => f.debug_tuple("Tcp").field(s).finish(),
             Stream::Tls(_) => f.write_str("Tls"),
             Stream::Memory(_) => f.write_str("Memory"),
+            Stream::Boxed(_) => f.write_str("Boxed"),
         }
     }
 }
