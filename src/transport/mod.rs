@@ -1,7 +1,8 @@
 //! The byte streams the HTTP/1 code reads and writes, on either side: a TCP
 //! socket, TLS over one (a client Tether terminates, or a backend it calls
-//! over `https://`), or an in-memory pipe (unit tests of the connection,
-//! proxy and relay code, with tokio's paused clock).
+//! over `https://`), an in-memory pipe (unit tests of the connection, proxy
+//! and relay code, with tokio's paused clock), or a boxed one (an HTTP/2
+//! stream, read and written as HTTP/1.1: `http2::io`).
 //!
 //! One enum, not a type parameter: the request path stays one copy of the
 //! code, and a match on a variant that never changes within a connection is
