@@ -645,3 +645,30 @@ h2c = true
         assert!(!head.contains("transfer-encoding"), "case {i}: {head}");
     }
 }
+
+#[tokio::test]
+async fn a_stream_with_the_most_fields_a_client_may_send_is_served() {
+    // As an HTTP/1.1 client's would count: `:authority` is its Host, and
+    // the fields Tether writes itself for the stream (its framing,
+    // `connection: close`) are not the client's. 128 is the limit, one more
+    // is a 431 that reaches no backend (it was a 431 from 126 on).
+    let backend = RawBackend::start(echo_target).await;
+    let t = tether_urls(vec![backend.url()], "[http2]\nh2c = true\n").await;
+    let h2 = h2c(t.proxy_addr).await;
+    let names: Vec<String> = (0..126).map(|i| format!("x-filler-{i}")).collect();
+    let with_fillers = |n: usize| {
+        let mut headers = vec![JSON, ACCEPT];
+        headers.extend(names[..n].iter().map(|name| (name.as_str(), "1")));
+        headers
+    };
+    // Host, content-type, accept and 125 fillers: 128.
+    let a = call(&h2, Method::POST, "/mcp", &with_fillers(125), WHOAMI).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].contains("x-filler-124: 1"), "{}", seen[0]);
+    let a = call(&h2, Method::POST, "/mcp", &with_fillers(126), WHOAMI).await;
+    assert_eq!(a.status, 431, "{}", a.body);
+    assert!(a.body.contains("\"jsonrpc\""), "{}", a.body);
+    assert_eq!(backend.seen().len(), 1);
+}

@@ -91,6 +91,10 @@ pub struct Client {
     probe_at: Option<Instant>,
     /// Tether's own life: after a shutdown signal no connection is kept.
     lifecycle: Arc<Lifecycle>,
+    /// Fields of each request head that Tether wrote itself (an HTTP/2
+    /// stream's framing and `connection: close`): not the client's, so not
+    /// counted against its limit.
+    added_fields: usize,
     /// The current request's access log line, when lines are wanted.
     access: Option<Box<access::AccessLog>>,
 }
@@ -152,6 +156,7 @@ impl Client {
             probe_at: None,
             lifecycle: settings.lifecycle.clone(),
             access: None,
+            added_fields: 0,
         }
     }
 
@@ -267,6 +272,12 @@ impl Client {
         self.secure = secure;
     }
 
+    /// Each request head has `n` fields of Tether's own (an HTTP/2 stream's,
+    /// written as HTTP/1.1): the client is held to the field limit without them.
+    pub fn set_added_fields(&mut self, n: usize) {
+        self.added_fields = n;
+    }
+
     /// Whether the connection begins with the HTTP/2 preface (prior
     /// knowledge, `h2c`): reads until it does or cannot, within `timeout`.
     /// What was read stays in `buf` either way.
@@ -317,7 +328,11 @@ impl Client {
             let worth_parsing = !parsed_once || self.buf.len() >= limit || may_end_head(fresh);
             if !self.buf.is_empty() && worth_parsing {
                 parsed_once = true;
-                if let Some(head) = RequestHead::parse(&self.buf, limit).map_err(ReadError::Head)? {
+                let parsed = match self.added_fields {
+                    0 => RequestHead::parse(&self.buf, limit),
+                    n => RequestHead::parse_written(&self.buf, limit, n),
+                };
+                if let Some(head) = parsed.map_err(ReadError::Head)? {
                     return Ok(head);
                 }
             }

@@ -402,6 +402,23 @@ impl RequestHead {
         RequestHead::parse_within::<ROOM>(buf, limit)
     }
 
+    /// As `parse`, for a request head Tether wrote itself from a client's
+    /// request (an HTTP/2 stream's), `added` of its fields being Tether's:
+    /// the client's own are held to `MAX_FIELDS`.
+    pub fn parse_written(
+        buf: &[u8],
+        limit: usize,
+        added: usize,
+    ) -> Result<Option<RequestHead>, HeadError> {
+        let head = RequestHead::parse_within::<ROOM>(buf, limit)?;
+        match head {
+            Some(h) if h.fields.list.len() > MAX_FIELDS + added.min(ADDED_FIELDS) => {
+                Err(HeadError::TooManyFields)
+            }
+            head => Ok(head),
+        }
+    }
+
     fn parse_within<const FIELDS: usize>(
         buf: &[u8],
         limit: usize,

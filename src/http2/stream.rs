@@ -100,6 +100,7 @@ pub(super) async fn serve<S, F>(
         &cx.settings,
     );
     client.set_secure(cx.secure);
+    client.set_added_fields(first.added);
     // The request as far as it came is in the client's buffer, as if read
     // from a socket: no copy, no wait for it.
     client.prefill(first.bytes);
@@ -111,6 +112,9 @@ pub(super) async fn serve<S, F>(
 /// read from a socket would hold).
 struct First {
     bytes: Vec<u8>,
+    /// Fields of the head that are Tether's, not the client's (the
+    /// framing, `connection: close`): not counted against its limit.
+    added: usize,
     /// The whole request is in `bytes`.
     complete: bool,
     /// The rest of the body is to be chunk-encoded.
@@ -151,7 +155,7 @@ fn first_bytes(parts: &http::request::Parts, body: &mut RecvStream) -> Result<Fi
         (false, false, false) => BodyFraming::Chunked,
     };
     let mut bytes = crate::http1::buf::take();
-    request_head(&mut bytes, parts, framing)?;
+    let added = request_head(&mut bytes, parts, framing)?;
     for data in &ready {
         match framing {
             BodyFraming::Chunked => chunked::encode_chunk(data, &mut bytes),
@@ -163,6 +167,7 @@ fn first_bytes(parts: &http::request::Parts, body: &mut RecvStream) -> Result<Fi
     }
     Ok(First {
         bytes,
+        added,
         complete: ended,
         chunked: framing == BodyFraming::Chunked,
     })
@@ -179,12 +184,14 @@ enum BodyFraming {
     Chunked,
 }
 
-/// The HTTP/1.1 request head for a stream's request, into `out`.
+/// The HTTP/1.1 request head for a stream's request, into `out`; returns
+/// how many of its fields are Tether's own (what an HTTP/1.1 client would
+/// have sent is the client's: `:authority` as `Host`, cookies as one field).
 fn request_head(
     out: &mut Vec<u8>,
     parts: &http::request::Parts,
     framing: BodyFraming,
-) -> Result<(), End> {
+) -> Result<usize, End> {
     if parts.method == http::Method::CONNECT {
         return Err(End::Refused(h2::Reason::PROTOCOL_ERROR));
     }
@@ -233,7 +240,8 @@ fn request_head(
         }
     }
     out.extend_from_slice(b"connection: close\r\n\r\n");
-    Ok(())
+    let framed = matches!(framing, BodyFraming::Chunked | BodyFraming::Length(_));
+    Ok(1 + usize::from(framed))
 }
 
 fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
