@@ -29,6 +29,7 @@ async fn client_with_buffer(len: usize) -> (Client, TcpStream) {
         probe_at: None,
         lifecycle: Default::default(),
         access: None,
+        added_fields: 0,
     };
     (client, peer_side)
 }
