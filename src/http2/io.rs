@@ -401,6 +401,9 @@ impl AsyncRead for StreamIo {
                 return Poll::Ready(Err(this.gone()));
             };
             match ready!(body.poll_data(cx)) {
+                // An empty frame (the END_STREAM some clients send after the
+                // body) is nothing to read: an empty read would be a close.
+                Some(Ok(data)) if data.is_empty() => {}
                 Some(Ok(data)) => {
                     let _ = body.flow_control().release_capacity(data.len());
                     if this.chunked {
