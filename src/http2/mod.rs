@@ -27,8 +27,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::downstream::{Client, ConnSettings};
@@ -126,10 +126,7 @@ pub async fn serve<T, S, F>(
     };
     let resets = Arc::new(Resets::new(reset_limit(h2.max_concurrent_streams)));
     let peer_ip = crate::downstream::ip_text(peer.ip());
-    // The streams run in the connection's task, each polled when it is
-    // woken: no task (and no scheduling) per stream. A panic in one is
-    // caught there, counted and logged; the others go on.
-    let mut streams = FuturesUnordered::new();
+    let mut streams = JoinSet::new();
     let mut closing = Box::pin(settings.lifecycle.clone().until_closing());
     let mut goaway = false;
     let mut calmed = false;
@@ -151,8 +148,9 @@ pub async fn serve<T, S, F>(
                         settings: settings.clone(),
                         resets: resets.clone(),
                     };
-                    let serve = stream::serve(request, respond, cx, serve_stream.clone());
-                    streams.push(crate::panic::CatchUnwind::new(serve));
+                    // Boxed: the task then holds a pointer, not the stream's
+                    // whole future, which it would copy at each stage.
+                    streams.spawn(Box::pin(stream::serve(request, respond, cx, serve_stream.clone())));
                 }
                 Some(Err(e)) => {
                     if e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) && !e.is_remote() {
@@ -166,12 +164,7 @@ pub async fn serve<T, S, F>(
                 }
                 None => break,
             },
-            Some(served) = streams.next(), if !streams.is_empty() => {
-                if let Err(panic) = served {
-                    metrics.internal_errors.inc();
-                    let what = crate::panic::describe(&*panic);
-                    tracing::error!(%peer, panic = %what, "internal error in an HTTP/2 stream; stream reset");
-                }
+            Some(_) = streams.join_next(), if !streams.is_empty() => {
                 if streams.is_empty() {
                     let wait = if goaway { GOAWAY_GRACE } else { settings.header_read_timeout };
                     idle.as_mut().reset(Instant::now() + wait);
@@ -203,7 +196,7 @@ pub async fn serve<T, S, F>(
                 ),
             );
             conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
-            streams.clear();
+            streams.abort_all();
         }
     }
 }
