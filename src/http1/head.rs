@@ -530,7 +530,27 @@ impl ResponseHead {
         limit: usize,
         head_request: bool,
     ) -> Result<Option<ResponseHead>, HeadError> {
-        let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_FIELDS];
+        ResponseHead::parse_within::<MAX_FIELDS>(buf, limit, head_request)
+    }
+
+    /// As `parse`, for a response head Tether wrote itself for a client (read
+    /// back by the HTTP/2 stream's writer): a backend's head of `MAX_FIELDS`
+    /// fields with the ones Tether adds (framing, `connection`, a sealed
+    /// session id, a cookie) still fits.
+    pub fn parse_written(
+        buf: &[u8],
+        limit: usize,
+        head_request: bool,
+    ) -> Result<Option<ResponseHead>, HeadError> {
+        ResponseHead::parse_within::<ROOM>(buf, limit, head_request)
+    }
+
+    fn parse_within<const FIELDS: usize>(
+        buf: &[u8],
+        limit: usize,
+        head_request: bool,
+    ) -> Result<Option<ResponseHead>, HeadError> {
+        let mut headers = [const { std::mem::MaybeUninit::uninit() }; FIELDS];
         let mut resp = httparse::Response::new(&mut []);
         let config = httparse::ParserConfig::default();
         let len = match config.parse_response_with_uninit_headers(&mut resp, buf, &mut headers) {
@@ -541,7 +561,7 @@ impl ResponseHead {
             Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyFields),
             Err(httparse::Error::Version) => {
                 return parse_as_http11(buf, limit, Line::Status, |b, l| {
-                    ResponseHead::parse(b, l, head_request)
+                    ResponseHead::parse_within::<FIELDS>(b, l, head_request)
                 })
             }
             Err(_) => return Err(HeadError::Malformed("not an HTTP/1 response")),

@@ -22,7 +22,7 @@
 use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -119,9 +119,32 @@ impl StreamIo {
         }
     }
 
+    /// The client reset the stream (or the connection went): counted once,
+    /// if the answer had not ended.
     fn gone(&mut self) -> io::Error {
-        self.reset = true;
+        if !self.reset {
+            self.reset = true;
+            if !matches!(self.answer, Answer::Done) {
+                self.metrics.http2_resets.inc();
+                self.resets.note();
+            }
+        }
         io::ErrorKind::ConnectionReset.into()
+    }
+
+    /// Ready once the client has reset the stream, whatever the request
+    /// path is waiting on (the body budget, a relay's gate, a store): the
+    /// stream's task then drops it. Pending once the answer has ended.
+    pub(super) fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.reset {
+            return Poll::Ready(());
+        }
+        if self.closed {
+            return Poll::Pending;
+        }
+        ready!(self.poll_reset(cx));
+        self.gone();
+        Poll::Ready(())
     }
 
     fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -156,7 +179,7 @@ impl StreamIo {
         let all = if in_part { &held[..] } else { data };
         let mut at = 0;
         let head = loop {
-            match ResponseHead::parse(&all[at..], MAX_HEAD, self.head_request) {
+            match ResponseHead::parse_written(&all[at..], MAX_HEAD, self.head_request) {
                 // An interim answer (Tether sends none): skipped.
                 Ok(Some(head)) if head.status < 200 => at += head.len,
                 Ok(Some(head)) => break head,
@@ -231,9 +254,11 @@ impl StreamIo {
             Framing::None => (Bytes::new(), true),
         };
         if done && decoded.is_empty() {
-            let ended = send.send_data(Bytes::new(), true);
+            if send.send_data(Bytes::new(), true).is_err() {
+                return Err(self.gone());
+            }
             self.answer = Answer::Done;
-            return ended.map_err(|_| self.gone());
+            return Ok(());
         }
         *finishing = done;
         self.pending = decoded;
@@ -258,12 +283,11 @@ impl StreamIo {
                     self.stall = None;
                     let chunk = self.pending.split_to(n.min(self.pending.len()));
                     let last = *finishing && self.pending.is_empty();
-                    let sent = send.send_data(chunk, last);
+                    if send.send_data(chunk, last).is_err() {
+                        return Poll::Ready(Err(self.gone()));
+                    }
                     if last {
                         self.answer = Answer::Done;
-                    }
-                    if sent.is_err() {
-                        return Poll::Ready(Err(self.gone()));
                     }
                 }
                 Poll::Ready(_) => return Poll::Ready(Err(self.gone())),
@@ -302,7 +326,10 @@ impl StreamIo {
     }
 
     /// Our side ends: a body that runs until the close ends the stream; an
-    /// answer not whole resets it.
+    /// answer not whole resets it. Every write that succeeds is flushed
+    /// before the next, so bytes still waiting for window here are a write
+    /// given up on (the relay's write timeout: the client stopped reading):
+    /// the stream is cancelled, not ended past its window.
     fn finish(&mut self) {
         self.closed = true;
         if let Answer::Body {
@@ -312,9 +339,14 @@ impl StreamIo {
             ..
         } = &mut self.answer
         {
+            if !self.pending.is_empty() {
+                send.send_reset(h2::Reason::CANCEL);
+                self.answer = Answer::Done;
+                self.pending = Bytes::new();
+                return;
+            }
             if *finishing || *framing == Framing::UntilClose {
-                // What the window did not take yet is queued (one write's worth).
-                let _ = send.send_data(std::mem::take(&mut self.pending), true);
+                let _ = send.send_data(Bytes::new(), true);
                 self.answer = Answer::Done;
                 return;
             }
@@ -459,13 +491,52 @@ impl AsyncWrite for StreamIo {
 
 impl Drop for StreamIo {
     fn drop(&mut self) {
-        let whole = matches!(self.answer, Answer::Done);
-        if self.reset && !whole {
-            self.metrics.http2_resets.inc();
-            self.resets.note();
+        // Unwinding: the h2 stream is dropped as it is (h2 resets it), with
+        // nothing more done here that could panic again.
+        if std::thread::panicking() {
+            return;
         }
         if !self.closed {
             self.finish();
         }
+    }
+}
+
+/// A `StreamIo` shared between the in-memory client, which reads and
+/// writes it, and the stream's task, which watches it for a reset
+/// (`poll_gone`). Both run in that one task, so the lock is never waited on.
+pub(super) struct Shared(pub Arc<Mutex<StreamIo>>);
+
+impl Shared {
+    pub(super) fn lock(&self) -> MutexGuard<'_, StreamIo> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl AsyncRead for Shared {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.lock()).poll_read(cx, out)
+    }
+}
+
+impl AsyncWrite for Shared {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.lock()).poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.lock()).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.lock()).poll_shutdown(cx)
     }
 }

@@ -11,7 +11,8 @@
 //! a socket's: every limit, timeout and the body budget apply to it alike.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use bytes::Bytes;
@@ -19,7 +20,7 @@ use h2::server::SendResponse;
 use h2::RecvStream;
 use http::{Request, Response};
 
-use super::io::StreamIo;
+use super::io::{Shared, StreamIo};
 use crate::downstream::{Client, ConnSettings};
 use crate::http1::chunked;
 use crate::metrics::Metrics;
@@ -85,16 +86,17 @@ pub(super) async fn serve<S, F>(
     };
     drop(parts);
     let rest = (!first.complete).then_some(body);
-    let io = StreamIo::new(
+    let io = Arc::new(Mutex::new(StreamIo::new(
         respond,
         rest,
         first.chunked,
         head_request,
         cx.metrics.clone(),
         cx.resets.clone(),
-    );
+    )));
+    let watched = Shared(io.clone());
     let mut client = Client::with_peer_ip(
-        Stream::Boxed(Box::new(io)),
+        Stream::Boxed(Box::new(Shared(io))),
         cx.peer,
         cx.peer_ip.clone(),
         &cx.settings,
@@ -104,7 +106,17 @@ pub(super) async fn serve<S, F>(
     // The request as far as it came is in the client's buffer, as if read
     // from a socket: no copy, no wait for it.
     client.prefill(first.bytes);
-    streams(client).await;
+    // A reset ends the stream's work whatever it waits on (the body budget,
+    // a relay's gate, a store), not only when it next reads or writes: its
+    // future is dropped, as a task's that is aborted.
+    let mut served = pin!(streams(client));
+    std::future::poll_fn(|c| {
+        if served.as_mut().poll(c).is_ready() {
+            return Poll::Ready(());
+        }
+        watched.lock().poll_gone(c)
+    })
+    .await;
 }
 
 /// The start of a stream's request as HTTP/1.1 bytes: the head, and the
