@@ -686,3 +686,88 @@ async fn a_stream_with_the_most_fields_a_client_may_send_is_served() {
     assert!(a.body.contains("\"jsonrpc\""), "{}", a.body);
     assert_eq!(backend.seen().len(), 1);
 }
+
+/// Opens a POST stream declaring `len` bytes and sends `sent` of them.
+async fn part_body(h2: &H2, len: usize, sent: usize) -> h2::SendStream<Bytes> {
+    let mut send = h2.clone().ready().await.unwrap();
+    let req = Request::post("https://localhost/mcp")
+        .header("content-type", "application/json")
+        .header("content-length", len.to_string())
+        .body(())
+        .unwrap();
+    let (_response, mut body) = send.send_request(req, false).unwrap();
+    body.send_data(Bytes::from(vec![b' '; sent]), false)
+        .unwrap();
+    body
+}
+
+#[tokio::test]
+async fn a_stream_reset_while_it_waits_for_the_body_budget_ends_at_once() {
+    // The budget is held by one stream's body; five more wait for it, and
+    // their client resets them. The reset is seen while they wait, not when
+    // their wait times out (60 s here): they are counted, and their waits
+    // end (the holder is still served afterwards).
+    let backend = RawBackend::start(echo_target).await;
+    let t = tether_urls(
+        vec![backend.url()],
+        "[http2]\nh2c = true\n[limits]\nmax_request_body = 131072\nmax_held_body_bytes = 131072\n[timeouts]\nrequest_body = \"60s\"\n",
+    )
+    .await;
+    let h2 = h2c(t.proxy_addr).await;
+    let mut holder = part_body(&h2, 131072, 100 * 1024).await;
+    eventually("the holder takes the budget", || async {
+        sample(&metrics(&t).await, "tether_held_body_bytes") == 131072.0
+    })
+    .await;
+    let mut waiting = Vec::new();
+    for _ in 0..5 {
+        waiting.push(part_body(&h2, 131072, 100 * 1024).await);
+    }
+    eventually("five bodies wait for the budget", || async {
+        sample(&metrics(&t).await, "tether_body_budget_waits_total") == 5.0
+    })
+    .await;
+    assert_eq!(sample(&metrics(&t).await, "tether_http2_resets_total"), 0.0);
+    for body in &mut waiting {
+        body.send_reset(h2::Reason::CANCEL);
+    }
+    eventually("the five resets are seen while they wait", || async {
+        sample(&metrics(&t).await, "tether_http2_resets_total") == 5.0
+    })
+    .await;
+    assert!(backend.seen().is_empty());
+    holder
+        .send_data(Bytes::from(vec![b' '; 131072 - 100 * 1024]), true)
+        .unwrap();
+    eventually("the holder's request reaches the backend", || async {
+        backend.seen().len() == 1
+    })
+    .await;
+    eventually("the budget is given back", || async {
+        sample(&metrics(&t).await, "tether_held_body_bytes") == 0.0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_backend_answer_with_the_most_fields_reaches_an_h2_client_whole() {
+    // 128 fields from the backend, the most its head may have; Tether adds
+    // its framing and `connection: close` when it writes the answer for the
+    // stream, which must still be read back (it was a reset).
+    let backend = RawBackend::start(|_| {
+        let mut head = String::from("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n");
+        for i in 0..126 {
+            head.push_str(&format!("x-many-{i}: {i}\r\n"));
+        }
+        head.push_str("content-length: 2\r\n\r\n{}");
+        (head.into_bytes(), After::KeepOpen)
+    })
+    .await;
+    let t = tether_urls(vec![backend.url()], "[http2]\nh2c = true\n").await;
+    let h2 = h2c(t.proxy_addr).await;
+    let a = within("the answer", call(&h2, Method::GET, "/many", &[], "")).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body, "{}");
+    assert_eq!(a.headers.get("x-many-125").unwrap(), "125");
+    assert_eq!(a.headers.get("x-many-0").unwrap(), "0");
+}
