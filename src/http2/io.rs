@@ -17,7 +17,9 @@
 //! (`tether_http2_resets_total`, and the connection's rapid-reset guard) if
 //! the answer had not ended. An answer that ends before it is whole (the
 //! backend cut it, Tether closed after an error) resets the stream
-//! (`INTERNAL_ERROR`): the client must not take it for a whole one.
+//! (`INTERNAL_ERROR`): the client must not take it for a whole one. The
+//! stream's task also watches for a reset (`poll_gone`, through `Shared`),
+//! so a request waiting on something else (the body budget) ends at once.
 
 use std::future::Future as _;
 use std::io;
