@@ -3,7 +3,9 @@
 //! and tokens flow as over HTTP/1.1; an event stream arrives event by event;
 //! a client that leaves resets its stream; a refused stream is sent again
 //! once, any other failure is a 502 and no replay; concurrent requests share
-//! one connection; a server without `h2` by ALPN is refused with a 502.
+//! one connection; a server without `h2` by ALPN is refused with a 502; a
+//! backend that drains (GOAWAY, no longer listening) finishes its streams
+//! in flight, and what cannot reach it any more is failed over, not a 502.
 
 #[path = "h2_backend/server.rs"]
 mod server;
@@ -395,6 +397,59 @@ async fn a_connection_that_went_away_is_made_again() {
         "the session lives on: {answer}"
     );
     assert_eq!(backend.connections(), 2);
+}
+
+#[tokio::test]
+async fn a_backend_that_drains_finishes_its_streams_and_its_sessions_end_with_a_404_not_a_502() {
+    // A backend shutting down gracefully stops listening and sends GOAWAY;
+    // a held event stream keeps its connection open. The stream in flight
+    // finishes; a later call of its session can be sent nowhere (no new
+    // stream on that connection, no new connection): that is its owner
+    // gone (404, so the client re-initializes) and a new session goes to
+    // the other backend; before, both were 502s of a "call that failed".
+    let drains = Backend::plain().await;
+    let other = Backend::plain().await;
+    let t = tether(&[h2(&drains.url), h2(&other.url)], "").await;
+    let mut token = begin(&t).await;
+    for _ in 0..16 {
+        if !drains.seen().is_empty() {
+            break;
+        }
+        token = begin(&t).await;
+    }
+    assert!(
+        !drains.seen().is_empty(),
+        "no session landed on the first backend"
+    );
+    let token = token;
+    let mut held = TcpStream::connect(t.proxy_addr).await.unwrap();
+    held.write_all(call(&token, "stream", true).as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut held, &mut got, "\"first\"").await;
+    let answer = exchange(t.proxy_addr, call(&token, "drain", true).as_bytes()).await;
+    assert!(answer.contains("draining"), "{answer}");
+    let answer = exchange(t.proxy_addr, call(&token, "echo", true).as_bytes()).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 404"),
+        "the owner is gone: {answer}"
+    );
+    assert!(answer.contains("\"jsonrpc\":\"2.0\""), "{answer}");
+    for _ in 0..3 {
+        let answer = exchange(t.proxy_addr, initialize("after").as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let echoes = |b: &Backend| b.seen().iter().filter(|s| s.tool == "echo").count();
+    assert_eq!(echoes(&drains), 0, "nothing reached the draining backend");
+    assert_eq!(drains.connections(), 1, "its listener was closed");
+    // The stream that was in flight across the GOAWAY ends whole.
+    drains.go.notify_one();
+    read_until(&mut held, &mut got, "\"second\"").await;
+    let id = drains.url.trim_start_matches("http://");
+    let m = metrics(&t).await;
+    let series = format!("tether_upstream_errors_total{{backend=\"{id}\",kind=\"io\"}}");
+    assert_eq!(sample(&m, &series), 0.0, "{m}");
 }
 
 #[tokio::test]

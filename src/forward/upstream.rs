@@ -386,6 +386,16 @@ async fn tcp_reset_follows(stream: &TcpStream) -> bool {
     )
 }
 
+/// The failure an `h2` backend's bridge closed its pipe with, when the
+/// request never reached the backend (no connection, no stream): reported
+/// as that failure to connect, so the proxy fails over from it.
+fn unsent(e: &std::io::Error) -> Option<UpstreamError> {
+    crate::h2up::unsent(e).map(|why| UpstreamError {
+        failure: why.failure,
+        detail: why.detail.clone(),
+    })
+}
+
 fn is_reset(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
@@ -445,6 +455,9 @@ async fn attempt(
     // from `buf` below) means it read the request: never a retry after that.
     let mut received = !buf.is_empty();
     if let Err(e) = written_out {
+        if let Some(e) = unsent(&e) {
+            return Err(Attempt::Failed(e));
+        }
         // A kept-alive connection the backend had closed: the request never
         // reached a live socket, so a new connection may carry it.
         if reused && !received {
@@ -486,10 +499,18 @@ async fn attempt(
             buf.reserve(buf.len());
         }
         match stream.read_buf(&mut buf).await {
-            // Reset by a socket that was closed when the request arrived (a
-            // kept-alive connection the backend had just closed): not taken.
-            Err(e) if reused && !received && is_reset(&e) => return Err(Attempt::Stale),
-            Err(e) => return Err(fail(format!("read response head: {e}"))),
+            Err(e) => {
+                if let Some(why) = unsent(&e) {
+                    return Err(Attempt::Failed(why));
+                }
+                // Reset by a socket that was closed when the request arrived
+                // (a kept-alive connection the backend had just closed): not
+                // taken.
+                if reused && !received && is_reset(&e) {
+                    return Err(Attempt::Stale);
+                }
+                return Err(fail(format!("read response head: {e}")));
+            }
             // A clean close after the request was written is not retried: the
             // backend may have acted on it (a tool call must not run twice),
             // unless the reset that follows proves it never read it.

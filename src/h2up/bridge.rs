@@ -3,7 +3,11 @@
 //!
 //! The pipe closed without an answer is what Tether reads as a failed call
 //! (a 502 with its JSON-RPC body, counted in `tether_upstream_errors_total`);
-//! a body cut mid-way is a cut body, as on a socket.
+//! a body cut mid-way is a cut body, as on a socket. A request that never
+//! reached the backend (no connection could be had, no stream opened, the
+//! stream refused unprocessed twice) closes the pipe with its reason
+//! (`pipe::Unsent`): Tether then takes it as the backend's failure to
+//! connect, and fails over from it as from a refused connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +17,10 @@ use h2::client::ResponseFuture;
 use h2::{Reason, RecvStream, SendStream};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream, ReadHalf, WriteHalf};
 
+use super::pipe::Unsent;
 use super::translate::{self, Body, Request};
-use super::{Conn, Link, Picked, Target};
+use super::{Conn, DialError, Link, Picked, Target};
+use crate::error::UpstreamFailure;
 use crate::http1::chunked::{self, ChunkedDecoder};
 use crate::http1::head::{Framing, RequestHead};
 
@@ -33,10 +39,14 @@ enum End {
     Closed,
     /// The call failed; the pipe closes without (the rest of) an answer.
     Failed(String),
+    /// Nothing of the request reached the backend: the pipe closes with
+    /// this reason.
+    Unsent(DialError),
 }
 
 pub(super) async fn serve(
     pipe: DuplexStream,
+    unsent: Unsent,
     link: Arc<Link>,
     target: Target,
     first: Option<Conn>,
@@ -62,6 +72,12 @@ pub(super) async fn serve(
             Ok(()) | Err(End::Closed) => return,
             Err(End::Failed(detail)) => {
                 tracing::warn!(backend = %target.authority, error = %detail, "HTTP/2 call failed");
+                return;
+            }
+            Err(End::Unsent(why)) => {
+                // Tether logs and counts it, as a failure to connect.
+                tracing::debug!(backend = %target.authority, error = %why.detail, "HTTP/2 request went nowhere");
+                unsent.set(why);
                 return;
             }
         }
@@ -222,7 +238,7 @@ async fn exchange(
                 slot,
                 dialed: false,
             },
-            None => link.conn(target).await.map_err(|e| End::Failed(e.detail))?,
+            None => link.conn(target).await.map_err(End::Unsent)?,
         };
         // The slot counts the stream until its answer is relayed.
         let Picked {
@@ -242,6 +258,16 @@ async fn exchange(
                 gone += 1;
                 continue;
             }
+            // Not even on a fresh connection (or on none of many).
+            Err(e) if connection_level(&e) => {
+                return Err(End::Unsent(DialError {
+                    failure: UpstreamFailure::Connect,
+                    detail: format!(
+                        "HTTP/2 connection to {} took no new stream: {e}",
+                        target.authority
+                    ),
+                }))
+            }
             Err(e) => return Err(End::Failed(format!("open stream: {e}"))),
         };
         *conn = Some(c.clone());
@@ -255,6 +281,15 @@ async fn exchange(
                 link.discard(&c);
                 *conn = None;
                 resent = true;
+            }
+            Err(e) if unprocessed(&e) => {
+                return Err(End::Unsent(DialError {
+                    failure: UpstreamFailure::Connect,
+                    detail: format!(
+                        "{} refused the stream unprocessed, twice: {e}",
+                        target.authority
+                    ),
+                }))
             }
             Err(e) => return Err(End::Failed(format!("HTTP/2 stream: {e}"))),
         }

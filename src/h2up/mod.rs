@@ -3,8 +3,8 @@
 //! reached through in-memory pipes that speak
 //! HTTP/1.1, so the request path above stays one copy of the code.
 //!
-//! `forward::upstream` asks for a connection to an `h2` backend and gets a
-//! `Stream::Memory` pipe; the other end is a bridge task (`bridge`) that
+//! `forward::upstream` asks for a connection to an `h2` backend and gets an
+//! in-memory pipe (`pipe`); the other end is a bridge task (`bridge`) that
 //! reads each HTTP/1.1 request from the pipe (the project's own parser; the
 //! body by its framing), sends it as an h2 stream on the backend's `Link`,
 //! and writes the answer back as HTTP/1.1 (`translate`). The bridge serves
@@ -30,7 +30,11 @@
 //! Safety of retries: a stream the server refused unprocessed
 //! (`REFUSED_STREAM`, or above a GOAWAY's last stream id) is sent again on a
 //! new connection, once; a request the `h2` crate could not open at all (the
-//! connection was gone) went nowhere and is sent on a new one. Any other
+//! connection was gone) went nowhere and is sent on a new one. A request
+//! that still reached no backend (no new connection could be had, or the
+//! server refused it twice) closes the pipe with that reason, which Tether
+//! reads as the backend's failure to connect: failed over from, or the
+//! owner gone for a session, never a 502 of a call that may have run. Any other
 //! failure after the request was sent closes the pipe without an answer: a
 //! 502, never a replay. Tether dropping its end of the pipe (the client left,
 //! a timeout) resets the stream with `CANCEL` at once.
@@ -39,7 +43,10 @@
 //! `Link` per backend and the health checks use `once`.
 
 mod bridge;
+mod pipe;
 mod translate;
+
+pub use pipe::unsent;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -96,6 +103,16 @@ pub struct DialError {
     pub failure: UpstreamFailure,
     pub detail: String,
 }
+
+impl std::fmt::Display for DialError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+/// Carried by a pipe's read error when its request never reached the
+/// backend (`pipe::unsent`).
+impl std::error::Error for DialError {}
 
 /// A backend's shared HTTP/2 connection, if one is up.
 #[derive(Default)]
@@ -313,13 +330,15 @@ pub async fn pipe(link: &Arc<Link>, target: &Target) -> Result<Stream, DialError
     // Its slot goes at once: the bridge counts a stream when it opens one.
     let conn = link.conn(target).await?.conn;
     let (ours, theirs) = tokio::io::duplex(PIPE);
+    let unsent = pipe::Unsent::default();
     tokio::spawn(bridge::serve(
         theirs,
+        unsent.clone(),
         link.clone(),
         target.clone(),
         Some(conn),
     ));
-    Ok(Stream::Memory(ours))
+    Ok(Stream::Boxed(Box::new(pipe::Pipe::new(ours, unsent))))
 }
 
 /// A pipe over a connection of its own, closed with the pipe (a health probe

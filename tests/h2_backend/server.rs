@@ -29,7 +29,8 @@ pub struct Seen {
 }
 
 /// A small MCP-shaped h2 server: `initialize` opens session `s-1`, tools
-/// answer by name (`echo`, `stream`, `refuse`, `fail`, `wait`).
+/// answer by name (`echo`, `stream`, `refuse`, `fail`, `wait`, `goaway`,
+/// `drain`).
 pub struct Backend {
     pub url: String,
     pub seen: Arc<Mutex<Vec<Seen>>>,
@@ -51,6 +52,13 @@ pub struct Handler {
     pub pair: Barrier,
     /// Told by the `goaway` tool: its connection sends GOAWAY.
     pub goaway: Notify,
+    /// Told once the connection has queued its GOAWAY (before any frame
+    /// the handler writes after this).
+    pub goaway_queued: Notify,
+    /// Told by the `drain` tool: the listener closes (new connections are
+    /// refused); then `listener_closed`.
+    pub stop_listening: Notify,
+    pub listener_closed: Notify,
     /// Connections that ended.
     pub ended: AtomicUsize,
     /// The `big` answer was all sent.
@@ -106,6 +114,9 @@ impl Backend {
             barrier: Barrier::new(8),
             pair: Barrier::new(2),
             goaway: Notify::new(),
+            goaway_queued: Notify::new(),
+            stop_listening: Notify::new(),
+            listener_closed: Notify::new(),
             ended: AtomicUsize::new(0),
             big_done: AtomicUsize::new(0),
             big_sent: AtomicUsize::new(0),
@@ -116,7 +127,15 @@ impl Backend {
         let secure = tls.is_some();
         tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    () = handler.stop_listening.notified() => {
+                        drop(listener);
+                        handler.listener_closed.notify_one();
+                        return;
+                    }
+                };
+                let Ok((tcp, _)) = accepted else {
                     return;
                 };
                 count.fetch_add(1, Ordering::Relaxed);
@@ -188,7 +207,10 @@ where
                 }
                 _ => break,
             },
-            () = handler.goaway.notified() => conn.graceful_shutdown(),
+            () = handler.goaway.notified() => {
+                conn.graceful_shutdown();
+                handler.goaway_queued.notify_one();
+            }
         }
     }
     handler.ended.fetch_add(1, Ordering::Relaxed);
@@ -284,6 +306,16 @@ async fn handle(
         ("tools/call", "pair") => {
             handler.pair.wait().await;
             json_answer(respond, &result("paired".into()), None);
+        }
+        ("tools/call", "drain") => {
+            // A backend shutting down gracefully: it stops listening, then
+            // tells its connection to go away, then answers (so the GOAWAY
+            // is on the wire before this answer).
+            handler.stop_listening.notify_one();
+            handler.listener_closed.notified().await;
+            handler.goaway.notify_one();
+            handler.goaway_queued.notified().await;
+            json_answer(respond, &result("draining".into()), None);
         }
         ("tools/call", "goaway") => {
             json_answer(respond, &result("going away".into()), None);
