@@ -213,8 +213,8 @@ fn unprocessed(e: &h2::Error) -> bool {
     refused || (e.is_go_away() && e.is_remote())
 }
 
-/// Sends `request` (once more on a new connection if the first was refused
-/// unprocessed) and relays its answer.
+/// Sends `request` (once more if the first was refused unprocessed: on
+/// another connection after a GOAWAY) and relays its answer.
 async fn exchange(
     link: &Arc<Link>,
     target: &Target,
@@ -277,10 +277,18 @@ async fn exchange(
             }
             Ok(Answer::Gone) => return Err(End::Closed),
             Err(e) if unprocessed(&e) && !resent => {
-                tracing::debug!(error = %e, "stream refused unprocessed; sent again on a new connection");
-                link.discard(&c);
-                *conn = None;
                 resent = true;
+                if e.is_go_away() {
+                    // The connection goes away: the next request dials anew.
+                    tracing::debug!(error = %e, "stream above a GOAWAY's last id; sent again on another connection");
+                    link.discard(&c);
+                    *conn = None;
+                } else {
+                    // One stream turned away (a server at its limit, RFC
+                    // 9113 section 8.7): its connection stays, and carries it
+                    // again if it has room.
+                    tracing::debug!(error = %e, "stream refused unprocessed; sent again");
+                }
             }
             Err(e) if unprocessed(&e) => {
                 return Err(End::Unsent(DialError {

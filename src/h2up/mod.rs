@@ -28,9 +28,11 @@
 //! the pipe's buffer is held.
 //!
 //! Safety of retries: a stream the server refused unprocessed
-//! (`REFUSED_STREAM`, or above a GOAWAY's last stream id) is sent again on a
-//! new connection, once; a request the `h2` crate could not open at all (the
-//! connection was gone) went nowhere and is sent on a new one. A request
+//! (`REFUSED_STREAM`, or above a GOAWAY's last stream id) is sent again,
+//! once: on the same connection after a `REFUSED_STREAM` (one stream turned
+//! away condemns no connection), on another after a GOAWAY; a request the
+//! `h2` crate could not open at all (the connection was gone) went nowhere
+//! and is sent on a new one. A request
 //! that still reached no backend (no new connection could be had, or the
 //! server refused it twice) closes the pipe with that reason, which Tether
 //! reads as the backend's failure to connect: failed over from, or the
