@@ -24,6 +24,10 @@ pub enum UpstreamFailure {
     Timeout,
     /// The connection failed after the request was (perhaps) sent.
     Io,
+    /// The backend took the connection but turned the request away before
+    /// processing it (an `h2` backend's `REFUSED_STREAM`, twice): nothing
+    /// ran, and the backend is up but full, so no health check counts it.
+    Unprocessed,
 }
 
 impl UpstreamFailure {
@@ -34,6 +38,7 @@ impl UpstreamFailure {
             UpstreamFailure::Tls => "tls",
             UpstreamFailure::Timeout => "timeout",
             UpstreamFailure::Io => "io",
+            UpstreamFailure::Unprocessed => "unprocessed",
         }
     }
 
@@ -41,7 +46,10 @@ impl UpstreamFailure {
     pub fn nothing_sent(self) -> bool {
         matches!(
             self,
-            UpstreamFailure::Refused | UpstreamFailure::Connect | UpstreamFailure::Tls
+            UpstreamFailure::Refused
+                | UpstreamFailure::Connect
+                | UpstreamFailure::Tls
+                | UpstreamFailure::Unprocessed
         )
     }
 }
@@ -110,6 +118,8 @@ impl ProxyError {
             }
             ProxyError::Upstream { failure, .. } => match failure {
                 UpstreamFailure::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                // Full, not broken: a retry later may well be taken.
+                UpstreamFailure::Unprocessed => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_GATEWAY,
             },
             ProxyError::Head(HeadError::TooLarge | HeadError::TooManyFields) => {
@@ -136,6 +146,10 @@ impl ProxyError {
             ProxyError::BodyBudget | ProxyError::StoreUnavailable(_) => Some(1),
             ProxyError::CallerLimited(Limited::Concurrency) => Some(1),
             ProxyError::CallerLimited(Limited::Rate { retry_after }) => Some(*retry_after),
+            ProxyError::Upstream {
+                failure: UpstreamFailure::Unprocessed,
+                ..
+            } => Some(1),
             _ => None,
         }
     }
@@ -171,6 +185,7 @@ impl ProxyError {
             ProxyError::Head(HeadError::Malformed(_)) => (-32600, "Invalid HTTP request"),
             ProxyError::Upstream { failure, .. } => match failure {
                 UpstreamFailure::Timeout => (-32603, "Upstream timeout"),
+                UpstreamFailure::Unprocessed => (-32603, "Upstream busy"),
                 _ => (-32603, "Upstream unavailable"),
             },
         }
@@ -277,6 +292,8 @@ mod tests {
         };
         assert_eq!(up(UpstreamFailure::Timeout).status(), 504);
         assert_eq!(up(UpstreamFailure::Io).status(), 502);
+        assert_eq!(up(UpstreamFailure::Unprocessed).status(), 503);
+        assert!(UpstreamFailure::Unprocessed.nothing_sent());
         assert_eq!(ProxyError::BodyTooLarge { limit: 1 }.status(), 413);
         assert_eq!(ProxyError::NoBackend.status(), 503);
     }

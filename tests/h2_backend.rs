@@ -271,9 +271,23 @@ async fn a_refused_stream_is_sent_again_once_and_other_failures_are_502s() {
         .filter(|s| s.tool == "fail")
         .count();
     assert_eq!(failed, 1, "a failed call is not replayed");
+    // Refused every time: sent again once, then a 503 to retry later (the
+    // backend is full, not down), never a 502 of a call that may have run.
+    let answer = exchange(t.proxy_addr, call(&token, "refuse_always", true).as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(header(&answer, "retry-after").is_some(), "{answer}");
+    assert!(answer.contains("\"jsonrpc\":\"2.0\""), "{answer}");
+    let refused = backend
+        .seen()
+        .into_iter()
+        .filter(|s| s.tool == "refuse_always")
+        .count();
+    assert_eq!(refused, 2, "sent again once, not more");
     let id = backend.url.trim_start_matches("http://");
     let m = metrics(&t).await;
     let series = format!("tether_upstream_errors_total{{backend=\"{id}\",kind=\"io\"}}");
+    assert_eq!(sample(&m, &series), 1.0, "{m}");
+    let series = format!("tether_upstream_errors_total{{backend=\"{id}\",kind=\"unprocessed\"}}");
     assert_eq!(sample(&m, &series), 1.0, "{m}");
 }
 

@@ -292,7 +292,7 @@ async fn exchange(
             }
             Err(e) if unprocessed(&e) => {
                 return Err(End::Unsent(DialError {
-                    failure: UpstreamFailure::Connect,
+                    failure: UpstreamFailure::Unprocessed,
                     detail: format!(
                         "{} refused the stream unprocessed, twice: {e}",
                         target.authority

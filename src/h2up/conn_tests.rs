@@ -434,3 +434,22 @@ async fn an_idle_pipe_holds_no_pooled_buffer() {
     );
     drop(p);
 }
+
+#[tokio::test]
+async fn a_connection_that_used_its_stream_ids_is_replaced_not_kept_failing() {
+    // Past its last stream id the h2 crate refuses every request on a
+    // connection with a user error, which condemns no connection: every
+    // request after it would be a 502. Three ids per connection here.
+    let (target, _) = server(None).await;
+    let link = Arc::new(Link::with_stream_ids(3));
+    let mut p = pipe(&link, &target).await.unwrap();
+    for i in 0..7 {
+        let answer = tokio::time::timeout(BOUND, get(&mut p, "/", "hello"))
+            .await
+            .unwrap_or_else(|_| panic!("request {i} got no answer"));
+        assert!(answer.ends_with("hello"), "request {i}: {answer}");
+    }
+    // The dial for the pipe counts one: 1 + 7 slots over 3 each.
+    assert_eq!(link.made.load(Ordering::Relaxed), 3);
+    assert_eq!(link.lock().len(), 1, "the used ones are dropped");
+}

@@ -89,6 +89,11 @@ const PING_TIMEOUT: Duration = PING_INTERVAL;
 /// Most connections to one backend: past them a stream waits for a free one
 /// on the least busy.
 const MAX_CONNECTIONS: usize = 16;
+/// Streams one connection may open: a client's stream ids are the odd
+/// numbers below 2^31. A connection that used them is replaced before the
+/// `h2` crate refuses every later request on it (a user error, which
+/// condemns no connection: at 10,000 requests a second, after 30 hours).
+const STREAM_IDS: u64 = (1 << 30) - 1;
 
 /// Where a backend is and how to reach it.
 #[derive(Clone)]
@@ -133,6 +138,8 @@ pub struct Link {
     failure: Mutex<Option<DialError>>,
     /// Bumped by `forget`: a dial that was under way then is not kept.
     forgotten: AtomicU64,
+    /// `STREAM_IDS` unless a test sets fewer (0: unset).
+    stream_ids: u64,
 }
 
 impl std::fmt::Debug for Link {
@@ -153,11 +160,15 @@ pub(crate) struct Conn {
     closed: Arc<tokio::sync::watch::Sender<bool>>,
     /// Streams open on it (`Slot`s).
     open: Arc<AtomicUsize>,
+    /// Streams given a slot on it so far (each may have opened one), and
+    /// how many it may open (`STREAM_IDS`).
+    opened: Arc<AtomicU64>,
+    stream_ids: u64,
 }
 
 impl Conn {
     fn usable(&self) -> bool {
-        !*self.closed.borrow()
+        !*self.closed.borrow() && self.opened.load(Ordering::Relaxed) < self.stream_ids
     }
 
     fn close(&self) {
@@ -183,7 +194,10 @@ impl Conn {
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Some(Slot(self.open.clone())),
+                Ok(_) => {
+                    self.opened.fetch_add(1, Ordering::Relaxed);
+                    return Some(Slot(self.open.clone()));
+                }
                 Err(now) => open = now,
             }
         }
@@ -193,6 +207,7 @@ impl Conn {
     /// until one ends).
     fn slot(&self) -> Slot {
         self.open.fetch_add(1, Ordering::AcqRel);
+        self.opened.fetch_add(1, Ordering::Relaxed);
         Slot(self.open.clone())
     }
 }
@@ -263,7 +278,12 @@ impl Link {
         let id = self.made.fetch_add(1, Ordering::Relaxed) + 1;
         let io = dial(target).await?;
         let timeout = target.connect_timeout;
-        tokio::time::timeout(timeout, handshake(io, id, &target.authority, sibling))
+        let stream_ids = match self.stream_ids {
+            0 => STREAM_IDS,
+            n => n,
+        };
+        let made = handshake(io, id, &target.authority, sibling, stream_ids);
+        tokio::time::timeout(timeout, made)
             .await
             .unwrap_or_else(|_| {
                 Err(DialError {
@@ -318,6 +338,15 @@ impl Link {
         self.forgotten.fetch_add(1, Ordering::AcqRel);
         for conn in current.drain(..) {
             conn.close();
+        }
+    }
+
+    /// A link whose connections each open at most `n` streams (tests).
+    #[cfg(test)]
+    pub(crate) fn with_stream_ids(n: u64) -> Link {
+        Link {
+            stream_ids: n,
+            ..Link::default()
         }
     }
 
@@ -428,6 +457,7 @@ async fn handshake(
     id: u64,
     authority: &Authority,
     sibling: bool,
+    stream_ids: u64,
 ) -> Result<Conn, DialError> {
     let (send, mut connection) = h2::client::Builder::new()
         .enable_push(false)
@@ -481,6 +511,8 @@ async fn handshake(
         send,
         closed,
         open,
+        opened: Arc::default(),
+        stream_ids,
     })
 }
 

@@ -29,8 +29,8 @@ pub struct Seen {
 }
 
 /// A small MCP-shaped h2 server: `initialize` opens session `s-1`, tools
-/// answer by name (`echo`, `stream`, `refuse`, `fail`, `wait`, `goaway`,
-/// `drain`).
+/// answer by name (`echo`, `stream`, `refuse`, `refuse_always`, `fail`,
+/// `wait`, `goaway`, `drain`).
 pub struct Backend {
     pub url: String,
     pub seen: Arc<Mutex<Vec<Seen>>>,
@@ -52,9 +52,10 @@ pub struct Handler {
     pub pair: Barrier,
     /// Told by the `goaway` tool: its connection sends GOAWAY.
     pub goaway: Notify,
-    /// Told once the connection has queued its GOAWAY (before any frame
-    /// the handler writes after this).
-    pub goaway_queued: Notify,
+    /// Told once the connection's GOAWAY is pending: the `h2` crate writes
+    /// a pending GOAWAY before any stream's frames, so before anything the
+    /// handler sends after this.
+    pub goaway_pending: Notify,
     /// Told by the `drain` tool: the listener closes (new connections are
     /// refused); then `listener_closed`.
     pub stop_listening: Notify,
@@ -114,7 +115,7 @@ impl Backend {
             barrier: Barrier::new(8),
             pair: Barrier::new(2),
             goaway: Notify::new(),
-            goaway_queued: Notify::new(),
+            goaway_pending: Notify::new(),
             stop_listening: Notify::new(),
             listener_closed: Notify::new(),
             ended: AtomicUsize::new(0),
@@ -209,7 +210,7 @@ where
             },
             () = handler.goaway.notified() => {
                 conn.graceful_shutdown();
-                handler.goaway_queued.notify_one();
+                handler.goaway_pending.notify_one();
             }
         }
     }
@@ -276,6 +277,7 @@ async fn handle(
         ("tools/call", "refuse") if !handler.refused.swap(true, Ordering::Relaxed) => {
             respond.send_reset(Reason::REFUSED_STREAM);
         }
+        ("tools/call", "refuse_always") => respond.send_reset(Reason::REFUSED_STREAM),
         ("tools/call", "fail") => respond.send_reset(Reason::INTERNAL_ERROR),
         ("tools/call", "big") => {
             let r = http::Response::builder()
@@ -314,7 +316,7 @@ async fn handle(
             handler.stop_listening.notify_one();
             handler.listener_closed.notified().await;
             handler.goaway.notify_one();
-            handler.goaway_queued.notified().await;
+            handler.goaway_pending.notified().await;
             json_answer(respond, &result("draining".into()), None);
         }
         ("tools/call", "goaway") => {
