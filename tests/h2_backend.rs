@@ -417,17 +417,22 @@ async fn a_connection_that_went_away_is_made_again() {
     assert_eq!(backend.connections(), 2);
 }
 
-#[tokio::test]
-async fn a_backend_that_drains_finishes_its_streams_and_its_sessions_end_with_a_404_not_a_502() {
-    // A backend shutting down gracefully stops listening and sends GOAWAY;
-    // a held event stream keeps its connection open. The stream in flight
-    // finishes; a later call of its session can be sent nowhere (no new
-    // stream on that connection, no new connection): that is its owner
-    // gone (404, so the client re-initializes) and a new session goes to
-    // the other backend; before, both were 502s of a "call that failed".
+/// Two h2 backends; a session on the first holds an event stream open
+/// (its first event read), and the first then drains (listener closed,
+/// GOAWAY) with one idle pipe left to it in Tether's idle list.
+struct Drained {
+    drains: Backend,
+    other: Backend,
+    t: Running,
+    token: String,
+    held: TcpStream,
+    got: Vec<u8>,
+}
+
+async fn drained(extra: &str) -> Drained {
     let drains = Backend::plain().await;
     let other = Backend::plain().await;
-    let t = tether(&[h2(&drains.url), h2(&other.url)], "").await;
+    let t = tether(&[h2(&drains.url), h2(&other.url)], extra).await;
     let mut token = begin(&t).await;
     for _ in 0..16 {
         if !drains.seen().is_empty() {
@@ -439,7 +444,6 @@ async fn a_backend_that_drains_finishes_its_streams_and_its_sessions_end_with_a_
         !drains.seen().is_empty(),
         "no session landed on the first backend"
     );
-    let token = token;
     let mut held = TcpStream::connect(t.proxy_addr).await.unwrap();
     held.write_all(call(&token, "stream", true).as_bytes())
         .await
@@ -448,6 +452,58 @@ async fn a_backend_that_drains_finishes_its_streams_and_its_sessions_end_with_a_
     read_until(&mut held, &mut got, "\"first\"").await;
     let answer = exchange(t.proxy_addr, call(&token, "drain", true).as_bytes()).await;
     assert!(answer.contains("draining"), "{answer}");
+    Drained {
+        drains,
+        other,
+        t,
+        token,
+        held,
+        got,
+    }
+}
+
+#[tokio::test]
+async fn a_new_session_that_would_go_to_a_draining_backend_goes_to_another() {
+    // Round robin, so the first of two new sessions is the draining
+    // backend's turn or the next one's: one of them finds its idle pipe,
+    // whose connection takes no new stream, and no new connection is had.
+    let d = drained("balance = \"round-robin\"").await;
+    let before = d.other.seen().len();
+    for _ in 0..2 {
+        let answer = exchange(d.t.proxy_addr, initialize("after").as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let inits = |b: &Backend| b.seen().iter().filter(|s| s.tool == "after").count();
+    assert_eq!(inits(&d.drains), 0);
+    assert_eq!(d.other.seen().len() - before, 2, "both went to the other");
+    assert_eq!(inits(&d.other), 2);
+    let id = d.drains.url.trim_start_matches("http://");
+    let m = metrics(&d.t).await;
+    let refused = format!("tether_upstream_errors_total{{backend=\"{id}\",kind=\"refused\"}}");
+    assert!(
+        sample(&m, &refused) >= 1.0,
+        "the draining one was tried: {m}"
+    );
+    let io = format!("tether_upstream_errors_total{{backend=\"{id}\",kind=\"io\"}}");
+    assert_eq!(sample(&m, &io), 0.0, "{m}");
+}
+
+#[tokio::test]
+async fn a_backend_that_drains_finishes_its_streams_and_its_sessions_end_with_a_404_not_a_502() {
+    // A backend shutting down gracefully stops listening and sends GOAWAY;
+    // a held event stream keeps its connection open. The stream in flight
+    // finishes; a later call of its session can be sent nowhere (no new
+    // stream on that connection, no new connection): that is its owner
+    // gone (404, so the client re-initializes) and a new session goes to
+    // the other backend; before, both were 502s of a "call that failed".
+    let Drained {
+        drains,
+        other: _other,
+        t,
+        token,
+        mut held,
+        mut got,
+    } = drained("").await;
     let answer = exchange(t.proxy_addr, call(&token, "echo", true).as_bytes()).await;
     assert!(
         answer.starts_with("HTTP/1.1 404"),
