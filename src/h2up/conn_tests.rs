@@ -127,6 +127,28 @@ async fn get(pipe: &mut Stream, path: &str, until: &str) -> String {
 
 const BOUND: Duration = Duration::from_secs(5);
 
+/// Waits until `done` holds, checking every millisecond, at most `BOUND`
+/// (then the test fails with `what`).
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {BOUND:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// The connection has had a GOAWAY: its `h2` handle refuses new streams.
+fn got_goaway(conn: &Conn) -> bool {
+    let mut send = conn.send.clone();
+    matches!(
+        crate::transport::without_waiting(|cx| send.poll_ready(cx)),
+        Some(Err(_))
+    )
+}
+
 #[tokio::test]
 async fn an_unread_answer_does_not_stall_the_other_streams_on_the_connection() {
     let (target, sent) = server(None).await;
@@ -313,13 +335,12 @@ async fn an_idle_sibling_is_closed_once_the_load_goes_down() {
     assert_eq!(link.made.load(Ordering::Relaxed), 2);
     drop(sse);
     drop(call);
-    // Several PING intervals: the PINGs are answered, nothing closes it.
-    tokio::time::sleep(PING_INTERVAL * 5).await;
-    let kept = link.lock().iter().filter(|c| c.usable()).count();
-    assert_eq!(
-        kept, 1,
-        "{kept} idle connections kept (an idle sibling is never closed)"
-    );
+    // The PINGs are answered: only being idle closes the sibling.
+    until(
+        "an idle sibling is closed (an idle sibling is never closed)",
+        || link.lock().iter().filter(|c| c.usable()).count() == 1,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -374,9 +395,16 @@ async fn a_request_never_sent_is_not_a_502_when_every_sibling_got_goaway() {
     }
     assert_eq!(link.made.load(Ordering::Relaxed), 2);
     drop(sse.remove(0)); // the first connection has room again
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until("the dropped stream's slot is free", || {
+        link.lock()[0].open.load(Ordering::Relaxed) == 1
+    })
+    .await;
     shut.send_replace(true);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until("both connections got their GOAWAY", || {
+        let conns = link.lock();
+        conns.len() == 2 && conns.iter().all(got_goaway)
+    })
+    .await;
     let mut q = pipe(&link, &target).await.unwrap();
     q.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         .await
@@ -392,6 +420,8 @@ async fn a_request_never_sent_is_not_a_502_when_every_sibling_got_goaway() {
          sibling (made {} connection(s))",
         link.made.load(Ordering::Relaxed)
     );
+    // It went to a new connection: the two it found had both gone away.
+    assert_eq!(link.made.load(Ordering::Relaxed), 3);
 }
 
 #[tokio::test]
@@ -406,7 +436,7 @@ async fn a_dial_in_flight_when_the_link_is_forgotten_is_not_kept() {
     }
     link.forget();
     dial.await.unwrap().unwrap();
-    tokio::time::sleep(PING_INTERVAL * 3).await;
+    // Kept, it would be PINGed and answered for good.
     let kept = link.lock().iter().filter(|c| c.usable()).count();
     assert_eq!(
         kept, 0,
