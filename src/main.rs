@@ -109,6 +109,8 @@ fn block_on(
         b.worker_threads(threads);
         b
     };
+    // A thread going idle frees the pooled buffers it has not needed lately.
+    builder.on_thread_park(mcp_tether::memory::on_park);
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

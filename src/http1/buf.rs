@@ -4,8 +4,11 @@
 //! it is empty, so the thousands of idle connections a proxy holds (kept-alive
 //! clients, held SSE streams) own no buffer at all, and a busy thread reuses
 //! the same few warm buffers instead of asking the allocator each time.
+//! Buffers a thread has not needed for `IDLE` are freed (`trim_idle`, when
+//! it goes idle), so the pool a burst filled does not stay filled.
 
 use std::cell::RefCell;
+use std::time::{Duration, Instant};
 
 /// Size of a pooled buffer: a read of up to this many bytes at once.
 pub const SIZE: usize = 16 * 1024;
@@ -17,15 +20,58 @@ pub const SIZE: usize = 16 * 1024;
 /// (it gives back only the top of its heap); an idle thread keeps none
 /// more than that, and idle connections hold none of them.
 const KEEP: usize = 512;
+/// A pooled buffer no request took for this long is freed.
+pub const IDLE: Duration = Duration::from_millis(250);
+
+struct Pool {
+    free: Vec<Vec<u8>>,
+    /// The fewest buffers the pool held since `since`: that many were not
+    /// needed over the whole time.
+    low: usize,
+    since: Option<Instant>,
+}
 
 thread_local! {
-    static FREE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static POOL: RefCell<Pool> = const {
+        RefCell::new(Pool {
+            free: Vec::new(),
+            low: 0,
+            since: None,
+        })
+    };
 }
 
 /// An empty buffer with at least `SIZE` bytes of capacity.
 pub fn take() -> Vec<u8> {
-    FREE.with(|free| free.borrow_mut().pop())
-        .unwrap_or_else(|| Vec::with_capacity(SIZE))
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let buf = pool.free.pop();
+        pool.low = pool.low.min(pool.free.len());
+        buf
+    })
+    .unwrap_or_else(|| Vec::with_capacity(SIZE))
+}
+
+/// Frees the buffers this thread's pool held unused for `IDLE` up to `now`
+/// (the coldest: the pool hands out the last given back first). Called as
+/// the thread goes idle; returns how many went.
+pub fn trim_idle(now: Instant) -> usize {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let pool = &mut *pool;
+        let unused = match pool.since {
+            Some(since) if now.saturating_duration_since(since) < IDLE => return 0,
+            Some(_) => pool.low.min(pool.free.len()),
+            None => 0,
+        };
+        pool.free.drain(..unused);
+        if pool.free.is_empty() {
+            pool.free = Vec::new();
+        }
+        pool.low = pool.free.len();
+        pool.since = Some(now);
+        unused
+    })
 }
 
 /// Returns a buffer to the pool (emptied). Buffers that grew past twice the
@@ -35,10 +81,10 @@ pub fn give(mut buf: Vec<u8>) {
         return;
     }
     buf.clear();
-    FREE.with(|free| {
-        let mut free = free.borrow_mut();
-        if free.len() < KEEP {
-            free.push(buf);
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.free.len() < KEEP {
+            pool.free.push(buf);
         }
     });
 }
@@ -78,5 +124,38 @@ mod tests {
         let b = take();
         assert_eq!(b.as_ptr(), ptr, "the freed buffer is the next one taken");
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn buffers_no_request_took_for_a_while_are_freed_the_warm_ones_kept() {
+        POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            p.free.clear();
+            p.since = None;
+        });
+        let t0 = Instant::now();
+        trim_idle(t0);
+        let bufs: Vec<_> = (0..10).map(|_| take()).collect();
+        let cold = bufs[0].as_ptr();
+        bufs.into_iter().for_each(give);
+        assert_eq!(trim_idle(t0), 0, "nothing goes before IDLE has passed");
+        // Started with an empty pool: none of the 10 sat unused all along.
+        assert_eq!(trim_idle(t0 + IDLE), 0);
+        // Within the next period, 4 are taken and given back: 6 never moved.
+        let again: Vec<_> = (0..4).map(|_| take()).collect();
+        again.into_iter().for_each(give);
+        assert_eq!(trim_idle(t0 + IDLE * 3 / 2), 0, "not yet");
+        assert_eq!(trim_idle(t0 + IDLE * 2), 6, "the 6 unused go");
+        let kept: Vec<_> = (0..4).map(|_| take()).collect();
+        assert!(
+            kept.iter().all(|b| b.as_ptr() != cold),
+            "the coldest buffer went, not a warm one"
+        );
+        kept.into_iter().for_each(give);
+        // They were taken in that period; after a quiet one they go too, and
+        // the pool holds nothing.
+        assert_eq!(trim_idle(t0 + IDLE * 3), 0);
+        assert_eq!(trim_idle(t0 + IDLE * 4), 4);
+        assert_eq!(POOL.with(|p| p.borrow().free.capacity()), 0);
     }
 }

@@ -165,6 +165,10 @@ pub async fn start_with(config: Config, source: Option<ReloadSource>) -> std::io
         proxy_loop.await;
         let _ = admin_stop.send(true);
     });
+    let mut running = rx.clone();
+    tasks.spawn(crate::memory::give_back(async move {
+        let _ = running.wait_for(|s| *s != Stop::Running).await;
+    }));
     tasks.spawn(background(control.clone(), rx));
     Ok(Running {
         proxy_addr,
