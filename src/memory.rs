@@ -6,13 +6,17 @@
 //! process keeps it all: a pooled buffer stays pooled, and glibc gives back
 //! only the top of its heap, which a single live allocation pins. So:
 //! - a thread's pooled buffers that no request took for `http1::buf::IDLE`
-//!   are freed, as the thread goes idle (`on_park`) and at each tick;
+//!   are freed, at every `LOOK`th time the thread goes idle (`on_park`) and
+//!   at each tick of the thread the ticking task runs on;
 //! - every `TICK`, when the allocator holds `GROWN` bytes more free than the
 //!   least it held since the last trim (memory was used and given back),
 //!   `malloc_trim` returns its free pages to the OS (glibc on Linux only).
 //!
-//! Nothing here is on a request's path: `on_park` reads the clock once per
-//! park, and the pool's cost per `take` is one comparison.
+//! Nothing here is on a request's path: `on_park` counts, and reads the
+//! clock once per `LOOK` parks (at every park it cost 1.5% of a sticky
+//! request's user-space instructions at one connection, which parks once a
+//! request: `bench/instructions.sh`); the pool's cost per `take` is one
+//! comparison.
 
 use std::time::Duration;
 
@@ -25,9 +29,24 @@ const TICK: Duration = Duration::from_millis(250);
 /// Free memory grown by this much since the last trim is given back.
 const GROWN: usize = 1 << 20;
 
-/// For the runtime's `on_thread_park`: the thread's idle pooled buffers go.
+/// Parks of a thread between two looks at its pool.
+const LOOK: u32 = 32;
+
+thread_local! {
+    static PARKS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// For the runtime's `on_thread_park`: every `LOOK` parks, the thread's
+/// idle pooled buffers go.
 pub fn on_park() {
-    buf::trim_idle(std::time::Instant::now());
+    let parks = PARKS.with(|p| {
+        let n = p.get().wrapping_add(1);
+        p.set(n);
+        n
+    });
+    if parks % LOOK == 0 {
+        buf::trim_idle(std::time::Instant::now());
+    }
 }
 
 /// Runs until `stop` ends: every `TICK`, this thread's idle buffers go,

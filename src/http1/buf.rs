@@ -4,8 +4,8 @@
 //! it is empty, so the thousands of idle connections a proxy holds (kept-alive
 //! clients, held SSE streams) own no buffer at all, and a busy thread reuses
 //! the same few warm buffers instead of asking the allocator each time.
-//! Buffers a thread has not needed for `IDLE` are freed (`trim_idle`, when
-//! it goes idle), so the pool a burst filled does not stay filled.
+//! Buffers a thread has not needed for `IDLE` are freed (`trim_idle`, from
+//! `crate::memory`), so the pool a burst filled does not stay filled.
 
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
@@ -53,8 +53,8 @@ pub fn take() -> Vec<u8> {
 }
 
 /// Frees the buffers this thread's pool held unused for `IDLE` up to `now`
-/// (the coldest: the pool hands out the last given back first). Called as
-/// the thread goes idle; returns how many went.
+/// (the coldest: the pool hands out the last given back first). Called by
+/// `crate::memory` (at parks and ticks); returns how many went.
 pub fn trim_idle(now: Instant) -> usize {
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
