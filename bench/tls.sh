@@ -87,6 +87,7 @@ port_of() { case $1 in haproxy) echo $HP ;; nginx) echo $NP ;; tether) echo $TP 
 cpu_pid() { case $1 in haproxy) echo $HPID ;; nginx) echo $NWORKER ;; tether) echo $TPID ;; esac; }
 mem_pid() { case $1 in haproxy) echo $HPID ;; nginx) echo $NPID ;; tether) echo $TPID ;; esac; }
 ticks() { awk '{print $14 + $15}' /proc/$1/stat; }
+utime() { awk '{print $14}' /proc/$1/stat; }
 HZ=$(getconf CLK_TCK)
 to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1e6; else print "-" }'; }
 record() { # run figure target conns rate p50 p99 cpu
@@ -133,15 +134,18 @@ sticky_h2() { # run target
   port=$(port_of $2); pid=$(cpu_pid $2)
   sid=$(new_session $port)
   [ -z "$sid" ] && { echo "bench: $2 gave no session id" >&2; return 1; }
-  t0=$(ticks $pid)
+  t0=$(ticks $pid) u0=$(utime $pid)
   out=$(taskset -c 0 h2load -c "$C" -m 8 -D "$D" -d "$WORK/call.json" -H 'content-type: application/json' \
     -H 'accept: application/json, text/event-stream' -H 'mcp-protocol-version: 2025-06-18' \
     -H "mcp-session-id: $sid" "https://127.0.0.1:$port/mcp" 2>&1)
-  t1=$(ticks $pid)
+  t1=$(ticks $pid) u1=$(utime $pid)
   done_=$(echo "$out" | awk '/^requests:/{for (i=1;i<=NF;i++) if ($(i+1) ~ /succeeded/) {print $i; exit}}')
   record $1 sticky_h2 $2 $C "$(echo "$out" | awk '/^finished in/{print $4}')" - - \
     "$(awk -v a=$t0 -v b=$t1 -v r="${done_:-0}" -v hz=$HZ 'BEGIN{ if (r>0) printf "%.2f", (b-a)/hz*1e6/r; else print "-" }')"
   echo "$out" | grep -E "^(requests|status codes|Application protocol)" >&2
+  # Where the time goes: user space against kernel, per request.
+  awk -v a=$t0 -v b=$t1 -v u=$u0 -v v=$u1 -v r="${done_:-0}" -v hz=$HZ -v t=$2 \
+    'BEGIN{ if (r>0) printf "  sticky_h2 %s split: user_us=%.2f sys_us=%.2f\n", t, (v-u)/hz*1e6/r, ((b-a)-(v-u))/hz*1e6/r }' >&2
 }
 
 echo "bench: results in $WORK; load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
