@@ -107,10 +107,11 @@ fn block_on(
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
         b.worker_threads(threads);
+        // A worker going idle leaves its spare buffers where they can be
+        // freed (one thread: the memory task does it on that thread).
+        b.on_thread_park(mcp_tether::http1::buf::spill);
         b
     };
-    // A thread going idle frees the pooled buffers it has not needed lately.
-    builder.on_thread_park(mcp_tether::memory::on_park);
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

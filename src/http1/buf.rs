@@ -4,10 +4,16 @@
 //! it is empty, so the thousands of idle connections a proxy holds (kept-alive
 //! clients, held SSE streams) own no buffer at all, and a busy thread reuses
 //! the same few warm buffers instead of asking the allocator each time.
-//! Buffers a thread has not needed for `IDLE` are freed (`trim_idle`, from
-//! `crate::memory`), so the pool a burst filled does not stay filled.
+//! A thread keeps its buffers to itself while it works; as it goes idle
+//! (`spill`), all but `LOCAL` of them move to its spill, a list
+//! `trim_idle` reaches from any thread (a sleeping one's too): buffers the
+//! spill held unused for `IDLE` are freed, so the pool a burst filled does
+//! not stay filled, and `freed_bytes` counts what went, for the heap trim
+//! that follows (`crate::memory`).
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 /// Size of a pooled buffer: a read of up to this many bytes at once.
@@ -16,66 +22,132 @@ pub const SIZE: usize = 16 * 1024;
 /// to two (the client's, the backend's), so this covers a burst of 256
 /// requests at once (an HTTP/2 client has up to 100 per connection). After
 /// such a burst a thread keeps 8 MiB (16 MiB if every buffer had grown to
-/// the largest kept, 32 KiB), as the allocator would keep the memory too
-/// (it gives back only the top of its heap); an idle thread keeps none
-/// more than that, and idle connections hold none of them.
+/// the largest kept, 32 KiB) until `IDLE` has passed; idle connections hold
+/// none of them.
 const KEEP: usize = 512;
-/// A pooled buffer no request took for this long is freed.
+/// Buffers a thread keeps to itself as it goes idle (256 KiB): the rest go
+/// to its spill.
+const LOCAL: usize = 16;
+/// A spilled buffer no request took for this long is freed.
 pub const IDLE: Duration = Duration::from_millis(250);
 
-struct Pool {
+/// Buffers a thread spilled as it went idle.
+#[derive(Default)]
+struct Spill {
     free: Vec<Vec<u8>>,
-    /// The fewest buffers the pool held since `since`: that many were not
+    /// The fewest buffers the spill held since `since`: that many were not
     /// needed over the whole time.
     low: usize,
     since: Option<Instant>,
 }
 
+type Shared = Arc<Mutex<Spill>>;
+
+/// Every thread's spill; a thread that ended leaves a dead `Weak`.
+static SPILLS: Mutex<Vec<Weak<Mutex<Spill>>>> = Mutex::new(Vec::new());
+/// Bytes of spilled buffers `trim_idle` freed.
+static FREED: AtomicUsize = AtomicUsize::new(0);
+
 thread_local! {
-    static POOL: RefCell<Pool> = const {
-        RefCell::new(Pool {
-            free: Vec::new(),
-            low: 0,
-            since: None,
-        })
-    };
+    /// The thread's own buffers: the last given back is the first taken.
+    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    /// Touched only as the thread goes idle with more than `LOCAL`, or
+    /// when its own buffers ran out.
+    static SPILL: Shared = register();
+}
+
+fn register() -> Shared {
+    let spill = Shared::default();
+    let mut spills = lock(&SPILLS);
+    spills.retain(|s| s.strong_count() > 0);
+    spills.push(Arc::downgrade(&spill));
+    spill
+}
+
+/// A poisoned lock is still a pool: what a panic left is a list of buffers.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// An empty buffer with at least `SIZE` bytes of capacity.
 pub fn take() -> Vec<u8> {
-    POOL.with(|pool| {
-        let mut pool = pool.borrow_mut();
-        let buf = pool.free.pop();
-        pool.low = pool.low.min(pool.free.len());
-        buf
-    })
-    .unwrap_or_else(|| Vec::with_capacity(SIZE))
+    POOL.with(|pool| pool.borrow_mut().pop())
+        .or_else(unspill)
+        .unwrap_or_else(|| Vec::with_capacity(SIZE))
 }
 
-/// Frees the buffers this thread's pool held unused for `IDLE` up to `now`
-/// (the coldest: the pool hands out the last given back first). Called by
-/// `crate::memory` (at parks and ticks); returns how many went.
-pub fn trim_idle(now: Instant) -> usize {
-    POOL.with(|pool| {
+/// The thread's own buffers ran out: the warmer half of its spill comes
+/// back (one lock for many takes), and one of it is taken.
+fn unspill() -> Option<Vec<u8>> {
+    let mut back = SPILL.with(|spill| {
+        let mut spill = lock(spill);
+        let n = spill.free.len().div_ceil(2);
+        let at = spill.free.len() - n;
+        let back = spill.free.split_off(at);
+        spill.low = spill.low.min(spill.free.len());
+        back
+    });
+    let buf = back.pop();
+    if !back.is_empty() {
+        POOL.with(|pool| pool.borrow_mut().append(&mut back));
+    }
+    buf
+}
+
+/// A thread going idle with more than `LOCAL` buffers moves the rest (its
+/// coldest) to its spill, where `trim_idle` frees them once unused for
+/// `IDLE`. Costs a length check when there are not that many. Called by a
+/// multi-thread runtime's `on_thread_park` (once as a worker goes idle),
+/// and by `crate::memory`'s tick on its own thread (a current-thread
+/// runtime parks between every few events: a hook there cost about 100
+/// instructions a request).
+pub fn spill() {
+    let excess = POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
-        let pool = &mut *pool;
-        let unused = match pool.since {
-            Some(since) if now.saturating_duration_since(since) < IDLE => return 0,
-            Some(_) => pool.low.min(pool.free.len()),
-            None => 0,
-        };
-        pool.free.drain(..unused);
-        if pool.free.is_empty() {
-            pool.free = Vec::new();
-        }
-        pool.low = pool.free.len();
-        pool.since = Some(now);
-        unused
-    })
+        let n = pool.len().saturating_sub(LOCAL);
+        (n > 0).then(|| pool.drain(..n).collect::<Vec<_>>())
+    });
+    if let Some(excess) = excess {
+        SPILL.with(|spill| {
+            let mut spill = lock(spill);
+            let room = KEEP.saturating_sub(spill.free.len());
+            spill.free.extend(excess.into_iter().rev().take(room).rev());
+        });
+    }
+}
+
+/// Frees the buffers every thread's spill held unused for `IDLE` up to
+/// `now` (the coldest: a spill gives back its warmer half first); returns
+/// how many went.
+pub fn trim_idle(now: Instant) -> usize {
+    let spills: Vec<Shared> = lock(&SPILLS).iter().filter_map(Weak::upgrade).collect();
+    spills.iter().map(|spill| trim(&mut lock(spill), now)).sum()
+}
+
+fn trim(spill: &mut Spill, now: Instant) -> usize {
+    let unused = match spill.since {
+        Some(since) if now.saturating_duration_since(since) < IDLE => return 0,
+        Some(_) => spill.low.min(spill.free.len()),
+        None => 0,
+    };
+    let bytes: usize = spill.free.drain(..unused).map(|b| b.capacity()).sum();
+    FREED.fetch_add(bytes, Ordering::Relaxed);
+    if spill.free.is_empty() {
+        spill.free = Vec::new();
+    }
+    spill.low = spill.free.len();
+    spill.since = Some(now);
+    unused
+}
+
+/// Bytes of spilled buffers freed since the process started.
+pub fn freed_bytes() -> usize {
+    FREED.load(Ordering::Relaxed)
 }
 
 /// Returns a buffer to the pool (emptied). Buffers that grew past twice the
-/// pooled size (a large head or body) are freed instead.
+/// pooled size (a large head or body) are freed instead, as are those past
+/// `KEEP`.
 pub fn give(mut buf: Vec<u8>) {
     if buf.capacity() < SIZE || buf.capacity() > 2 * SIZE {
         return;
@@ -83,8 +155,8 @@ pub fn give(mut buf: Vec<u8>) {
     buf.clear();
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
-        if pool.free.len() < KEEP {
-            pool.free.push(buf);
+        if pool.len() < KEEP {
+            pool.push(buf);
         }
     });
 }
@@ -126,36 +198,89 @@ mod tests {
         assert!(b.is_empty());
     }
 
+    /// `trim` on this thread's spill alone: `trim_idle` would reach the
+    /// spills of the tests running beside this one.
+    fn trim_here(now: Instant) -> usize {
+        SPILL.with(|s| trim(&mut lock(s), now))
+    }
+
+    fn spilled() -> usize {
+        SPILL.with(|s| lock(s).free.len())
+    }
+
     #[test]
-    fn buffers_no_request_took_for_a_while_are_freed_the_warm_ones_kept() {
-        POOL.with(|p| {
-            let mut p = p.borrow_mut();
-            p.free.clear();
-            p.since = None;
-        });
+    fn a_thread_going_idle_spills_all_but_a_few_and_spilled_buffers_unused_for_a_while_go() {
+        POOL.with(|p| p.borrow_mut().clear());
+        SPILL.with(|s| *lock(s) = Spill::default());
         let t0 = Instant::now();
-        trim_idle(t0);
-        let bufs: Vec<_> = (0..10).map(|_| take()).collect();
+        trim_here(t0);
+        let bufs: Vec<_> = (0..LOCAL + 10).map(|_| take()).collect();
         let cold = bufs[0].as_ptr();
         bufs.into_iter().for_each(give);
-        assert_eq!(trim_idle(t0), 0, "nothing goes before IDLE has passed");
-        // Started with an empty pool: none of the 10 sat unused all along.
-        assert_eq!(trim_idle(t0 + IDLE), 0);
-        // Within the next period, 4 are taken and given back: 6 never moved.
-        let again: Vec<_> = (0..4).map(|_| take()).collect();
+        spill();
+        assert_eq!(spilled(), 10, "all but LOCAL are spilled");
+        assert_eq!(POOL.with(|p| p.borrow().len()), LOCAL);
+        spill();
+        assert_eq!(spilled(), 10, "no more than that");
+        assert_eq!(trim_here(t0), 0, "nothing goes before IDLE has passed");
+        // The spill started empty: none of the 10 sat there all along.
+        assert_eq!(trim_here(t0 + IDLE), 0);
+        // Within the next period the thread's own run out and 4 more are
+        // taken: the warmer half of the spill comes back, 5 never moved.
+        let again: Vec<_> = (0..LOCAL + 4).map(|_| take()).collect();
+        assert_eq!(spilled(), 5);
         again.into_iter().for_each(give);
-        assert_eq!(trim_idle(t0 + IDLE * 3 / 2), 0, "not yet");
-        assert_eq!(trim_idle(t0 + IDLE * 2), 6, "the 6 unused go");
-        let kept: Vec<_> = (0..4).map(|_| take()).collect();
+        spill();
+        assert_eq!(trim_here(t0 + IDLE * 3 / 2), 0, "not yet");
+        let before = freed_bytes();
+        assert_eq!(trim_here(t0 + IDLE * 2), 5, "the 5 unused go");
+        assert!(freed_bytes() >= before + 5 * SIZE, "what went is counted");
+        let all: Vec<_> = (0..LOCAL + 5).map(|_| take()).collect();
         assert!(
-            kept.iter().all(|b| b.as_ptr() != cold),
+            all.iter().all(|b| b.as_ptr() != cold),
             "the coldest buffer went, not a warm one"
         );
-        kept.into_iter().for_each(give);
-        // They were taken in that period; after a quiet one they go too, and
-        // the pool holds nothing.
-        assert_eq!(trim_idle(t0 + IDLE * 3), 0);
-        assert_eq!(trim_idle(t0 + IDLE * 4), 4);
-        assert_eq!(POOL.with(|p| p.borrow().free.capacity()), 0);
+        all.into_iter().for_each(give);
+        spill();
+        // After a quiet period the spill is empty and holds no allocation;
+        // the thread keeps LOCAL.
+        assert_eq!(trim_here(t0 + IDLE * 3), 0);
+        assert_eq!(trim_here(t0 + IDLE * 4), 5);
+        assert_eq!(SPILL.with(|s| lock(s).free.capacity()), 0);
+        assert_eq!(POOL.with(|p| p.borrow().len()), LOCAL);
+    }
+
+    #[test]
+    fn a_sleeping_threads_spill_is_reached_and_an_ended_threads_is_gone() {
+        let (spilled, asleep) = std::sync::mpsc::channel();
+        let (wake, woken) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let bufs: Vec<_> = (0..LOCAL + 3).map(|_| take()).collect();
+            bufs.into_iter().for_each(give);
+            spill();
+            spilled.send(SPILL.with(Arc::downgrade)).unwrap();
+            // Asleep: it takes nothing and gives nothing back.
+            let _ = woken.recv();
+        });
+        let spill = asleep.recv().unwrap().upgrade().unwrap();
+        let registered = || {
+            lock(&SPILLS)
+                .iter()
+                .any(|s| s.as_ptr() == Arc::as_ptr(&spill))
+        };
+        assert!(registered(), "a thread's spill is known to trim_idle");
+        // What trim_idle does to each spill, on the sleeping thread's.
+        let t0 = Instant::now();
+        trim(&mut lock(&spill), t0);
+        assert_eq!(trim(&mut lock(&spill), t0 + IDLE), 3);
+        assert!(lock(&spill).free.is_empty());
+        let weak = Arc::downgrade(&spill);
+        drop(spill);
+        wake.send(()).unwrap();
+        thread.join().unwrap();
+        assert!(
+            weak.upgrade().is_none(),
+            "an ended thread's spill is dropped"
+        );
     }
 }
