@@ -71,7 +71,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// An empty buffer with at least `SIZE` bytes of capacity.
 pub fn take() -> Vec<u8> {
-    POOL.with(|pool| pool.borrow_mut().pop())
+    // `try_with`: a buffer taken or given in another thread-local's
+    // destructor, as the thread ends, is just not pooled.
+    POOL.try_with(|pool| pool.borrow_mut().pop())
+        .ok()
+        .flatten()
         .or_else(unspill)
         .unwrap_or_else(|| Vec::with_capacity(SIZE))
 }
@@ -79,17 +83,19 @@ pub fn take() -> Vec<u8> {
 /// The thread's own buffers ran out: the warmer half of its spill comes
 /// back (one lock for many takes), and one of it is taken.
 fn unspill() -> Option<Vec<u8>> {
-    let mut back = SPILL.with(|spill| {
-        let mut spill = lock(spill);
-        let n = spill.free.len().div_ceil(2);
-        let at = spill.free.len() - n;
-        let back = spill.free.split_off(at);
-        spill.low = spill.low.min(spill.free.len());
-        back
-    });
+    let mut back = SPILL
+        .try_with(|spill| {
+            let mut spill = lock(spill);
+            let n = spill.free.len().div_ceil(2);
+            let at = spill.free.len() - n;
+            let back = spill.free.split_off(at);
+            spill.low = spill.low.min(spill.free.len());
+            back
+        })
+        .ok()?;
     let buf = back.pop();
     if !back.is_empty() {
-        POOL.with(|pool| pool.borrow_mut().append(&mut back));
+        let _ = POOL.try_with(|pool| pool.borrow_mut().append(&mut back));
     }
     buf
 }
@@ -102,13 +108,13 @@ fn unspill() -> Option<Vec<u8>> {
 /// runtime parks between every few events: a hook there cost about 100
 /// instructions a request).
 pub fn spill() {
-    let excess = POOL.with(|pool| {
+    let excess = POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
         let n = pool.len().saturating_sub(LOCAL);
         (n > 0).then(|| pool.drain(..n).collect::<Vec<_>>())
     });
-    if let Some(excess) = excess {
-        SPILL.with(|spill| {
+    if let Ok(Some(excess)) = excess {
+        let _ = SPILL.try_with(|spill| {
             let mut spill = lock(spill);
             let room = KEEP.saturating_sub(spill.free.len());
             spill.free.extend(excess.into_iter().rev().take(room).rev());
@@ -153,7 +159,7 @@ pub fn give(mut buf: Vec<u8>) {
         return;
     }
     buf.clear();
-    POOL.with(|pool| {
+    let _ = POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
         if pool.len() < KEEP {
             pool.push(buf);
