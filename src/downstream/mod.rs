@@ -91,10 +91,9 @@ pub struct Client {
     probe_at: Option<Instant>,
     /// Tether's own life: after a shutdown signal no connection is kept.
     lifecycle: Arc<Lifecycle>,
-    /// Fields of each request head that Tether wrote itself (an HTTP/2
-    /// stream's framing and `connection: close`): not the client's, so not
-    /// counted against its limit.
-    added_fields: usize,
+    /// The request head Tether wrote itself and read as it wrote it (an
+    /// HTTP/2 stream's, `prefill_parsed`): the first `read_head` returns it.
+    written: Option<Box<Result<RequestHead, HeadError>>>,
     /// The current request's access log line, when lines are wanted.
     access: Option<Box<access::AccessLog>>,
 }
@@ -156,7 +155,7 @@ impl Client {
             probe_at: None,
             lifecycle: settings.lifecycle.clone(),
             access: None,
-            added_fields: 0,
+            written: None,
         }
     }
 
@@ -233,6 +232,13 @@ impl Client {
         self.buf = bytes;
     }
 
+    /// As `prefill`, with the request head at the start of `bytes` already
+    /// read (`RequestHead::from_written`: Tether wrote it), or refused.
+    pub fn prefill_parsed(&mut self, bytes: Vec<u8>, head: Result<RequestHead, HeadError>) {
+        self.prefill(bytes);
+        self.written = Some(Box::new(head));
+    }
+
     /// Between requests: an empty buffer goes back to the pool.
     pub fn release_idle_buffer(&mut self) {
         buf::release_if_empty(&mut self.buf);
@@ -272,12 +278,6 @@ impl Client {
         self.secure = secure;
     }
 
-    /// Each request head has `n` fields of Tether's own (an HTTP/2 stream's,
-    /// written as HTTP/1.1): the client is held to the field limit without them.
-    pub fn set_added_fields(&mut self, n: usize) {
-        self.added_fields = n;
-    }
-
     /// Whether the connection begins with the HTTP/2 preface (prior
     /// knowledge, `h2c`): reads until it does or cannot, within `timeout`.
     /// What was read stays in `buf` either way.
@@ -311,6 +311,9 @@ impl Client {
         settings: &ConnSettings,
         kept_alive: bool,
     ) -> Result<RequestHead, ReadError> {
+        if let Some(written) = self.written.take() {
+            return (*written).map_err(ReadError::Head);
+        }
         // Armed only if the head is not there yet (a kept-alive client's next
         // request often is): no clock read on the common path.
         let mut deadline = None;
@@ -328,11 +331,7 @@ impl Client {
             let worth_parsing = !parsed_once || self.buf.len() >= limit || may_end_head(fresh);
             if !self.buf.is_empty() && worth_parsing {
                 parsed_once = true;
-                let parsed = match self.added_fields {
-                    0 => RequestHead::parse(&self.buf, limit),
-                    n => RequestHead::parse_written(&self.buf, limit, n),
-                };
-                if let Some(head) = parsed.map_err(ReadError::Head)? {
+                if let Some(head) = RequestHead::parse(&self.buf, limit).map_err(ReadError::Head)? {
                     return Ok(head);
                 }
             }

@@ -29,7 +29,7 @@ async fn client_with_buffer(len: usize) -> (Client, TcpStream) {
         probe_at: None,
         lifecycle: Default::default(),
         access: None,
-        added_fields: 0,
+        written: None,
     };
     (client, peer_side)
 }

@@ -175,9 +175,7 @@ pub struct Fields {
 
 impl Fields {
     fn collect(buf: &[u8], headers: &[httparse::Header<'_>]) -> Result<Fields, HeadError> {
-        let mut list = FREE_LISTS
-            .with(|free| free.borrow_mut().pop())
-            .unwrap_or_else(|| Vec::with_capacity(KEPT_LIST.min(headers.len().max(16))));
+        let mut list = pooled_list(headers.len());
         for h in headers {
             let name = span(buf, h.name.as_bytes())
                 .ok_or(HeadError::Malformed("field name outside the head"))?;
@@ -189,13 +187,18 @@ impl Fields {
                 value,
             });
         }
+        Ok(Fields::of_list(list, buf))
+    }
+
+    /// The fields of `list`, whose kinds are set: `Connection` read.
+    fn of_list(list: Vec<Field>, buf: &[u8]) -> Fields {
         let mut fields = Fields {
             list,
             close: false,
             keep_alive: false,
         };
         fields.read_connection(buf);
-        Ok(fields)
+        fields
     }
 
     /// Reads the `Connection` options: `close`, `keep-alive`, and the names
@@ -335,6 +338,15 @@ impl Fields {
 /// Field lists are reused per thread (two heads per request).
 const KEPT_LIST: usize = 32;
 
+/// A field list from the thread's free ones, or a new one for about `n`.
+fn pooled_list(n: usize) -> Vec<Field> {
+    FREE_LISTS
+        .try_with(|free| free.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Vec::with_capacity(KEPT_LIST.min(n.max(16))))
+}
+
 thread_local! {
     static FREE_LISTS: std::cell::RefCell<Vec<Vec<Field>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -368,6 +380,32 @@ pub enum TargetForm {
     },
     /// `*`, for `OPTIONS`.
     Asterisk,
+}
+
+/// Where a writer of a request head put its parts (`RequestHead::from_written`).
+pub struct WrittenRequest {
+    method: Range<usize>,
+    target: Range<usize>,
+    list: Vec<Field>,
+}
+
+impl WrittenRequest {
+    pub fn new(method: Range<usize>, target: Range<usize>) -> WrittenRequest {
+        WrittenRequest {
+            method,
+            target,
+            list: pooled_list(16),
+        }
+    }
+
+    /// A field line written: where its name and its value are.
+    pub fn field(&mut self, name: Range<usize>, value: Range<usize>) {
+        self.list.push(Field {
+            name,
+            value,
+            kind: FieldKind::Other,
+        });
+    }
 }
 
 /// A client's request head.
@@ -448,8 +486,73 @@ impl RequestHead {
         };
         let inside = |s: &str| span(buf, s.as_bytes()).ok_or(HeadError::Malformed("request line"));
         let (method, target) = (inside(method)?, inside(path)?);
-        let form = target_form(buf, target.clone(), &buf[method.clone()])?;
         let fields = Fields::collect(buf, req.headers)?;
+        RequestHead::interpret(buf, len, method, target, minor, fields).map(Some)
+    }
+
+    /// As `parse_written` would read `buf`, a request head Tether wrote
+    /// itself (an HTTP/2 stream's, `len` bytes) where it noted its parts
+    /// (`written`), without tokenising it again. The writer's parts are
+    /// valid by construction (the `http` crate's method, target, names and
+    /// values: tokens, no CR, LF or NUL); what is checked again here is what
+    /// the bytes alone would decide (limits, framing, `Host`, `Connection`).
+    pub fn from_written(
+        buf: &[u8],
+        len: usize,
+        written: WrittenRequest,
+        limit: usize,
+        added: usize,
+    ) -> Result<RequestHead, HeadError> {
+        let WrittenRequest {
+            method,
+            target,
+            mut list,
+        } = written;
+        // In the order a parse finds them: more fields than it has room
+        // for, a head over the limit, then what the head says, then more
+        // of the client's fields than allowed (`parse_written`).
+        if list.len() > ROOM {
+            return Err(HeadError::TooManyFields);
+        }
+        if len > limit || len > buf.len() {
+            return Err(HeadError::TooLarge);
+        }
+        let within = |r: &Range<usize>| r.start <= r.end && r.end <= len;
+        if !(within(&method) && within(&target)) {
+            return Err(HeadError::Malformed("request line"));
+        }
+        for f in &mut list {
+            if !(within(&f.name) && within(&f.value)) {
+                return Err(HeadError::Malformed("field outside the head"));
+            }
+            // The value without the whitespace around it, as a parser reads it.
+            let value = &buf[f.value.clone()];
+            let lead = value.len() - value.trim_ascii_start().len();
+            let trail = value.len() - value.trim_ascii_end().len();
+            f.value = if lead == value.len() {
+                f.value.start..f.value.start
+            } else {
+                f.value.start + lead..f.value.end - trail
+            };
+            f.kind = FieldKind::of(&buf[f.name.clone()]);
+        }
+        let head = RequestHead::interpret(buf, len, method, target, 1, Fields::of_list(list, buf))?;
+        if head.fields.list.len() > MAX_FIELDS + added.min(ADDED_FIELDS) {
+            return Err(HeadError::TooManyFields);
+        }
+        Ok(head)
+    }
+
+    /// The request head of the parts a parse or a writer found.
+    fn interpret(
+        buf: &[u8],
+        len: usize,
+        method: Range<usize>,
+        target: Range<usize>,
+        minor: u8,
+        fields: Fields,
+    ) -> Result<RequestHead, HeadError> {
+        let form = target_form(buf, target.clone(), &buf[method.clone()])?;
         if fields.count(FieldKind::Confusable) > 0 {
             return Err(HeadError::Malformed(
                 "'_' for '-' in the name of a field Tether reads",
@@ -483,7 +586,7 @@ impl RequestHead {
         let expect_continue = fields
             .get(buf, FieldKind::Expect)
             .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
-        Ok(Some(RequestHead {
+        Ok(RequestHead {
             len,
             method,
             target,
@@ -493,7 +596,7 @@ impl RequestHead {
             framing,
             keep_alive,
             expect_continue,
-        }))
+        })
     }
 
     /// The authority an absolute-form target names: it replaces `Host`.

@@ -198,7 +198,11 @@ impl StreamIo {
             }
         };
         let start = at + head.len;
-        let response = match response(&all[at..start], &head) {
+        // One copy for the head's values and, where it goes as it is, the
+        // body that came with it.
+        let verbatim = matches!(head.framing, Framing::Length(_) | Framing::UntilClose);
+        let copied = Bytes::copy_from_slice(&all[at..if verbatim { all.len() } else { start }]);
+        let response = match response(copied.slice(..head.len), &head) {
             Some(response) => response,
             None => return Err(self.broken()),
         };
@@ -221,11 +225,20 @@ impl StreamIo {
             decoder: ChunkedDecoder::new(),
             finishing: false,
         };
+        if verbatim {
+            return self.take_body_from(&all[start..], Some(copied.slice(head.len..)));
+        }
         self.take_body(&all[start..])
     }
 
     /// Decodes body bytes into `pending` (empty when this is called).
     fn take_body(&mut self, data: &[u8]) -> io::Result<()> {
+        self.take_body_from(data, None)
+    }
+
+    /// As `take_body`; `shared`: `data` already copied, where the body
+    /// goes as it came.
+    fn take_body_from(&mut self, data: &[u8], shared: Option<Bytes>) -> io::Result<()> {
         let Answer::Body {
             send,
             framing,
@@ -240,7 +253,14 @@ impl StreamIo {
             Framing::Length(_) => {
                 let take = (*remaining).min(data.len() as u64) as usize;
                 *remaining -= take as u64;
-                (Bytes::copy_from_slice(&data[..take]), *remaining == 0)
+                let body = match shared {
+                    Some(mut shared) => {
+                        shared.truncate(take);
+                        shared
+                    }
+                    None => Bytes::copy_from_slice(&data[..take]),
+                };
+                (body, *remaining == 0)
             }
             Framing::Chunked => {
                 let mut out = Vec::new();
@@ -252,7 +272,10 @@ impl StreamIo {
                 }
                 (Bytes::from(out), decoder.is_done())
             }
-            Framing::UntilClose => (Bytes::copy_from_slice(data), false),
+            Framing::UntilClose => (
+                shared.unwrap_or_else(|| Bytes::copy_from_slice(data)),
+                false,
+            ),
             Framing::None => (Bytes::new(), true),
         };
         if done && decoded.is_empty() {
@@ -361,8 +384,7 @@ impl StreamIo {
 
 /// The stream's response head from the HTTP/1.1 one (`bytes`, parsed as
 /// `head`), its values shared from one copy of it.
-fn response(bytes: &[u8], head: &ResponseHead) -> Option<Response<()>> {
-    let fields = Bytes::copy_from_slice(bytes);
+fn response(fields: Bytes, head: &ResponseHead) -> Option<Response<()>> {
     let mut response = Response::new(());
     *response.status_mut() = http::StatusCode::from_u16(head.status).ok()?;
     // Filled in place (a builder moves its whole state at every field).

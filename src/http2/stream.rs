@@ -11,6 +11,7 @@
 //! a socket's: every limit, timeout and the body budget apply to it alike.
 
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
@@ -23,6 +24,7 @@ use http::{Request, Response};
 use super::io::{Shared, StreamIo};
 use crate::downstream::{Client, ConnSettings};
 use crate::http1::chunked;
+use crate::http1::head::{RequestHead, WrittenRequest};
 use crate::metrics::Metrics;
 use crate::transport::Stream;
 
@@ -102,10 +104,17 @@ pub(super) async fn serve<S, F>(
         &cx.settings,
     );
     client.set_secure(cx.secure);
-    client.set_added_fields(first.added);
     // The request as far as it came is in the client's buffer, as if read
-    // from a socket: no copy, no wait for it.
-    client.prefill(first.bytes);
+    // from a socket: no copy, no wait for it; its head read as it was
+    // written, not parsed again.
+    let head = RequestHead::from_written(
+        &first.bytes,
+        first.head_len,
+        first.written,
+        cx.settings.max_header_bytes,
+        first.added,
+    );
+    client.prefill_parsed(first.bytes, head);
     // A reset ends the stream's work whatever it waits on (the body budget,
     // a relay's gate, a store), not only when it next reads or writes: its
     // future is dropped, as a task's that is aborted.
@@ -124,6 +133,9 @@ pub(super) async fn serve<S, F>(
 /// read from a socket would hold).
 struct First {
     bytes: Vec<u8>,
+    /// The head's length, and where its parts are.
+    head_len: usize,
+    written: WrittenRequest,
     /// Fields of the head that are Tether's, not the client's (the
     /// framing, `connection: close`): not counted against its limit.
     added: usize,
@@ -167,7 +179,8 @@ fn first_bytes(parts: &http::request::Parts, body: &mut RecvStream) -> Result<Fi
         (false, false, false) => BodyFraming::Chunked,
     };
     let mut bytes = crate::http1::buf::take();
-    let added = request_head(&mut bytes, parts, framing)?;
+    let (added, written) = request_head(&mut bytes, parts, framing)?;
+    let head_len = bytes.len();
     for data in &ready {
         match framing {
             BodyFraming::Chunked => chunked::encode_chunk(data, &mut bytes),
@@ -179,6 +192,8 @@ fn first_bytes(parts: &http::request::Parts, body: &mut RecvStream) -> Result<Fi
     }
     Ok(First {
         bytes,
+        head_len,
+        written,
         added,
         complete: ended,
         chunked: framing == BodyFraming::Chunked,
@@ -186,7 +201,7 @@ fn first_bytes(parts: &http::request::Parts, body: &mut RecvStream) -> Result<Fi
 }
 
 /// How the bridged request's body is framed.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BodyFraming {
     None,
     /// The client's `content-length`.
@@ -196,18 +211,19 @@ enum BodyFraming {
     Chunked,
 }
 
-/// The HTTP/1.1 request head for a stream's request, into `out`; returns
-/// how many of its fields are Tether's own (what an HTTP/1.1 client would
-/// have sent is the client's: `:authority` as `Host`, cookies as one field).
+/// The HTTP/1.1 request head for a stream's request, into `out` (empty);
+/// returns how many of its fields are Tether's own (what an HTTP/1.1 client
+/// would have sent is the client's: `:authority` as `Host`, cookies as one
+/// field), and where its parts are.
 fn request_head(
     out: &mut Vec<u8>,
     parts: &http::request::Parts,
     framing: BodyFraming,
-) -> Result<usize, End> {
+) -> Result<(usize, WrittenRequest), End> {
     if parts.method == http::Method::CONNECT {
         return Err(End::Refused(h2::Reason::PROTOCOL_ERROR));
     }
-    out.extend_from_slice(parts.method.as_str().as_bytes());
+    let method = put(out, parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts
         .uri
@@ -215,8 +231,13 @@ fn request_head(
         .map(|p| p.as_str())
         .filter(|p| !p.is_empty())
         .unwrap_or("/");
-    out.extend_from_slice(target.as_bytes());
+    let target = put(out, target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut written = WrittenRequest::new(method, target);
+    let out = &mut Head {
+        out,
+        written: &mut written,
+    };
     // :authority, else a Host field (RFC 9113 §8.3.1).
     let host = parts
         .uri
@@ -224,41 +245,57 @@ fn request_head(
         .map(|a| a.as_str().as_bytes())
         .or_else(|| parts.headers.get(http::header::HOST).map(|v| v.as_bytes()));
     if let Some(host) = host {
-        field(out, b"host", host);
+        out.field(b"host", host);
     }
     let mut cookies: Vec<&[u8]> = Vec::new();
     for (name, value) in &parts.headers {
         match name.as_str() {
             "host" | "content-length" | "transfer-encoding" | "connection" | "expect" | "te" => {}
             "cookie" => cookies.push(value.as_bytes()),
-            _ => field(out, name.as_str().as_bytes(), value.as_bytes()),
+            _ => out.field(name.as_str().as_bytes(), value.as_bytes()),
         }
     }
     if !cookies.is_empty() {
-        field(out, b"cookie", &cookies.join(&b"; "[..]));
+        out.field(b"cookie", &cookies.join(&b"; "[..]));
     }
     match framing {
         BodyFraming::None => {}
-        BodyFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        BodyFraming::Chunked => out.field(b"transfer-encoding", b"chunked"),
         BodyFraming::Declared => {
             if let Some(len) = parts.headers.get(http::header::CONTENT_LENGTH) {
-                field(out, b"content-length", len.as_bytes());
+                out.field(b"content-length", len.as_bytes());
             }
         }
-        BodyFraming::Length(n) => {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(n.to_string().as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
+        BodyFraming::Length(n) => out.field(b"content-length", n.to_string().as_bytes()),
     }
-    out.extend_from_slice(b"connection: close\r\n\r\n");
+    out.field(b"connection", b"close");
+    out.out.extend_from_slice(b"\r\n");
     let framed = matches!(framing, BodyFraming::Chunked | BodyFraming::Length(_));
-    Ok(1 + usize::from(framed))
+    Ok((1 + usize::from(framed), written))
 }
 
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
+/// Appends `bytes`; returns where they are.
+fn put(out: &mut Vec<u8>, bytes: &[u8]) -> Range<usize> {
+    let start = out.len();
+    out.extend_from_slice(bytes);
+    start..out.len()
 }
+
+/// A head being written, noting where each field is.
+struct Head<'a> {
+    out: &'a mut Vec<u8>,
+    written: &'a mut WrittenRequest,
+}
+
+impl Head<'_> {
+    fn field(&mut self, name: &[u8], value: &[u8]) {
+        let name = put(self.out, name);
+        self.out.extend_from_slice(b": ");
+        let value = put(self.out, value);
+        self.out.extend_from_slice(b"\r\n");
+        self.written.field(name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests;
