@@ -8,7 +8,8 @@
 //! HTTP/1.1 answer it writes goes out as the stream's response (`io`: the
 //! client's byte stream is the h2 stream). So every flow of every era behaves
 //! the same over HTTP/2, by construction; the cost is writing each head as
-//! HTTP/1.1 and parsing it back (`docs/benchmarks.md`).
+//! HTTP/1.1 (the request's is read as it is written, not parsed again) and
+//! parsing the answer's back (`docs/benchmarks.md`).
 //!
 //! Per connection: at most `http2.max_concurrent_streams` streams at once
 //! (SETTINGS), header lists within `limits.max_header_bytes`, flow control per
