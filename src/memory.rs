@@ -39,8 +39,10 @@ pub async fn give_back(stop: impl std::future::Future<Output = ()>) {
     let mut trigger = Trigger::default();
     loop {
         tokio::select! {
-            _ = tick.tick() => {
-                let now = Instant::now();
+            due = tick.tick() => {
+                // When the tick was due, not when it ran: a late one is
+                // still `TICK` after the last (`buf::trim_idle`).
+                let now = due.into_std();
                 buf::spill();
                 buf::trim_idle(now);
                 if heap::TRIMS && trigger.due(buf::freed_bytes(), now) {

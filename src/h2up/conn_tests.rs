@@ -157,18 +157,14 @@ async fn an_unread_answer_does_not_stall_the_other_streams_on_the_connection() {
     slow.write_all(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n")
         .await
         .unwrap();
-    // Nobody reads `slow`: wait until the server cannot send more of it.
-    let mut last = 0;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = sent.load(Ordering::Relaxed);
-        if now > 0 && now == last {
-            break;
-        }
-        last = now;
-    }
+    // Nobody reads `slow`: it takes a whole stream window of the
+    // connection's, four times what a connection with the default window
+    // (64 KiB) would have had for every stream.
+    until("the unread answer to take a whole stream window (a smaller connection window stops it first)", || {
+        sent.load(Ordering::Relaxed) >= STREAM_WINDOW as usize
+    })
+    .await;
     let held = sent.load(Ordering::Relaxed);
-    assert!(held < BIG, "the answer stalled");
     let mut other = pipe(&link, &target).await.unwrap();
     other
         .write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -454,13 +450,26 @@ async fn an_idle_pipe_holds_no_pooled_buffer() {
     let probe = crate::http1::buf::take();
     let ptr = probe.as_ptr();
     crate::http1::buf::give(probe);
-    let p = pipe(&link, &target).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await; // the bridge waits for a request
+    let mut p = pipe(&link, &target).await.unwrap();
+    // On a current-thread runtime a yield runs every task already woken
+    // (the bridge, spawned) to its next wait before this one resumes.
+    tokio::task::yield_now().await;
     let again = crate::http1::buf::take();
     assert_eq!(
         again.as_ptr(),
         ptr,
         "the idle bridge took a pooled buffer and holds it"
+    );
+    crate::http1::buf::give(again);
+    // The same wait sees a bridge that does hold one: half a request is
+    // kept in a pooled buffer until the rest comes.
+    p.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    tokio::task::yield_now().await;
+    let other = crate::http1::buf::take();
+    assert_ne!(
+        other.as_ptr(),
+        ptr,
+        "the bridge did not run within the wait (the check above proves nothing)"
     );
     drop(p);
 }

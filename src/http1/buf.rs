@@ -18,17 +18,22 @@ use std::time::{Duration, Instant};
 
 /// Size of a pooled buffer: a read of up to this many bytes at once.
 pub const SIZE: usize = 16 * 1024;
-/// Buffers kept per thread; more are freed. A request in flight holds up
-/// to two (the client's, the backend's), so this covers a burst of 256
-/// requests at once (an HTTP/2 client has up to 100 per connection). After
-/// such a burst a thread keeps 8 MiB (16 MiB if every buffer had grown to
-/// the largest kept, 32 KiB) until `IDLE` has passed; idle connections hold
+/// Buffers a thread's pool keeps, and its spill; more are freed. A request
+/// in flight holds up to two (the client's, the backend's), so this covers
+/// a burst of 256 requests at once (an HTTP/2 client has up to 100 per
+/// connection). After bursts a thread can keep up to 8 MiB in its pool and
+/// as much in its spill (twice that if every buffer had grown to the
+/// largest kept, 32 KiB) until `IDLE` has passed; idle connections hold
 /// none of them.
 const KEEP: usize = 512;
 /// Buffers a thread keeps to itself as it goes idle (256 KiB): the rest go
 /// to its spill.
 const LOCAL: usize = 16;
-/// A spilled buffer no request took for this long is freed.
+/// A spilled buffer no request took for this long is freed. Short, so a
+/// burst's memory is back within a second; bursts that come every second
+/// or so pay for it in allocations: at most `2 * KEEP` buffers of `SIZE`
+/// (16 MiB, their page faults and zeroing: a few milliseconds) a thread
+/// per burst.
 pub const IDLE: Duration = Duration::from_millis(250);
 
 /// Buffers a thread spilled as it went idle.
@@ -45,7 +50,10 @@ type Shared = Arc<Mutex<Spill>>;
 
 /// Every thread's spill; a thread that ended leaves a dead `Weak`.
 static SPILLS: Mutex<Vec<Weak<Mutex<Spill>>>> = Mutex::new(Vec::new());
-/// Bytes of spilled buffers `trim_idle` freed.
+/// Bytes of pooled buffers freed as a thread went idle: those its full
+/// spill had no room for, and those `trim_idle` freed. (Buffers freed
+/// past `KEEP` while a thread works are not counted: under load nothing
+/// calls for a trim.)
 static FREED: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
@@ -113,37 +121,67 @@ pub fn spill() {
         let n = pool.len().saturating_sub(LOCAL);
         (n > 0).then(|| pool.drain(..n).collect::<Vec<_>>())
     });
-    if let Ok(Some(excess)) = excess {
-        let _ = SPILL.try_with(|spill| {
+    if let Ok(Some(mut excess)) = excess {
+        let cold = SPILL.try_with(|spill| {
             let mut spill = lock(spill);
+            // The spill keeps the warmest it has room for.
             let room = KEEP.saturating_sub(spill.free.len());
-            spill.free.extend(excess.into_iter().rev().take(room).rev());
+            let cold: Vec<_> = excess.drain(..excess.len().saturating_sub(room)).collect();
+            spill.free.append(&mut excess);
+            cold
         });
+        if let Ok(cold) = cold {
+            // Freed out of the lock, and counted: a burst is over.
+            FREED.fetch_add(capacities(&cold), Ordering::Relaxed);
+        }
     }
 }
 
 /// Frees the buffers every thread's spill held unused for `IDLE` up to
 /// `now` (the coldest: a spill gives back its warmer half first); returns
 /// how many went.
+/// `now` is best the instant the caller's tick was due: read late, a
+/// clock would make a tick `IDLE` after the last seem too soon.
 pub fn trim_idle(now: Instant) -> usize {
-    let spills: Vec<Shared> = lock(&SPILLS).iter().filter_map(Weak::upgrade).collect();
-    spills.iter().map(|spill| trim(&mut lock(spill), now)).sum()
+    trim_each(&SPILLS, now)
 }
 
-fn trim(spill: &mut Spill, now: Instant) -> usize {
+/// `trim_idle` over `spills`, which loses the spills of ended threads.
+fn trim_each(spills: &Mutex<Vec<Weak<Mutex<Spill>>>>, now: Instant) -> usize {
+    let live: Vec<Shared> = {
+        let mut spills = lock(spills);
+        spills.retain(|s| s.strong_count() > 0);
+        spills.iter().filter_map(Weak::upgrade).collect()
+    };
+    live.iter()
+        .map(|spill| {
+            // Freed out of the lock, which a thread's `unspill` may wait on.
+            let unused = trim(&mut lock(spill), now);
+            FREED.fetch_add(capacities(&unused), Ordering::Relaxed);
+            unused.len()
+        })
+        .sum()
+}
+
+/// Takes out of `spill` the buffers it held unused since the last trim, if
+/// that was `IDLE` ago.
+fn trim(spill: &mut Spill, now: Instant) -> Vec<Vec<u8>> {
     let unused = match spill.since {
-        Some(since) if now.saturating_duration_since(since) < IDLE => return 0,
+        Some(since) if now.saturating_duration_since(since) < IDLE => return Vec::new(),
         Some(_) => spill.low.min(spill.free.len()),
         None => 0,
     };
-    let bytes: usize = spill.free.drain(..unused).map(|b| b.capacity()).sum();
-    FREED.fetch_add(bytes, Ordering::Relaxed);
+    let unused: Vec<_> = spill.free.drain(..unused).collect();
     if spill.free.is_empty() {
         spill.free = Vec::new();
     }
     spill.low = spill.free.len();
     spill.since = Some(now);
     unused
+}
+
+fn capacities(bufs: &[Vec<u8>]) -> usize {
+    bufs.iter().map(Vec::capacity).sum()
 }
 
 /// Bytes of spilled buffers freed since the process started.
@@ -207,7 +245,9 @@ mod tests {
     /// `trim` on this thread's spill alone: `trim_idle` would reach the
     /// spills of the tests running beside this one.
     fn trim_here(now: Instant) -> usize {
-        SPILL.with(|s| trim(&mut lock(s), now))
+        let unused = SPILL.with(|s| trim(&mut lock(s), now));
+        FREED.fetch_add(capacities(&unused), Ordering::Relaxed);
+        unused.len()
     }
 
     fn spilled() -> usize {
@@ -257,6 +297,30 @@ mod tests {
     }
 
     #[test]
+    fn a_full_spill_keeps_the_warmest_and_counts_what_it_had_no_room_for() {
+        POOL.with(|p| p.borrow_mut().clear());
+        let full: Vec<_> = (0..KEEP).map(|_| Vec::with_capacity(SIZE)).collect();
+        SPILL.with(|s| lock(s).free = full);
+        let bufs: Vec<_> = (0..LOCAL + 3).map(|_| Vec::with_capacity(SIZE)).collect();
+        let coldest_kept = bufs[3].as_ptr();
+        bufs.into_iter().for_each(give);
+        let before = freed_bytes();
+        spill();
+        assert_eq!(spilled(), KEEP, "the spill stays at KEEP");
+        assert!(
+            freed_bytes() >= before + 3 * SIZE,
+            "the 3 it had no room for are counted as freed"
+        );
+        assert_eq!(POOL.with(|p| p.borrow().len()), LOCAL);
+        assert_eq!(
+            POOL.with(|p| p.borrow()[0].as_ptr()),
+            coldest_kept,
+            "the thread keeps its warmest LOCAL"
+        );
+        SPILL.with(|s| *lock(s) = Spill::default());
+    }
+
+    #[test]
     fn a_sleeping_threads_spill_is_reached_and_an_ended_threads_is_gone() {
         let (spilled, asleep) = std::sync::mpsc::channel();
         let (wake, woken) = std::sync::mpsc::channel::<()>();
@@ -275,11 +339,18 @@ mod tests {
                 .any(|s| s.as_ptr() == Arc::as_ptr(&spill))
         };
         assert!(registered(), "a thread's spill is known to trim_idle");
-        // What trim_idle does to each spill, on the sleeping thread's.
+        // trim_idle's walk, over the sleeping thread's spill and an ended
+        // thread's (trim_idle itself would reach the spills of the tests
+        // running beside this one).
+        let ended = Arc::downgrade(&Shared::default());
+        let spills = Mutex::new(vec![ended, Arc::downgrade(&spill)]);
         let t0 = Instant::now();
-        trim(&mut lock(&spill), t0);
-        assert_eq!(trim(&mut lock(&spill), t0 + IDLE), 3);
+        assert_eq!(trim_each(&spills, t0), 0, "nothing before IDLE");
+        assert_eq!(lock(&spills).len(), 1, "the ended thread's is let go");
+        let before = freed_bytes();
+        assert_eq!(trim_each(&spills, t0 + IDLE), 3);
         assert!(lock(&spill).free.is_empty());
+        assert!(freed_bytes() >= before + 3 * SIZE, "what went is counted");
         let weak = Arc::downgrade(&spill);
         drop(spill);
         wake.send(()).unwrap();
