@@ -687,6 +687,36 @@ async fn a_stream_with_the_most_fields_a_client_may_send_is_served() {
     assert_eq!(backend.seen().len(), 1);
 }
 
+#[tokio::test]
+async fn a_field_name_http1_refuses_reaches_no_backend() {
+    // HPACK names may hold `"`, which an HTTP/1.1 name may not (found in
+    // review): written into the backend's request, it went through.
+    let backend = RawBackend::start(echo_target).await;
+    let t = tether_urls(vec![backend.url()], "[http2]\nh2c = true\n").await;
+    let h2 = h2c(t.proxy_addr).await;
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri("https://localhost/mcp")
+        .header(JSON.0, JSON.1)
+        .header(ACCEPT.0, ACCEPT.1)
+        .body(())
+        .unwrap();
+    req.headers_mut().insert(
+        http::HeaderName::from_lowercase(b"x\"y").unwrap(),
+        http::HeaderValue::from_static("1"),
+    );
+    let mut send = h2.clone().ready().await.unwrap();
+    let (response, mut body) = send.send_request(req, false).unwrap();
+    body.send_data(Bytes::from_static(WHOAMI.as_bytes()), true)
+        .unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    assert!(backend.seen().is_empty(), "{:?}", backend.seen());
+    // The connection serves the next stream.
+    let a = call(&h2, Method::POST, "/mcp", &[JSON, ACCEPT], WHOAMI).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+}
+
 /// Opens a POST stream declaring `len` bytes and sends `sent` of them.
 async fn part_body(h2: &H2, len: usize, sent: usize) -> h2::SendStream<Bytes> {
     let mut send = h2.clone().ready().await.unwrap();

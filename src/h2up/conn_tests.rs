@@ -447,27 +447,29 @@ async fn an_idle_pipe_holds_no_pooled_buffer() {
     // took none.
     let (target, _) = server(None).await;
     let link = Arc::new(Link::default());
-    let probe = crate::http1::buf::take();
-    let ptr = probe.as_ptr();
-    crate::http1::buf::give(probe);
+    // The buffer the next take gets (given straight back).
+    let top = || {
+        let buf = crate::http1::buf::take();
+        let ptr = buf.as_ptr();
+        crate::http1::buf::give(buf);
+        ptr
+    };
+    let ptr = top();
     let mut p = pipe(&link, &target).await.unwrap();
     // On a current-thread runtime a yield runs every task already woken
     // (the bridge, spawned) to its next wait before this one resumes.
     tokio::task::yield_now().await;
-    let again = crate::http1::buf::take();
     assert_eq!(
-        again.as_ptr(),
+        top(),
         ptr,
         "the idle bridge took a pooled buffer and holds it"
     );
-    crate::http1::buf::give(again);
     // The same wait sees a bridge that does hold one: half a request is
     // kept in a pooled buffer until the rest comes.
     p.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
     tokio::task::yield_now().await;
-    let other = crate::http1::buf::take();
     assert_ne!(
-        other.as_ptr(),
+        top(),
         ptr,
         "the bridge did not run within the wait (the check above proves nothing)"
     );

@@ -10,6 +10,8 @@
 
 use std::fmt;
 
+use super::head::is_tchar;
+
 /// Longest chunk-size line (digits, whitespace and extensions, without CRLF).
 const MAX_SIZE_LINE: u16 = 4096;
 /// Most bytes of trailer fields (with their CRLFs) after the last chunk.
@@ -227,11 +229,6 @@ fn push_hex_digit(size: u64, b: u8) -> Result<u64, ChunkedError> {
     size.checked_mul(16)
         .and_then(|s| s.checked_add(u64::from(digit)))
         .ok_or(ChunkedError::BadSize)
-}
-
-/// A `tchar` (RFC 9110 §5.6.2): what a field name is made of.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Counts one more trailer byte against the limit.

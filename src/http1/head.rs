@@ -492,10 +492,11 @@ impl RequestHead {
 
     /// As `parse_written` would read `buf`, a request head Tether wrote
     /// itself (an HTTP/2 stream's, `len` bytes) where it noted its parts
-    /// (`written`), without tokenising it again. The writer's parts are
-    /// valid by construction (the `http` crate's method, target, names and
-    /// values: tokens, no CR, LF or NUL); what is checked again here is what
-    /// the bytes alone would decide (limits, framing, `Host`, `Connection`).
+    /// (`written`), without tokenising it again. The method and target are
+    /// the `http` crate's (a token; no CTL or space); each field is held to
+    /// what an HTTP/1.1 parse takes (the `h2` crate takes names HTTP/1.1
+    /// refuses: `"`), then what the bytes decide (limits, framing, `Host`,
+    /// `Connection`).
     pub fn from_written(
         buf: &[u8],
         len: usize,
@@ -508,23 +509,35 @@ impl RequestHead {
             target,
             mut list,
         } = written;
-        // In the order a parse finds them: more fields than it has room
-        // for, a head over the limit, then what the head says, then more
-        // of the client's fields than allowed (`parse_written`).
-        if list.len() > ROOM {
-            return Err(HeadError::TooManyFields);
+        // In the order a parse finds them: a field it cannot read or more
+        // than it has room for (whichever comes first), a head over the
+        // limit, then what the head says, then more of the client's fields
+        // than allowed (`parse_written`).
+        let len_in = len.min(buf.len());
+        let within = |r: &Range<usize>| r.start <= r.end && r.end <= len_in;
+        if !(within(&method) && within(&target)) {
+            return Err(HeadError::Malformed("request line"));
+        }
+        for (i, f) in list.iter().enumerate() {
+            if i == ROOM {
+                return Err(HeadError::TooManyFields);
+            }
+            if !(within(&f.name) && within(&f.value)) {
+                return Err(HeadError::Malformed("field outside the head"));
+            }
+            let name = &buf[f.name.clone()];
+            let value = &buf[f.value.clone()];
+            if name.is_empty()
+                || !name.iter().all(|&b| is_tchar(b))
+                || !value.iter().all(|&b| is_value_byte(b))
+            {
+                return Err(HeadError::Malformed("not an HTTP/1 request"));
+            }
         }
         if len > limit || len > buf.len() {
             return Err(HeadError::TooLarge);
         }
-        let within = |r: &Range<usize>| r.start <= r.end && r.end <= len;
-        if !(within(&method) && within(&target)) {
-            return Err(HeadError::Malformed("request line"));
-        }
         for f in &mut list {
-            if !(within(&f.name) && within(&f.value)) {
-                return Err(HeadError::Malformed("field outside the head"));
-            }
             // The value without the whitespace around it, as a parser reads it.
             let value = &buf[f.value.clone()];
             let lead = value.len() - value.trim_ascii_start().len();
@@ -841,6 +854,44 @@ pub fn may_end_head(bytes: &[u8]) -> bool {
     bytes
         .windows(2)
         .any(|w| w[0] == b'\n' && (w[1] == b'\n' || w[1] == b'\r'))
+}
+
+/// A `tchar` (RFC 9110 §5.6.2): what a field name is made of.
+pub fn is_tchar(b: u8) -> bool {
+    TCHAR[usize::from(b)]
+}
+
+const TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = matches!(b as u8, b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
+            || matches!(
+                b as u8,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    table
+};
+
+/// A byte a field value may hold (RFC 9110 §5.5: VCHAR, SP, HTAB,
+/// obs-text), as an HTTP/1.1 parse takes it.
+pub fn is_value_byte(b: u8) -> bool {
+    b == b'\t' || (b >= b' ' && b != 0x7f)
 }
 
 /// The comma-separated tokens of a list-valued field, trimmed, empty ones skipped.

@@ -1118,3 +1118,30 @@ fn names_compare_a_word_at_a_time_exactly_as_ignoring_case() {
         );
     }
 }
+
+#[test]
+fn name_and_value_bytes_are_what_httparse_takes() {
+    // `from_written` holds an HTTP/2 stream's fields to these, so they must
+    // be exactly what a parse of the written bytes would take.
+    for b in 0..=255u8 {
+        let name = [b"GET / HTTP/1.1\r\nx".as_slice(), &[b], b"y: v\r\n\r\n"].concat();
+        let mut fields = [httparse::EMPTY_HEADER; 4];
+        let parsed = httparse::Request::new(&mut fields).parse(&name).is_ok();
+        // A colon ends the name: the parse reads another field.
+        if b != b':' {
+            assert_eq!(is_tchar(b), parsed, "name byte {b:#x}");
+        } else {
+            assert!(!is_tchar(b));
+        }
+        let value = [b"GET / HTTP/1.1\r\nx: a".as_slice(), &[b], b"c\r\n\r\n"].concat();
+        let mut fields = [httparse::EMPTY_HEADER; 4];
+        let parsed = httparse::Request::new(&mut fields).parse(&value).is_ok();
+        // A CR or LF inside a value ends the line: a parse may take it as
+        // something else; neither is a value byte.
+        if b != b'\r' && b != b'\n' {
+            assert_eq!(is_value_byte(b), parsed, "value byte {b:#x}");
+        } else {
+            assert!(!is_value_byte(b));
+        }
+    }
+}
