@@ -1143,5 +1143,16 @@ fn name_and_value_bytes_are_what_httparse_takes() {
         } else {
             assert!(!is_value_byte(b));
         }
+        // `from_written` trusts a value the `http` crate holds to be these,
+        // and a name (as the `h2` crate decodes one) to be a token or to
+        // hold a `"`.
+        let held = http::HeaderValue::from_bytes(&[b'a', b, b'c']).is_ok();
+        assert_eq!(is_value_byte(b), held, "HeaderValue and byte {b:#x}");
+        let named = http::HeaderName::from_lowercase(&[b'a', b]).is_ok();
+        assert_eq!(
+            named,
+            (is_tchar(b) && !b.is_ascii_uppercase()) || b == b'"',
+            "HeaderName and byte {b:#x}"
+        );
     }
 }

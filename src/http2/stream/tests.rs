@@ -110,9 +110,14 @@ fn parts() -> impl Strategy<Value = http::request::Parts> {
         "/[a-zA-Z0-9._~!$&'()*+,;=:@%/?-]{0,30}",
     ];
     let authority = proptest::option::of(prop_oneof![
-        Just("127.0.0.1:8080"),
-        Just("example.com"),
-        Just("[::1]:443")
+        Just("127.0.0.1:8080".to_string()),
+        Just("example.com".to_string()),
+        Just("[::1]:443".to_string()),
+        // Odd ones the `http` crate takes as an authority.
+        Just("u:p@example.com".to_string()),
+        Just("example.com:".to_string()),
+        Just("EXAMPLE.com:99999".to_string()),
+        "[a-z0-9.%!$&'()*+,;=~-]{1,12}(:[0-9]{0,6})?",
     ]);
     let fields = proptest::collection::vec((name(), value()), 0..8);
     let many = 0usize..3;
