@@ -801,3 +801,125 @@ async fn a_backend_answer_with_the_most_fields_reaches_an_h2_client_whole() {
     assert_eq!(a.headers.get("x-many-125").unwrap(), "125");
     assert_eq!(a.headers.get("x-many-0").unwrap(), "0");
 }
+
+/// How a stream's answer ends: its status, or the h2 error the client saw
+/// (its head or its body read whole).
+async fn outcome(h2: &H2, method: Method, path: &str) -> Result<u16, String> {
+    let req = Request::builder()
+        .method(method)
+        .uri(format!("http://localhost{path}"))
+        .body(())
+        .unwrap();
+    let mut h2 = h2
+        .clone()
+        .ready()
+        .await
+        .map_err(|e| format!("ready: {e}"))?;
+    let (response, _) = h2
+        .send_request(req, true)
+        .map_err(|e| format!("send: {e}"))?;
+    let response = response.await.map_err(|e| format!("head: {e}"))?;
+    let status = response.status().as_u16();
+    let mut recv = response.into_body();
+    while let Some(chunk) = recv.data().await {
+        let chunk = chunk.map_err(|e| format!("body: {e}"))?;
+        let _ = recv.flow_control().release_capacity(chunk.len());
+    }
+    Ok(status)
+}
+
+/// A backend that gives every request `answer`.
+async fn answering(answer: &'static [u8], after: After) -> RawBackend {
+    RawBackend::start(move |_| (answer.to_vec(), after.clone())).await
+}
+
+#[tokio::test]
+async fn a_bodiless_answer_reaches_a_strict_client_with_one_valid_length_or_none() {
+    // Found in review: the backend's Content-Length on a 204, a 304 or a
+    // HEAD answer went into HEADERS as it came; the h2 crate and nghttp2
+    // (curl) refuse a list, a duplicate, a stray value or a 204's length
+    // as a protocol error.
+    let cases: [(Method, &[u8]); 6] = [
+        (
+            Method::GET,
+            b"HTTP/1.1 304 Not Modified\r\ncontent-length: 5, 5\r\n\r\n",
+        ),
+        (
+            Method::GET,
+            b"HTTP/1.1 304 Not Modified\r\ncontent-length: abc\r\n\r\n",
+        ),
+        (
+            Method::GET,
+            b"HTTP/1.1 304 Not Modified\r\ncontent-length: 7\r\ncontent-length: 7\r\n\r\n",
+        ),
+        (
+            Method::HEAD,
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n",
+        ),
+        (
+            Method::GET,
+            b"HTTP/1.1 204 No Content\r\ncontent-length: -1\r\n\r\n",
+        ),
+        (
+            Method::GET,
+            b"HTTP/1.1 204 No Content\r\ncontent-length: 7\r\n\r\n",
+        ),
+    ];
+    for (method, answer) in cases {
+        let backend = answering(answer, After::KeepOpen).await;
+        let t = tether_urls(vec![backend.url()], "[http2]\nh2c = true\n").await;
+        let h2 = h2c(t.proxy_addr).await;
+        let got = within("the answer", outcome(&h2, method.clone(), "/x")).await;
+        let text = String::from_utf8_lossy(answer);
+        assert!(
+            got.is_ok(),
+            "{method} answered {text:?}: the h2 client got {got:?}"
+        );
+        let url = format!("http://127.0.0.1:{}/x", t.proxy_addr.port());
+        let head = method == Method::HEAD;
+        let out = tokio::task::spawn_blocking(move || {
+            let mut curl = std::process::Command::new("curl");
+            curl.args(["-sS", "-i", "--http2-prior-knowledge", "--max-time", "10"]);
+            if head {
+                curl.arg("-I");
+            }
+            curl.arg(url).output().expect("curl runs")
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{text:?} reached curl as: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_cut_answer_is_reset_not_taken_for_a_whole_one() {
+    // The backend closes before the answer is whole: the client sees a
+    // reset stream, and the connection serves the next one.
+    let cases: [&[u8]; 3] = [
+        b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n",
+    ];
+    for answer in cases {
+        let backend = answering(answer, After::SilentClose).await;
+        let t = tether_urls(vec![backend.url()], "[http2]\nh2c = true\n").await;
+        let h2 = h2c(t.proxy_addr).await;
+        let got = within("the cut answer", outcome(&h2, Method::GET, "/x")).await;
+        // Reset before or after its head went (the reset may overtake it).
+        assert!(
+            got.as_ref()
+                .is_err_and(|e| e.contains("stream error received")),
+            "{:?}: {got:?}",
+            String::from_utf8_lossy(answer)
+        );
+        let next = within("the next answer", outcome(&h2, Method::GET, "/y")).await;
+        assert!(
+            !next.as_ref().is_err_and(|e| e.starts_with("ready")),
+            "the connection ended with the cut stream: {next:?}"
+        );
+    }
+}

@@ -203,11 +203,35 @@ pub fn response(
     out.push(b' ');
     out.extend_from_slice(&buf[head.reason.clone()]);
     out.extend_from_slice(b"\r\n");
+    // No body follows (1xx, 204, 304, the answer to a HEAD). A 304 or a
+    // HEAD answer may say the length a GET would get: the one valid
+    // length, once (an HTTP/2 client refuses a list, a duplicate or a
+    // stray value as a protocol error); a 1xx or 204 has none (RFC 9110
+    // §8.6). A lone field that says just that number goes as it came.
+    let said = match framing {
+        Downstream::None if head.status >= 200 && head.status != 204 => {
+            head.fields.content_length(buf).ok().flatten()
+        }
+        _ => None,
+    };
+    let said_as_it_came = said.is_some() && {
+        let mut lengths = head
+            .fields
+            .list
+            .iter()
+            .filter(|f| f.kind == FieldKind::ContentLength);
+        matches!(
+            (lengths.next(), lengths.next()),
+            (Some(f), None) if buf[f.value.clone()].iter().all(u8::is_ascii_digit)
+        )
+    };
     let mut lines = Lines::new(out, buf);
     for f in &head.fields.list {
         match f.kind {
             FieldKind::HopByHop | FieldKind::Connection | FieldKind::TransferEncoding => continue,
-            FieldKind::ContentLength if framing != Downstream::None => continue,
+            FieldKind::ContentLength if said_as_it_came => {}
+            // Written below: the framing's, or what a bodiless answer says.
+            FieldKind::ContentLength => continue,
             FieldKind::SessionId if session_id.is_some() => {
                 lines.write(&buf[f.name.clone()], session_id.unwrap_or_default());
                 continue;
@@ -224,7 +248,14 @@ pub fn response(
             out.extend_from_slice(b"\r\n");
         }
         Downstream::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        Downstream::None | Downstream::Close => {}
+        Downstream::None => {
+            if let (Some(n), false) = (said, said_as_it_came) {
+                out.extend_from_slice(b"content-length: ");
+                push_decimal(out, n);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        Downstream::Close => {}
     }
     if let Some(option) = connection {
         field(out, b"connection", option);
@@ -550,6 +581,43 @@ mod tests {
             out,
             b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn a_bodiless_answer_says_one_valid_length_or_none() {
+        // Found in review: these reached an HTTP/2 client as they came,
+        // which it refused as a protocol error.
+        let cases: [(&[u8], &str); 7] = [
+            (
+                b"304 Not Modified\r\nContent-Length: 5, 5",
+                "content-length: 5\r\n",
+            ),
+            (
+                b"304 Not Modified\r\nContent-Length: 7\r\ncontent-length: 7",
+                "content-length: 7\r\n",
+            ),
+            (b"304 Not Modified\r\nContent-Length: abc", ""),
+            (
+                b"304 Not Modified\r\nContent-Length: 5\r\nContent-Length: 6",
+                "",
+            ),
+            (b"200 OK\r\nContent-Length: 5, 5", "content-length: 5\r\n"),
+            (b"204 No Content\r\nContent-Length: 7", ""),
+            (b"204 No Content\r\nContent-Length: -1", ""),
+        ];
+        for (answer, said) in cases {
+            let raw = [b"HTTP/1.1 ", answer, b"\r\nX-A: 1\r\n\r\n"].concat();
+            // The answer to a HEAD has no body whatever its status.
+            let head = ResponseHead::parse(&raw, 1 << 16, true).unwrap().unwrap();
+            let mut out = Vec::new();
+            response(&mut out, &raw, &head, None, Downstream::None, None);
+            let out = String::from_utf8(out).unwrap();
+            let status = String::from_utf8_lossy(
+                &answer[..answer.iter().position(|&b| b == b'\r').unwrap()],
+            )
+            .into_owned();
+            assert_eq!(out, format!("HTTP/1.1 {status}\r\nX-A: 1\r\n{said}\r\n"));
+        }
     }
 
     #[test]

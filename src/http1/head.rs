@@ -283,7 +283,7 @@ impl Fields {
     }
 
     /// The one `Content-Length`, if any: every value must be the same number.
-    fn content_length(&self, buf: &[u8]) -> Result<Option<u64>, HeadError> {
+    pub fn content_length(&self, buf: &[u8]) -> Result<Option<u64>, HeadError> {
         // The usual case: one field, one plain number.
         let mut lengths = self
             .list
